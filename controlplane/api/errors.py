@@ -1,0 +1,161 @@
+"""The one error shape: OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+
+Every error response of the service comes from here: `ApiError` raised anywhere, FastAPI's
+validation errors, Starlette's 404/405, service-layer errors, an unavailable audit store and
+unexpected exceptions (logged with a traceback, answered without one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from controlplane.services import ServiceError
+
+log = logging.getLogger(__name__)
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _TYPE_BY_STATUS.get(status, "api_error")
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+def error_body(
+    status: int,
+    message: str,
+    type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> bytes:
+    error = {
+        "message": message,
+        "type": type or _TYPE_BY_STATUS.get(status, "api_error"),
+        "param": param,
+        "code": code,
+    }
+    return orjson.dumps({"error": error})
+
+
+def error_response(exc: ApiError) -> Response:
+    body = error_body(exc.status, exc.message, exc.type, exc.code, exc.param)
+    return Response(body, exc.status, headers=exc.headers, media_type="application/json")
+
+
+def audit_unavailable_error() -> ApiError:
+    return ApiError(
+        503,
+        "the audit store cannot be written; the service refuses changes and "
+        "inference until it is back",
+        "service_unavailable",
+        "audit_unavailable",
+    )
+
+
+def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    message = str(first.get("msg", "invalid value"))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _service_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return error_response(ApiError(exc.status, exc.message, code=exc.code, param=exc.param))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message, param = _describe_validation_error(exc)
+    return error_response(ApiError(422, message, code="invalid_value", param=param))
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    headers = dict(exc.headers or {})
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return error_response(
+        ApiError(exc.status_code, message, code=codes.get(exc.status_code), headers=headers)
+    )
+
+
+async def _audit_unavailable(_request: Request, exc: Exception) -> Response:
+    log.error("audit store unavailable: %s", exc)
+    return error_response(audit_unavailable_error())
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        ApiError(
+            500,
+            "internal error; the administrator can find it in the service log",
+            "api_error",
+            "internal_error",
+        )
+    )
+
+
+def audit_unavailable_class() -> type[Exception] | None:
+    try:
+        module: Any = importlib.import_module("controlplane.audit")
+    except ModuleNotFoundError:
+        return None
+    return getattr(module, "AuditUnavailable", None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    unavailable = audit_unavailable_class()
+    if unavailable is not None:
+        app.add_exception_handler(unavailable, _audit_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,56 @@
+"""Admin API: tenant API keys (the secret is returned once, by create)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, status
+
+from controlplane import operations, services
+from controlplane.api.deps import AuditWritable, CurrentAdmin, ReaderDep, admin_context, in_session
+from controlplane.models import TENANT_NAME_PATTERN, ApiKeyCreated, ApiKeyPublic, KeyCreate
+
+router = APIRouter(prefix="/api/keys", tags=["keys"])
+
+KeyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such key"}}
+
+
+@router.get("", summary="List keys (never their secrets)")
+async def list_keys(
+    request: Request,
+    _reader: ReaderDep,
+    tenant: Annotated[str | None, Query(pattern=TENANT_NAME_PATTERN, max_length=63)] = None,
+) -> list[ApiKeyPublic]:
+    return await in_session(
+        request, lambda s: [services.key_public(k) for k in services.list_keys(s, tenant)]
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a key",
+    dependencies=[AuditWritable],
+    responses={404: {"description": "no such tenant"}},
+)
+async def create_key(request: Request, spec: KeyCreate, admin: CurrentAdmin) -> ApiKeyCreated:
+    public, secret = await operations.create_key_async(
+        admin_context(request, admin), spec.tenant, expires_days=spec.expires_days, name=spec.name
+    )
+    return ApiKeyCreated(**public.model_dump(), key=secret)
+
+
+@router.get("/{key_id}", summary="One key", responses=NOT_FOUND)
+async def get_key(request: Request, key_id: KeyId, _reader: ReaderDep) -> ApiKeyPublic:
+    return await in_session(request, lambda s: services.key_public(services.get_key(s, key_id)))
+
+
+@router.post(
+    "/{key_id}/revoke",
+    summary="Revoke a key (effective on the next request)",
+    dependencies=[AuditWritable],
+    responses=NOT_FOUND,
+)
+async def revoke_key(request: Request, key_id: KeyId, admin: CurrentAdmin) -> ApiKeyPublic:
+    return await operations.revoke_key_async(admin_context(request, admin), key_id)

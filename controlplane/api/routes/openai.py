@@ -1,0 +1,130 @@
+"""The OpenAI-compatible API under /v1, relayed to the engines for a tenant key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from controlplane.api.deps import ServicesDep, TenantKeyDep
+from controlplane.api.errors import ApiError
+from controlplane.core.keycache import KeyPrincipal
+from controlplane.exchange import Exchange, GatewayServices
+from controlplane.proxy import RelayResponse
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+_BODY_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "required": ["model"]}}},
+    }
+}
+
+
+@router.get("/models", summary="Models this key may use")
+async def list_models(principal: TenantKeyDep, services: ServicesDep) -> Response:
+    if not services.engines.any_healthy():
+        raise ApiError(503, "no engine is healthy", code="engine_unavailable")
+    allowed = [
+        m
+        for m in services.engines.model_objects()
+        if principal.tenant.allows_model(str(m.get("id")))
+    ]
+    body = orjson.dumps({"object": "list", "data": allowed})
+    return Response(body, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_request(body: Any, principal: KeyPrincipal, services: GatewayServices) -> bool:
+    """Validate what the gateway is responsible for; returns True if the body was changed."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_body")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(
+            400, "'model' is required and must be a string", code="missing_model", param="model"
+        )
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        raise ApiError(400, "'stream' must be true or false", code="invalid_value", param="stream")
+    tenant = principal.tenant
+    if not tenant.allows_model(model) or not services.engines.knows_model(model):
+        if not services.engines.any_healthy():
+            raise ApiError(503, "no engine is healthy", code="engine_unavailable")
+        raise ApiError(
+            404,
+            f"the model {model!r} does not exist or this key may not use it",
+            code="model_not_found",
+            param="model",
+        )
+    if tenant.max_tokens is None:
+        return False
+    changed = False
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ApiError(
+                400, f"'{field}' must be a positive integer", code="invalid_value", param=field
+            )
+        if value > tenant.max_tokens:
+            raise ApiError(
+                400,
+                f"'{field}' is {value}, above this tenant's cap of {tenant.max_tokens}",
+                code="max_tokens_exceeded",
+                param=field,
+            )
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        body["max_tokens"] = tenant.max_tokens  # without it the engine may run to the context end
+        changed = True
+    return changed
+
+
+async def relay(
+    request: Request, principal: KeyPrincipal, services: GatewayServices, endpoint: str
+) -> Response:
+    raw = await read_body(request, services.settings.max_body_bytes)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    changed = check_request(body, principal, services)
+    client = request.client.host if request.client else None
+    exchange = Exchange(services, principal, endpoint, body, raw, client)
+    exchange.body_changed = changed
+    return RelayResponse(exchange)
+
+
+@router.post("/chat/completions", summary="Chat completion", openapi_extra=_BODY_SCHEMA)
+async def chat_completions(
+    request: Request, principal: TenantKeyDep, services: ServicesDep
+) -> Response:
+    return await relay(request, principal, services, "chat/completions")
+
+
+@router.post("/completions", summary="Text completion", openapi_extra=_BODY_SCHEMA)
+async def completions(request: Request, principal: TenantKeyDep, services: ServicesDep) -> Response:
+    return await relay(request, principal, services, "completions")
+
+
+@router.post("/embeddings", summary="Embeddings", openapi_extra=_BODY_SCHEMA)
+async def embeddings(request: Request, principal: TenantKeyDep, services: ServicesDep) -> Response:
+    return await relay(request, principal, services, "embeddings")

@@ -1,0 +1,247 @@
+"""`sparkplane audit export|verify|checkpoint|prune|import-installer-events`.
+
+`verify FILE --pubkey PUB` touches no database and no network (the auditor's laptop); the other
+commands read the server's settings (`--config` plus `SPARKPLANE_*`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import Engine
+
+AUDIT_KEY_FILE = "audit-signing.key"
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="server config file")]
+DatabaseOption = Annotated[
+    str | None, typer.Option("--database-url", help="overrides SPARKPLANE_DATABASE_URL")
+]
+
+audit_app = typer.Typer(
+    help="Export, verify, checkpoint and prune the audit trail.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `sparkplane` app."""
+    app.add_typer(audit_app, name="audit")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings(config: Path | None, database_url: str | None) -> Any:
+    from controlplane.core.config import ConfigError, load_settings
+
+    try:
+        return load_settings(config, **({"database_url": database_url} if database_url else {}))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _engine(settings: Any) -> Engine:
+    from controlplane.audit.guards import install_guards
+    from controlplane.core.db import init_db, make_engine
+
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    install_guards(engine)
+    return engine
+
+
+@asynccontextmanager
+async def _writer(settings: Any) -> AsyncIterator[tuple[Engine, Any]]:
+    from controlplane.audit.writer import AuditWriter
+
+    engine = _engine(settings)
+    writer = AuditWriter(engine, Path(settings.data_dir) / AUDIT_KEY_FILE)
+    await writer.start()
+    try:
+        yield engine, writer
+    finally:
+        await writer.close()
+        engine.dispose()
+
+
+def _time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not an ISO date/time like 2026-01-31T00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _run(make: Callable[[], Any]) -> Any:
+    from controlplane.audit.errors import AuditUnavailable
+
+    try:
+        return asyncio.run(make())
+    except AuditUnavailable as exc:
+        raise _fail(f"audit store unavailable: {exc}", 1) from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+@audit_app.command("export")
+def export_command(
+    reason: Annotated[str, typer.Option("--reason", help="why the records are downloaded")],
+    out: Annotated[Path, typer.Option("--out", help="export file to write (JSONL)")],
+    start: Annotated[str | None, typer.Option("--from", help="first time, ISO 8601")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last time, ISO 8601")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant's data")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="who exports")] = None,
+    config: ConfigOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Export entries, their checkpoints and the public key; the export itself is audited."""
+    from controlplane.audit.export import export_audit
+    from controlplane.operations import cli_actor
+
+    settings = _settings(config, database_url)
+    first, last = _time(start, "--from"), _time(end, "--to")
+
+    async def run() -> Any:
+        async with _writer(settings) as (engine, writer):
+            return await export_audit(engine, writer, out, reason=reason, start=first, end=last,
+                                      tenant=tenant, actor=actor or cli_actor())  # fmt: skip
+
+    result = _run(run)
+    typer.echo(
+        f"wrote {result.path}: entries {result.first_seq}..{result.last_seq} "
+        f"({result.disclosed} with data, {result.withheld} withheld); "
+        f"export recorded as entry {result.export_seq}"
+    )
+
+
+@audit_app.command("verify")
+def verify_command(
+    file: Annotated[Path | None, typer.Argument(help="export file (omit with --live)")] = None,
+    pubkey: Annotated[list[Path] | None, typer.Option("--pubkey", help="trusted key (PEM)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+    live: Annotated[bool, typer.Option("--live", help="verify the appliance database")] = False,
+    config: ConfigOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Check hashes, order, checkpoint signatures and coverage. Exit 0 valid, 1 invalid."""
+    from controlplane.audit.verify import verify_export, verify_live
+    from installer.signing import SigningKeyError
+
+    try:
+        if live:
+            settings = _settings(config, database_url)
+            keys = pubkey or sorted(Path(settings.data_dir).glob("audit-signing*.pub"))
+            report = verify_live(_engine(settings), keys)
+        elif file is None or not pubkey:
+            raise _fail("give an export FILE and --pubkey PUB (or --live)")
+        elif not file.is_file():
+            raise _fail(f"export file not found: {file}")
+        else:
+            report = verify_export(file, pubkey)
+    except SigningKeyError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        typer.echo(_summary(report))
+    raise typer.Exit(0 if report.valid else 1)
+
+
+def _summary(report: Any) -> str:
+    lines = [
+        f"entries {report.first_seq}..{report.last_seq}: {report.entries_valid}/{report.entries} "
+        f"valid ({report.entries_withheld} with data withheld)",
+        f"checkpoints: {report.checkpoints_valid}/{report.checkpoints} valid; "
+        f"signed coverage up to entry {report.covered_to}"
+        + (f", {report.uncovered} newer entries not yet checkpointed" if report.uncovered else ""),
+    ]
+    for problem in report.problems:
+        where = ", ".join(
+            f"{name} {value}"
+            for name, value in (("seq", problem.seq), ("line", problem.line),
+                                ("checkpoint", problem.checkpoint))
+            if value is not None
+        )  # fmt: skip
+        lines.append(f"  {problem.kind} ({where}): {problem.detail}")
+    hidden = report.problems_total - len(report.problems)
+    if hidden:
+        lines.append(f"  ... and {hidden} more problems")
+    lines.append("VALID" if report.valid else f"INVALID: {report.problems_total} problem(s)")
+    return "\n".join(lines)
+
+
+@audit_app.command("checkpoint")
+def checkpoint_command(config: ConfigOption = None, database_url: DatabaseOption = None) -> None:
+    """Sign a checkpoint over the current head now."""
+    settings = _settings(config, database_url)
+
+    async def run() -> int:
+        async with _writer(settings) as (_, writer):
+            return int(await writer.checkpoint_now())
+
+    typer.echo(f"checkpoint at entry {_run(run)}")
+
+
+@audit_app.command("prune")
+def prune_command(
+    older_than_days: Annotated[int, typer.Option(help="default retention, days")] = 730,
+    tenant_days: Annotated[
+        list[str] | None, typer.Option("--tenant-days", help="NAME=DAYS per-tenant retention")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="recorded with the prune")] = "retention policy",
+    config: ConfigOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Delete entries past retention (a signed checkpoint stays at the cut); redact shorter ones."""
+    from controlplane.audit.checkpoint import CheckpointSigner, load_or_create_key
+    from controlplane.audit.retention import apply_retention
+
+    policies: dict[str, int] = {}
+    for item in tenant_days or []:
+        name, _, days = item.partition("=")
+        if not name or not days.isdigit():
+            raise _fail(f"--tenant-days {item!r} must look like NAME=DAYS")
+        policies[name] = int(days)
+    settings = _settings(config, database_url)
+    engine = _engine(settings)
+    signer = CheckpointSigner(
+        "sparkplane/audit", load_or_create_key(settings.data_dir / AUDIT_KEY_FILE)
+    )
+    try:
+        result = apply_retention(engine, signer, default_days=older_than_days,
+                                 tenant_days=policies, reason=reason)  # fmt: skip
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"pruned {result.deleted} entries (cut at {result.cut}); redacted {result.redacted}")
+
+
+@audit_app.command("import-installer-events")
+def import_installer_events_command(
+    file: Annotated[Path, typer.Argument(help="JSONL written by the installer")],
+    config: ConfigOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Record installer lifecycle events (install, upgrade, rollback) in the chain, once each."""
+    from controlplane.audit.installer_events import import_events
+
+    if not file.is_file():
+        raise _fail(f"events file not found: {file}")
+    settings = _settings(config, database_url)
+
+    async def run() -> Any:
+        async with _writer(settings) as (engine, writer):
+            return await import_events(engine, writer, file)
+
+    result = _run(run)
+    typer.echo(f"imported {result.imported} installer events ({result.skipped} already present)")

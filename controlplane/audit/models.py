@@ -1,0 +1,68 @@
+"""Audit tables on the shared `Base`; `install_guards` adds the append-only triggers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from controlplane.core.db import Base, UtcDateTime
+
+# SQLite only makes INTEGER PRIMARY KEY the rowid (ordered, no extra index); elsewhere BIGINT.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class AuditEntry(Base):
+    """One chain link. `envelope` and `data` are the exact canonical bytes that were hashed."""
+
+    __tablename__ = "audit_entries"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
+    time: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str | None] = mapped_column(String(200), index=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    # NULL once retention has redacted it; the envelope keeps its digest so the chain verifies.
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpoint(Base):
+    """A signed note (C2SP checkpoint) over the chain head at `size`."""
+
+    __tablename__ = "audit_checkpoints"
+
+    size: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(8))
+    created: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AuditPrunePermit(Base):
+    """Exists only inside the retention job's transaction; the guards let it delete/redact."""
+
+    __tablename__ = "audit_prune_permits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(200))
+
+
+class AuditHealthProbe(Base):
+    """A one-row table the writer rewrites to find out whether the store is writable again."""
+
+    __tablename__ = "audit_health_probe"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AuditContentKey(Base):
+    """Per-tenant AES-256 data key wrapped by the appliance key; deleting it crypto-shreds."""
+
+    __tablename__ = "audit_content_keys"
+
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,126 @@
+"""Synchronous chain operations inside one transaction; used by the writer thread and the CLI.
+
+`lock_chain` must be the first statement of the transaction: it serialises every appender of the
+chain (other threads, processes and PostgreSQL replicas) so that reading the head and appending
+the batch happen in one writer order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from sqlalchemy import Connection, insert, select, update
+
+from controlplane.audit.chain import GENESIS_HASH, ChainEntry, build_entry
+from controlplane.audit.checkpoint import CheckpointSigner
+from controlplane.audit.models import AuditCheckpoint, AuditEntry, AuditHealthProbe
+
+# One advisory-lock key per chain (the chain lives in the connection's schema).
+CHAIN_LOCK_KEY = int.from_bytes(hashlib.sha256(b"sparkplane.audit.chain").digest()[:8], "big") >> 1
+
+
+def lock_chain(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
+    else:
+        # Take SQLite's write lock before reading the head; a deferred transaction could read a
+        # stale head and then fail to upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def read_head(conn: Connection) -> tuple[int, bytes]:
+    """(seq, hash) of the last entry; after a full prune, the checkpoint at the cut."""
+    row = conn.execute(
+        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+    ).first()
+    if row is not None:
+        return int(row[0]), bytes(row[1])
+    checkpoint = latest_checkpoint(conn)
+    if checkpoint is not None:
+        return checkpoint.size, bytes(checkpoint.root_hash)
+    return 0, GENESIS_HASH
+
+
+class CheckpointRow(NamedTuple):
+    size: int
+    root_hash: bytes
+    created: datetime
+
+
+def latest_checkpoint(conn: Connection) -> CheckpointRow | None:
+    row = conn.execute(
+        select(AuditCheckpoint.size, AuditCheckpoint.root_hash, AuditCheckpoint.created)
+        .order_by(AuditCheckpoint.size.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else CheckpointRow(int(row[0]), bytes(row[1]), as_utc(row[2]))
+
+
+def append_entries(
+    conn: Connection,
+    head: tuple[int, bytes],
+    items: Sequence[tuple[str, str | None, bytes]],
+    moment: datetime,
+) -> list[ChainEntry]:
+    """Link (kind, tenant, data) items after `head` and insert them; returns the entries."""
+    seq, prev = head
+    entries = []
+    for kind, tenant, data in items:
+        seq += 1
+        entry = build_entry(prev, seq, kind, tenant, data, moment)
+        entries.append(entry)
+        prev = entry.hash
+    if entries:
+        conn.execute(
+            insert(AuditEntry),
+            [
+                {"seq": e.seq, "time": e.time, "kind": e.kind, "tenant": e.tenant,
+                 "envelope": e.envelope, "data": e.data, "hash": e.hash}
+                for e in entries
+            ],
+        )  # fmt: skip
+    return entries
+
+
+def add_checkpoint(
+    conn: Connection, signer: CheckpointSigner, size: int, root_hash: bytes, moment: datetime
+) -> None:
+    conn.execute(
+        insert(AuditCheckpoint).values(
+            size=size,
+            root_hash=root_hash,
+            note=signer.sign(size, root_hash, moment),
+            key_id=signer.key_id.hex(),
+            created=moment,
+        )
+    )
+
+
+def checkpoint_due(
+    conn: Connection, size: int, every: int, seconds: float, moment: datetime
+) -> bool:
+    if size == 0:
+        return False
+    last = latest_checkpoint(conn)
+    if last is None:
+        return True
+    if last.size >= size:
+        return False
+    return size - last.size >= every or (moment - last.created).total_seconds() >= seconds
+
+
+def write_probe(conn: Connection, moment: datetime) -> None:
+    """A real write, to learn whether the store accepts writes again."""
+    changed = conn.execute(
+        update(AuditHealthProbe).where(AuditHealthProbe.id == 1).values(checked_at=moment)
+    ).rowcount
+    if not changed:
+        conn.execute(insert(AuditHealthProbe).values(id=1, checked_at=moment))

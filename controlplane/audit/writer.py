@@ -1,0 +1,259 @@
+"""The audit writer: group commit on one thread, fail closed, periodic signed checkpoints.
+
+`record()` returns only after its entry is committed. All entries waiting at the moment the
+writer thread is free go into one transaction (one fsync), so throughput grows with load while
+each caller still waits for its own durable commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, Engine
+
+from controlplane.audit import store
+from controlplane.audit.chain import canonical_json, check_kind
+from controlplane.audit.checkpoint import (
+    CheckpointSigner,
+    activate_staged_key,
+    load_or_create_key,
+    rotation_fields,
+    stage_private_key,
+)
+from controlplane.audit.errors import AuditUnavailable
+
+PROBE_INTERVAL = 0.5  # seconds between write probes while the store is unavailable
+
+
+@dataclass(eq=False)
+class _Item:
+    kind: str
+    tenant: str | None
+    data: bytes
+    future: asyncio.Future[int]
+    loop: asyncio.AbstractEventLoop
+    force_checkpoint: bool = False
+    new_key: Ed25519PrivateKey | None = field(default=None, repr=False)
+
+
+def _settle(future: asyncio.Future[int], result: int | BaseException) -> None:
+    if future.done():
+        return  # the caller was cancelled; its entry is committed anyway
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        key_path: Path,
+        *,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 60.0,
+        origin: str = "sparkplane/audit",
+        max_batch: int = 5000,
+    ) -> None:
+        self.engine = engine
+        self.key_path = Path(key_path)
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.origin = origin
+        self.max_batch = max_batch
+        self.healthy = False
+        self.last_error: str | None = "audit writer not started"
+        self._signer: CheckpointSigner | None = None
+        self._queue: list[_Item] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._conn: Connection | None = None
+        self._dirty_since: float | None = None  # monotonic time of the first uncheckpointed write
+
+    @property
+    def signer(self) -> CheckpointSigner:
+        if self._signer is None:
+            raise RuntimeError("start() the audit writer first")
+        return self._signer
+
+    async def start(self) -> None:
+        """Load (or create) the signing key and start the writer thread; probes the store once."""
+        key = await asyncio.to_thread(load_or_create_key, self.key_path)
+        self._signer = CheckpointSigner(self.origin, key)
+        await asyncio.to_thread(self._probe)
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Write what is queued, sign a final checkpoint, stop the thread."""
+        if self._thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        self.healthy = False
+        self.last_error = "audit writer closed"
+
+    async def record(self, kind: str, **fields: Any) -> int:
+        """Append one entry; returns its sequence number once committed.
+
+        `fields["tenant"]` goes into the authenticated envelope (tenant exports and retention
+        rely on it). Raises AuditUnavailable when the store cannot be written.
+        """
+        check_kind(kind)
+        tenant = fields.pop("tenant", None)
+        if tenant is not None and not isinstance(tenant, str):
+            raise TypeError(f"audit field 'tenant' must be a string, not {type(tenant).__name__}")
+        return await self._submit(kind, tenant, canonical_json(fields))
+
+    async def checkpoint_now(self) -> int:
+        """Commit and sign a checkpoint over the current head; returns its size."""
+        return await self._submit("", None, b"", force_checkpoint=True)
+
+    async def rotate_key(self) -> str:
+        """Switch to a new signing key; the chain records it under the old key's checkpoint."""
+        assert self._signer is not None, "start() first"
+        new_key = Ed25519PrivateKey.generate()
+        data = canonical_json(rotation_fields(self._signer, new_key))
+        await self._submit("audit.key_rotated", None, data, new_key=new_key)
+        return self._signer.key_id.hex()
+
+    async def _submit(self, kind: str, tenant: str | None, data: bytes, **extra: Any) -> int:
+        if self._thread is None or self._stopping:
+            raise AuditUnavailable("audit writer is not running")
+        if not self.healthy:
+            raise AuditUnavailable(f"audit store unavailable: {self.last_error}")
+        loop = asyncio.get_running_loop()
+        item = _Item(kind, tenant, data, loop.create_future(), loop, **extra)
+        with self._cond:
+            self._queue.append(item)
+            self._cond.notify()
+        return await item.future
+
+    # --- writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._stopping:
+                    self._cond.wait(self._wait_timeout())
+                batch = self._queue[: self.max_batch]
+                del self._queue[: len(batch)]
+                finished = self._stopping and not self._queue
+            if not self.healthy:
+                self._probe()
+            if not self.healthy:
+                self._fail(batch, AuditUnavailable(f"audit store unavailable: {self.last_error}"))
+            elif batch or finished or self._timer_due():
+                self._commit(batch, final=finished)
+            if finished:
+                self._drop_connection(invalidate=False)
+                return
+
+    def _wait_timeout(self) -> float | None:
+        if not self.healthy:
+            return PROBE_INTERVAL
+        if self._dirty_since is None:
+            return None
+        return max(0.0, self._dirty_since + self.checkpoint_seconds - time.monotonic())
+
+    def _timer_due(self) -> bool:
+        since = self._dirty_since
+        return since is not None and time.monotonic() - since >= self.checkpoint_seconds
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            conn = self.engine.connect()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA synchronous=FULL")  # fsync each group commit
+                conn.commit()
+            self._conn = conn
+        return self._conn
+
+    def _drop_connection(self, *, invalidate: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if invalidate:
+                conn.invalidate()  # never hand a broken DBAPI connection back to the pool
+            conn.close()
+        except Exception:  # noqa: S110 - the connection is being discarded anyway
+            pass
+
+    def _mark_unavailable(self, exc: BaseException) -> None:
+        self._drop_connection(invalidate=True)
+        self.healthy = False
+        self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+    def _probe(self) -> None:
+        try:
+            conn = self._connection()
+            store.lock_chain(conn)
+            store.write_probe(conn, datetime.now(UTC))
+            conn.commit()
+        except Exception as exc:
+            self._mark_unavailable(exc)
+            return
+        self.healthy, self.last_error = True, None
+
+    def _commit(self, batch: list[_Item], *, final: bool = False) -> None:
+        assert self._signer is not None
+        signer, new_key = self._signer, None
+        entries = [item for item in batch if item.kind]
+        try:
+            conn = self._connection()
+            store.lock_chain(conn)
+            moment = datetime.now(UTC)
+            head = store.read_head(conn)
+            linked = store.append_entries(
+                conn, head, [(i.kind, i.tenant, i.data) for i in entries], moment
+            )
+            size = linked[-1].seq if linked else head[0]
+            root = linked[-1].hash if linked else head[1]
+            rotating = [item.new_key for item in entries if item.new_key is not None]
+            forced = final or rotating or any(item.force_checkpoint for item in batch)
+            if size and (forced or self._timer_due()):
+                due = store.checkpoint_due(conn, size, 1, 0.0, moment)
+            else:
+                due = store.checkpoint_due(
+                    conn, size, self.checkpoint_every, self.checkpoint_seconds, moment
+                )
+            if due:
+                store.add_checkpoint(conn, signer, size, root, moment)
+            if rotating:
+                new_key = rotating[-1]
+                stage_private_key(self.key_path, new_key)  # on disk before the chain names it
+            conn.commit()
+        except Exception as exc:
+            self._mark_unavailable(exc)
+            self._fail(batch, AuditUnavailable(f"audit store unavailable: {self.last_error}"))
+            return
+        if new_key is not None:
+            activate_staged_key(self.key_path)
+            self._signer = CheckpointSigner(self.origin, new_key)
+        if due or not linked:
+            self._dirty_since = None  # checkpointed, or nothing new from us to checkpoint
+        elif self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        by_item = dict(zip(entries, (e.seq for e in linked), strict=True))
+        for item in batch:
+            item.loop.call_soon_threadsafe(_settle, item.future, by_item.get(item, size))
+
+    @staticmethod
+    def _fail(batch: list[_Item], error: AuditUnavailable) -> None:
+        for item in batch:
+            with contextlib.suppress(RuntimeError):  # that loop is closed; nobody waits
+                item.loop.call_soon_threadsafe(_settle, item.future, error)

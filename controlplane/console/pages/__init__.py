@@ -1,0 +1,1 @@
+"""Console page modules; each exposes a `router`."""

@@ -1,0 +1,98 @@
+"""Dashboard: engines, live load per tenant, capacity, throughput, audit chain, disk space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from controlplane.audit.models import AuditCheckpoint, AuditEntry
+from controlplane.console.charts import meter
+from controlplane.console.deps import Viewer
+from controlplane.console.notices import notice_text
+from controlplane.console.queries import entry_data
+from controlplane.console.system_info import appliance_root, disk_usage, read_system_info
+from controlplane.console.web import render, run_db
+from controlplane.core.db import utcnow
+
+router = APIRouter()
+THROUGHPUT_WINDOW = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class TenantLoad:
+    name: str
+    in_flight: int
+    queued: int
+    max_concurrency: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    head_seq: int
+    checkpoint_size: int | None
+    checkpoint_time: datetime | None
+    completion_tokens_window: int
+
+
+def _chain_status(db: Session) -> ChainStatus:
+    head = db.scalar(select(func.max(AuditEntry.seq))) or 0
+    checkpoint = db.scalars(
+        select(AuditCheckpoint).order_by(AuditCheckpoint.size.desc()).limit(1)
+    ).first()
+    since = utcnow() - THROUGHPUT_WINDOW
+    recent = db.scalars(
+        select(AuditEntry).where(AuditEntry.kind == "api.completion", AuditEntry.time >= since)
+    )
+    tokens = sum(int(entry_data(entry).get("completion_tokens") or 0) for entry in recent)
+    return ChainStatus(
+        head, checkpoint.size if checkpoint else None, checkpoint.created if checkpoint else None,
+        tokens,
+    )  # fmt: skip
+
+
+def _disks(request: Request) -> list[tuple[str, int, int, Any]]:
+    settings = request.app.state.settings
+    paths = {"Control-plane data": Path(settings.data_dir)}
+    root = appliance_root(settings)
+    if root is not None:
+        paths["Model store"] = root / "var" / "lib" / "sparkplane" / "models"
+    disks = []
+    for label, path in paths.items():
+        usage = disk_usage(path)
+        if usage is not None:
+            used, total = usage
+            disks.append((label, used, total, meter(used / total, f"{label} disk used")))
+    return disks
+
+
+@router.get("/")
+async def dashboard(request: Request, active: Viewer, notice: str = "") -> Response:
+    gateway = request.app.state.gateway
+    engines = list(gateway.engines.engines)
+    capacity = sum(engine.capacity for engine in engines if engine.healthy)
+    in_flight = sum(engine.in_flight for engine in engines)
+    tenants = sorted(
+        (TenantLoad(s.policy.name, s.in_flight, len(s.queue), s.policy.max_concurrency,
+                    s.policy.weight) for s in gateway.admission.tenants.values()),
+        key=lambda load: (-load.in_flight - load.queued, load.name),
+    )  # fmt: skip
+    chain = await run_db(request, _chain_status)
+    audit = request.app.state.audit
+    system = read_system_info(appliance_root(request.app.state.settings))
+    models = sorted({model for engine in engines for model in engine.model_ids})
+    return render(
+        request, "dashboard.html", active, section="dashboard", title="Dashboard",
+        engines=engines, capacity=capacity, in_flight=in_flight, tenants=tenants, chain=chain,
+        capacity_meter=meter(in_flight / capacity if capacity else 0, "engine capacity in use"),
+        tokens_per_second=chain.completion_tokens_window / THROUGHPUT_WINDOW.total_seconds(),
+        audit_healthy=bool(audit.healthy), audit_error=audit.last_error, models=models,
+        profile=system.profile, disks=_disks(request), notice=notice_text(notice),
+    )  # fmt: skip

@@ -1,0 +1,118 @@
+"""Tenants: list, create, edit limits, disable/enable. Changes go through controlplane.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from controlplane import operations, services
+from controlplane.console.deps import AdminAction, AdminViewer, Viewer
+from controlplane.console.forms import (
+    TENANT_FIELD_HELP,
+    FormError,
+    form_values,
+    tenant_create_from_form,
+    tenant_update_from_form,
+)
+from controlplane.console.notices import notice_text
+from controlplane.console.sessions import ActiveSession
+from controlplane.console.web import (
+    admin_context,
+    ensure_audit_writable,
+    redirect,
+    render,
+    run_db,
+)
+from controlplane.models import TenantLimits, TenantPublic, TenantUpdate
+
+router = APIRouter()
+
+
+def _public_tenants(db: Session) -> list[TenantPublic]:
+    return [services.tenant_public(tenant) for tenant in services.list_tenants(db)]
+
+
+def live_load(request: Request) -> dict[int, tuple[int, int]]:
+    """In flight and queued per tenant id, from this replica's admission state."""
+    gateway = getattr(request.app.state, "gateway", None)
+    tenants = gateway.admission.tenants if gateway is not None else {}
+    return {tid: (state.in_flight, len(state.queue)) for tid, state in tenants.items()}
+
+
+@router.get("/tenants")
+async def tenant_list(request: Request, active: Viewer, notice: str = "") -> Response:
+    tenants = await run_db(request, _public_tenants)
+    return render(
+        request, "tenants.html", active, section="tenants", title="Tenants", tenants=tenants,
+        load=live_load(request), notice=notice_text(notice),
+    )  # fmt: skip
+
+
+def _tenant_form(request: Request, active: Any, values: dict[str, str], *, editing: str = "",
+                 error: str | None = None, status_code: int = 200) -> Response:  # fmt: skip
+    return render(
+        request, "tenant_form.html", active, status_code=status_code, section="tenants",
+        title=f"Edit {editing}" if editing else "New tenant", values=values, editing=editing,
+        fields=TENANT_FIELD_HELP, error=error,
+    )  # fmt: skip
+
+
+@router.get("/tenants/new")
+async def tenant_new(request: Request, active: AdminViewer) -> Response:
+    return _tenant_form(request, active, form_values(TenantLimits.model_validate({})))
+
+
+@router.post("/tenants")
+async def tenant_create(request: Request, active: AdminAction) -> Response:
+    form = await request.form()
+    try:
+        spec = tenant_create_from_form(form)
+    except FormError as exc:
+        return _tenant_form(request, active, form_values(form), error=str(exc), status_code=400)
+    ensure_audit_writable(request)
+    try:
+        tenant = await operations.create_tenant_async(admin_context(request, active), spec)
+    except services.ServiceError as exc:
+        return _tenant_form(
+            request, active, form_values(form), error=exc.message, status_code=exc.status
+        )
+    return redirect(f"/tenants/{tenant.name}", notice="tenant_created")
+
+
+@router.get("/tenants/{name}/edit")
+async def tenant_edit(request: Request, name: str, active: AdminViewer) -> Response:
+    tenant = await run_db(request, lambda db: services.tenant_public(services.get_tenant(db, name)))
+    return _tenant_form(request, active, form_values(tenant), editing=tenant.name)
+
+
+async def _apply_update(request: Request, active: ActiveSession, name: str,
+                        changes: TenantUpdate) -> None:  # fmt: skip
+    ensure_audit_writable(request)
+    await operations.update_tenant_async(admin_context(request, active), name, changes)
+
+
+@router.post("/tenants/{name}/edit")
+async def tenant_update(request: Request, name: str, active: AdminAction) -> Response:
+    form = await request.form()
+    try:
+        changes = tenant_update_from_form(form)
+    except FormError as exc:
+        values = form_values(form) | {"name": name}
+        return _tenant_form(request, active, values, editing=name, error=str(exc), status_code=400)
+    await _apply_update(request, active, name, changes)
+    return redirect(f"/tenants/{name}", notice="tenant_updated")
+
+
+@router.post("/tenants/{name}/disable")
+async def tenant_disable(request: Request, name: str, active: AdminAction) -> Response:
+    await _apply_update(request, active, name, TenantUpdate.model_validate({"disabled": True}))
+    return redirect(f"/tenants/{name}", notice="tenant_disabled")
+
+
+@router.post("/tenants/{name}/enable")
+async def tenant_enable(request: Request, name: str, active: AdminAction) -> Response:
+    await _apply_update(request, active, name, TenantUpdate.model_validate({"disabled": False}))
+    return redirect(f"/tenants/{name}", notice="tenant_enabled")

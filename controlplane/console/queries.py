@@ -1,0 +1,146 @@
+"""Read-only queries behind the console pages (usage tables, audit entries)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from controlplane.audit.models import AuditEntry
+from controlplane.console.charts import DayTokens
+from controlplane.core.db import utcnow
+from controlplane.models import DailyUsage, Tenant
+
+# Where the top-models table looks: the most recent completions of the tenant.
+TOP_MODELS_SCAN_LIMIT = 20_000
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    day: date
+    tenant: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    model: str
+    requests: int
+    tokens: int
+
+
+def usage_rows(db: Session, start: date, end: date, tenant: str | None = None) -> list[UsageRow]:
+    """Requests and tokens per tenant per UTC day, newest day first."""
+    query = (
+        select(DailyUsage, Tenant.name)
+        .join(Tenant, Tenant.id == DailyUsage.tenant_id)
+        .where(DailyUsage.day >= start, DailyUsage.day <= end)
+        .order_by(DailyUsage.day.desc(), Tenant.name)
+    )
+    if tenant:
+        query = query.where(Tenant.name == tenant)
+    return [
+        UsageRow(row.day, name, row.requests, row.prompt_tokens, row.completion_tokens)
+        for row, name in db.execute(query)
+    ]
+
+
+def daily_tokens(db: Session, tenant: str, days: int) -> list[DayTokens]:
+    today = utcnow().date()
+    rows = usage_rows(db, today - timedelta(days=days - 1), today, tenant)
+    return [DayTokens(r.day, r.prompt_tokens, r.completion_tokens, r.requests) for r in rows]
+
+
+def entry_data(entry: AuditEntry) -> dict[str, Any]:
+    """The entry's fields, or {} when retention redacted them."""
+    if entry.data is None:
+        return {}
+    loaded = orjson.loads(entry.data)
+    return loaded if isinstance(loaded, dict) else {"value": loaded}
+
+
+def top_models(db: Session, tenant: str, days: int = 30, limit: int = 5) -> list[ModelUsage]:
+    """Models by tokens over the last `days`, from the tenant's completion audit entries."""
+    since = utcnow() - timedelta(days=days)
+    query = (
+        select(AuditEntry)
+        .where(AuditEntry.tenant == tenant, AuditEntry.kind == "api.completion")
+        .where(AuditEntry.time >= since)
+        .order_by(AuditEntry.seq.desc())
+        .limit(TOP_MODELS_SCAN_LIMIT)
+    )
+    requests: dict[str, int] = defaultdict(int)
+    tokens: dict[str, int] = defaultdict(int)
+    for entry in db.scalars(query):
+        data = entry_data(entry)
+        model = str(data.get("model") or "unknown")
+        requests[model] += 1
+        tokens[model] += int(data.get("prompt_tokens") or 0) + int(
+            data.get("completion_tokens") or 0
+        )
+    ranked = sorted(requests, key=lambda m: (-tokens[m], -requests[m], m))
+    return [ModelUsage(model, requests[model], tokens[model]) for model in ranked[:limit]]
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    start: datetime | None = None
+    end: datetime | None = None
+    tenant: str = ""
+    actor: str = ""
+    action: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    time: datetime
+    kind: str
+    tenant: str | None
+    fields: dict[str, Any]
+
+
+def _like_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def audit_page(
+    db: Session, where: AuditFilter, before: int | None, after: int | None, size: int
+) -> list[AuditRow]:
+    """One page of entries, newest first; `before`/`after` are seq cursors (keyset paging)."""
+    query = select(AuditEntry)
+    if where.start is not None:
+        query = query.where(AuditEntry.time >= where.start)
+    if where.end is not None:
+        query = query.where(AuditEntry.time <= where.end)
+    if where.tenant:
+        query = query.where(AuditEntry.tenant == where.tenant)
+    if where.action:
+        stem = where.action.rstrip(".")
+        query = query.where(
+            or_(AuditEntry.kind == stem, AuditEntry.kind.like(f"{_like_literal(stem)}.%", "\\"))
+        )
+    if where.actor:
+        # Fields are canonical JSON (sorted keys, no spaces), so the pair appears verbatim.
+        needle = b'"actor":' + orjson.dumps(where.actor)
+        pattern = b"%" + _like_literal(needle.decode()).encode() + b"%"
+        query = query.where(AuditEntry.data.like(pattern, escape="\\"))
+    if after is not None:
+        query = query.where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(size)
+        rows = list(reversed(list(db.scalars(query))))
+    else:
+        if before is not None:
+            query = query.where(AuditEntry.seq < before)
+        rows = list(db.scalars(query.order_by(AuditEntry.seq.desc()).limit(size)))
+    return [AuditRow(e.seq, e.time, e.kind, e.tenant, entry_data(e)) for e in rows]

@@ -1,0 +1,148 @@
+"""Console user administration shared by the Admin users page and `sparkplane admins`.
+
+Each operation commits its change, then writes one `admin.user_<action>` audit event through
+the same AdminContext the tenant operations use. Secrets (passwords) never enter the event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from controlplane.console.auth import (
+    ConsoleAuthError,
+    create_admin,
+    find_user,
+    normalise_username,
+    parse_role,
+    reset_password,
+)
+from controlplane.console.models import AdminUser, Role
+from controlplane.core.db import utcnow
+from controlplane.operations import AdminContext
+
+
+@dataclass(frozen=True)
+class UserView:
+    id: int
+    username: str
+    role: str
+    disabled: bool
+    must_change_password: bool
+    locked_until: datetime | None
+    created_at: datetime
+    last_signin_at: datetime | None
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_until is not None and self.locked_until > utcnow()
+
+
+def user_view(user: AdminUser) -> UserView:
+    return UserView(user.id, user.username, user.role, user.disabled, user.must_change_password,
+                    user.locked_until, user.created_at, user.last_signin_at)  # fmt: skip
+
+
+def list_users(db: Session) -> list[UserView]:
+    return [user_view(u) for u in db.scalars(select(AdminUser).order_by(AdminUser.username))]
+
+
+def _existing(db: Session, username: str) -> AdminUser:
+    user = find_user(db, normalise_username(username))
+    if user is None:
+        raise ConsoleAuthError(f"user {username!r} does not exist")
+    return user
+
+
+def _active_admins(db: Session) -> int:
+    query = select(func.count()).where(AdminUser.role == Role.ADMIN, AdminUser.disabled.is_(False))
+    return int(db.scalar(query) or 0)
+
+
+def _guard_last_admin(db: Session, user: AdminUser) -> None:
+    # Locking every admin out would leave only the installer's shell to recover.
+    if user.role == Role.ADMIN and not user.disabled and _active_admins(db) <= 1:
+        raise ConsoleAuthError("this is the last enabled admin; create another admin first")
+
+
+async def _record(ctx: AdminContext, action: str, username: str, **fields: Any) -> None:
+    await ctx.audit.record(f"admin.user_{action}", actor=ctx.actor, actor_role=ctx.actor_role,
+                           target=f"user:{username}", **fields)  # fmt: skip
+
+
+async def create_user(ctx: AdminContext, username: str, role: str,
+                      password: str | None = None) -> str:  # fmt: skip
+    """Create a user; returns the password (a generated one-time one when none is given)."""
+
+    def work(db: Session) -> str:
+        secret = create_admin(db, username, role, password)
+        db.commit()
+        return secret
+
+    secret = await ctx.run(work)
+    await _record(ctx, "create", normalise_username(username), role=parse_role(role).value,
+                  one_time_password=password is None)  # fmt: skip
+    return secret
+
+
+async def reset_user_password(ctx: AdminContext, username: str) -> str:
+    """New one-time password; unlocks the account and signs it out everywhere."""
+
+    def work(db: Session) -> str:
+        secret = reset_password(db, _existing(db, username))
+        db.commit()
+        return secret
+
+    secret = await ctx.run(work)
+    await _record(ctx, "password_reset", normalise_username(username))
+    return secret
+
+
+async def set_role(ctx: AdminContext, username: str, role: str) -> None:
+    new_role = parse_role(role).value
+
+    def work(db: Session) -> str:
+        user = _existing(db, username)
+        before = user.role
+        if before != new_role:
+            _guard_last_admin(db, user)
+            user.role = new_role
+            user.sessions.clear()  # the new role applies from the next sign-in
+            db.commit()
+        return before
+
+    before = await ctx.run(work)
+    if before != new_role:
+        await _record(ctx, "role_change", normalise_username(username),
+                      before={"role": before}, after={"role": new_role})  # fmt: skip
+
+
+async def set_disabled(ctx: AdminContext, username: str, disabled: bool) -> None:
+    def work(db: Session) -> bool:
+        user = _existing(db, username)
+        if user.disabled == disabled:
+            return False
+        if disabled:
+            _guard_last_admin(db, user)
+            user.sessions.clear()
+        user.disabled = disabled
+        db.commit()
+        return True
+
+    if await ctx.run(work):
+        await _record(ctx, "disable" if disabled else "enable", normalise_username(username))
+
+
+async def unlock_user(ctx: AdminContext, username: str) -> None:
+    def work(db: Session) -> None:
+        user = _existing(db, username)
+        user.locked_until = None
+        user.failed_attempts = 0
+        db.commit()
+
+    await ctx.run(work)
+    await _record(ctx, "unlock", normalise_username(username))

@@ -1,0 +1,157 @@
+"""Rendering and plumbing shared by the console pages: templates, headers, DB calls, audit."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import Request
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, RedirectResponse
+
+from controlplane.api.errors import ApiError, audit_unavailable_error
+from controlplane.console.sessions import ActiveSession
+from controlplane.operations import AdminContext
+
+PACKAGE_DIR = Path(__file__).parent
+STATIC_DIR = PACKAGE_DIR / "static"
+TEMPLATE_DIR = PACKAGE_DIR / "templates"
+PREFIX = "/console"
+STATIC_PREFIX = "/static"
+
+# Same-origin only, no inline code: even an injected <script> would not run.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+T = TypeVar("T")
+
+
+@cache
+def static_version(name: str) -> str:
+    """A content hash for cache busting; static files only change with a release."""
+    return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+
+
+def static_url(name: str) -> str:
+    return f"{STATIC_PREFIX}/{name}?v={static_version(name)}"
+
+
+def console_url(path: str = "/", **query: Any) -> str:
+    params = {key: value for key, value in query.items() if value not in (None, "")}
+    suffix = f"?{urlencode(params)}" if params else ""
+    return f"{PREFIX}{path}{suffix}"
+
+
+def format_time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
+
+
+def format_number(value: float | int | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def format_bytes(size: float | None) -> str:
+    if size is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:,.1f} {unit}" if unit != "B" else f"{size:.0f} B"
+        size /= 1024
+    return f"{size} B"
+
+
+@cache
+def template_env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,  # every template, whatever its suffix
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(static_url=static_url, url=console_url)
+    env.filters.update(time=format_time, number=format_number, bytes=format_bytes)
+    return env
+
+
+def render(
+    request: Request,
+    template: str,
+    active: ActiveSession | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    context.setdefault("notice", None)
+    context.setdefault("error", None)
+    html = (
+        template_env()
+        .get_template(template)
+        .render(
+            request=request, user=active, csrf_token=active.csrf_token if active else "", **context
+        )
+    )
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def redirect(path: str, **query: Any) -> RedirectResponse:
+    """Post/redirect/get: 303 so the browser follows with GET."""
+    return RedirectResponse(console_url(path, **query), status_code=303)
+
+
+async def run_db(request: Request, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run `work(session, ...)` in a worker thread with its own session."""
+    factory = request.app.state.sessions
+
+    def call() -> T:
+        with factory() as db:
+            return work(db, *args, **kwargs)
+
+    return await run_in_threadpool(call)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def ensure_audit_writable(request: Request) -> None:
+    """Fail closed: refuse a change up front when its audit entry could not be written."""
+    writer = request.app.state.audit
+    if not getattr(writer, "healthy", True):
+        raise audit_unavailable_error()
+
+
+async def record(request: Request, kind: str, active: ActiveSession | None, **fields: Any) -> int:
+    """Write one audit entry for a console event, with who did it and from where."""
+    if active is not None:
+        fields.setdefault("actor", active.username)
+        fields.setdefault("actor_role", active.role)
+    fields.setdefault("client", client_address(request))
+    fields.setdefault("via", "console")
+    seq: int = await request.app.state.audit.record(kind, **fields)
+    return seq
+
+
+def admin_context(request: Request, active: ActiveSession) -> AdminContext:
+    """The controlplane's shared admin path (same audit events as the CLI and the API)."""
+    state = request.app.state
+    return AdminContext(state.sessions, state.pepper, state.audit, active.username, active.role)
+
+
+def bad_request(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, message, code="invalid_value", param=param)

@@ -1,0 +1,151 @@
+"""One `Settings` object: `SPARKPLANE_*` environment variables over an optional config file.
+
+The config file is YAML (a mapping) or `KEY=VALUE` lines (the format of the appliance's
+`/etc/sparkplane/controlplane.env`); keys may carry the `SPARKPLANE_` prefix or not. Environment
+variables win over the file, so an operator can override one value for one run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SPARKPLANE_"
+DEVELOPMENT_DATA_DIR = Path("sparkplane-data")
+DEVELOPMENT_ENGINE_URLS = ["http://127.0.0.1:8000/v1"]
+MIN_ADMIN_TOKEN_LENGTH = 24
+WEAK_TOKENS = frozenset({"changethis", "changeme", "admin", "secret"})
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = DEVELOPMENT_DATA_DIR
+    database_url: str = ""
+    engine_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEVELOPMENT_ENGINE_URLS)
+    )
+    engine_capacity: int = Field(default=32, ge=1, le=4096)
+    engine_health_interval: float = Field(default=2.0, gt=0)
+    engine_connect_timeout: float = Field(default=5.0, gt=0)
+    request_timeout: float = Field(
+        default=600.0, gt=0, description="whole-request time limit, seconds"
+    )
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    admin_token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Multi-replica coordination: "auto" uses the database when it is PostgreSQL.
+    coordination: Literal["auto", "local", "database"] = "auto"
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_ttl: float = Field(
+        default=15.0, gt=1, description="seconds before a dead replica's slots expire"
+    )
+    usage_flush_interval: float = Field(default=1.0, gt=0)
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _split_engine_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("engine_urls")
+    @classmethod
+    def _check_engine_urls(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("at least one engine URL is needed")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"engine URL {url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in urls]
+
+    @model_validator(mode="after")
+    def _defaults_and_production_guard(self) -> Settings:
+        if not self.database_url:
+            path = (self.data_dir / "sparkplane.db").resolve()
+            object.__setattr__(self, "database_url", f"sqlite:///{path}")
+        if self.environment == "production":
+            self._refuse_development_defaults()
+        return self
+
+    def _refuse_development_defaults(self) -> None:
+        # Like full-stack-fastapi-template: defaults that are fine on a laptop are refused
+        # on the appliance, where they would silently put state or secrets in the wrong place.
+        if "data_dir" not in self.model_fields_set or not self.data_dir.is_absolute():
+            raise ValueError("production needs SPARKPLANE_DATA_DIR set to an absolute path")
+        if "engine_urls" not in self.model_fields_set:
+            raise ValueError("production needs SPARKPLANE_ENGINE_URLS set explicitly")
+        token = self.admin_token.get_secret_value() if self.admin_token else None
+        if token is not None and (token in WEAK_TOKENS or len(token) < MIN_ADMIN_TOKEN_LENGTH):
+            raise ValueError(
+                f"production refuses SPARKPLANE_ADMIN_TOKEN shorter than "
+                f"{MIN_ADMIN_TOKEN_LENGTH} characters or left at a default"
+            )
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def uses_database_coordination(self) -> bool:
+        if self.coordination == "auto":
+            return self.is_postgres
+        return self.coordination == "database"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping or KEY=VALUE file into lower-case setting names."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if path.suffix in {".yaml", ".yml"}:
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        raw = {str(key): value for key, value in loaded.items()}
+    else:
+        raw = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            key, sep, value = stripped.partition("=")
+            if not sep:
+                raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {stripped!r}")
+            raw[key.strip()] = value.strip().strip("'\"")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.lower().removeprefix(ENV_PREFIX.lower())
+        if name not in Settings.model_fields:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        values[name] = value
+    return values
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from (lowest first) the config file, the environment, then `overrides`."""
+    values = read_config_file(config_file) if config_file is not None else {}
+    for name in list(values):
+        if f"{ENV_PREFIX}{name.upper()}" in os.environ:
+            del values[name]
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,167 @@
+"""One inference call's state from arrival to its audit record, and the services it uses."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from starlette.types import Send
+
+from controlplane.admission import Admission, Slot
+from controlplane.core.config import Settings
+from controlplane.core.keycache import KeyPrincipal
+from controlplane.engines import EnginePool
+from controlplane.limits import RejectReason
+from controlplane.metrics import Metrics
+from controlplane.usage import UsageLedger
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    UPSTREAM_ERROR = "upstream_error"
+    ENGINE_ERROR = "engine_error"
+    TIMEOUT = "timeout"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+
+
+@dataclass
+class GatewayServices:
+    settings: Settings
+    admission: Admission
+    engines: EnginePool
+    usage: UsageLedger
+    metrics: Metrics
+    audit: Any  # controlplane.audit.AuditWriter
+    audit_unavailable: type[Exception]
+
+
+class Exchange:
+    def __init__(
+        self,
+        services: GatewayServices,
+        principal: KeyPrincipal,
+        endpoint: str,
+        body: dict[str, Any],
+        raw: bytes,
+        client: str | None,
+    ) -> None:
+        self.services = services
+        self.principal = principal
+        self.endpoint = endpoint
+        self.body = body
+        self.raw = raw
+        self.client = client
+        self.request_id = "req_" + secrets.token_hex(12)
+        self.model = str(body.get("model", ""))
+        self.stream = body.get("stream") is True
+        options = body.get("stream_options")
+        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.started = time.monotonic()
+        self.first_byte_at: float | None = None
+        self.headers_sent = False
+        self.status = 0
+        self.outcome = Outcome.CANCELLED  # until something better is known
+        self.reject_reason: RejectReason | None = None
+        self.slot: Slot | None = None
+        self.usage_reported = False
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.completion_events = 0
+        self.body_changed = False
+
+    def upstream_body(self) -> bytes:
+        if self.stream and not self.client_wants_usage:
+            # Usage always comes from the engine: ask for it, the relay strips it again.
+            options = dict(self.body.get("stream_options") or {})
+            options["include_usage"] = True
+            self.body["stream_options"] = options
+            self.body_changed = True
+        return orjson.dumps(self.body) if self.body_changed else self.raw
+
+    def take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.usage_reported = True
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.monotonic()
+
+    async def send_headers(
+        self, send: Send, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        headers.append((b"x-request-id", self.request_id.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        self.headers_sent = True
+        if not self.stream:
+            self.mark_first_byte()
+
+    async def record_request(self) -> None:
+        await self.services.audit.record(
+            "api.request",
+            tenant=self.principal.tenant.name,
+            key_id=self.principal.key_id,
+            key_prefix=self.principal.key_prefix,
+            endpoint=self.endpoint,
+            model=self.model,
+            stream=self.stream,
+            request_id=self.request_id,
+            client=self.client,
+        )
+
+    def _estimate_unreported_usage(self) -> bool:
+        """A cancelled stream has no usage chunk: estimate from what was relayed."""
+        if self.usage_reported or self.slot is None:
+            return False
+        self.completion_tokens = self.completion_events
+        self.prompt_tokens = max(1, len(self.raw) // 4)  # about 4 bytes per token of JSON text
+        return True
+
+    async def finish(self) -> None:
+        """Count usage, update metrics and write the completion audit event (never raises)."""
+        services, tenant = self.services, self.principal.tenant
+        estimated = self._estimate_unreported_usage()
+        elapsed = time.monotonic() - self.started
+        tokens = self.prompt_tokens + self.completion_tokens
+        if self.slot is not None:
+            services.usage.record(tenant.tenant_id, self.prompt_tokens, self.completion_tokens)
+            services.admission.charge_tokens(self.slot.tenant, tokens)
+            services.metrics.prompt_tokens.labels(tenant.name).inc(self.prompt_tokens)
+            services.metrics.completion_tokens.labels(tenant.name).inc(self.completion_tokens)
+            services.metrics.latency.labels(tenant.name).observe(elapsed)
+            if self.first_byte_at is not None and self.stream:
+                services.metrics.ttft.labels(tenant.name).observe(self.first_byte_at - self.started)
+        services.usage.touch_key(self.principal.key_id)
+        services.metrics.requests.labels(tenant.name, self.endpoint, self.outcome.value).inc()
+        try:
+            await services.audit.record(
+                "api.completion",
+                tenant=tenant.name,
+                key_id=self.principal.key_id,
+                request_id=self.request_id,
+                endpoint=self.endpoint,
+                model=self.model,
+                status=self.status or None,
+                outcome=self.outcome.value,
+                reason=self.reject_reason.value if self.reject_reason else None,
+                prompt_tokens=self.prompt_tokens,
+                completion_tokens=self.completion_tokens,
+                tokens_estimated=estimated,
+                latency_ms=round(elapsed * 1000, 3),
+                queue_ms=round(self.slot.queue_wait * 1000, 3) if self.slot else None,
+                engine=self.slot.engine.url if self.slot else None,
+            )
+        except Exception:
+            # The request already ran; the failure is visible as audit unhealthy and in /readyz,
+            # and new requests are refused at `api.request` until the store is back.
+            log.exception("could not audit completion of %s", self.request_id)

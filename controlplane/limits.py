@@ -1,0 +1,135 @@
+"""Value types of admission: a tenant's policy, rejection reasons, the token bucket."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from controlplane.models import Tenant
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """The limits admission enforces, copied from a `Tenant` row (immutable, cheap to compare)."""
+
+    tenant_id: int
+    name: str
+    max_concurrency: int
+    weight: float
+    rpm: int | None
+    tpm: int | None
+    daily_tokens: int | None
+    monthly_tokens: int | None
+    max_tokens: int | None
+    allowed_models: frozenset[str]
+    queue_size: int
+    queue_timeout: float
+    disabled: bool
+    capture_content: bool
+
+    @classmethod
+    def from_row(cls, tenant: Tenant) -> TenantPolicy:
+        return cls(
+            tenant_id=tenant.id,
+            name=tenant.name,
+            max_concurrency=tenant.max_concurrency,
+            weight=tenant.weight,
+            rpm=tenant.rpm,
+            tpm=tenant.tpm,
+            daily_tokens=tenant.daily_tokens,
+            monthly_tokens=tenant.monthly_tokens,
+            max_tokens=tenant.max_tokens,
+            allowed_models=frozenset(tenant.allowed_models or ()),
+            queue_size=tenant.queue_size,
+            queue_timeout=tenant.queue_timeout,
+            disabled=tenant.disabled,
+            capture_content=tenant.capture_content,
+        )
+
+    def allows_model(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+class RejectReason(StrEnum):
+    CONCURRENCY = "tenant_concurrency_limit"
+    ENGINE_CAPACITY = "engine_capacity"
+    RPM = "rpm_limit"
+    TPM = "tpm_limit"
+    DAILY_QUOTA = "daily_token_quota"
+    MONTHLY_QUOTA = "monthly_token_quota"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+
+
+class Rejected(Exception):
+    """Admission said no; `reason` names the limit, `retry_after` is in seconds."""
+
+    def __init__(self, reason: RejectReason, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return 503 if self.reason is RejectReason.ENGINE_UNAVAILABLE else 429
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class TokenBucket:
+    """`per_minute` tokens per minute, bursting up to one minute's worth; may go into debt."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self._level = float(per_minute)
+        self._stamp = time.monotonic()
+
+    @classmethod
+    def resize(cls, bucket: TokenBucket | None, per_minute: int | None) -> TokenBucket | None:
+        if per_minute is None:
+            return None
+        if bucket is None or bucket.per_minute != per_minute:
+            fresh = cls(per_minute)
+            if bucket is not None:  # keep what was spent: a limit change is no free refill
+                fresh._level = min(bucket.level(), float(per_minute))
+            return fresh
+        return bucket
+
+    def level(self) -> float:
+        now = time.monotonic()
+        self._level = min(float(self.per_minute), self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+        return self._level
+
+    def try_take(self, amount: float) -> bool:
+        if self.level() >= amount:
+            self._level -= amount
+            return True
+        return False
+
+    def spend(self, amount: float) -> None:
+        self.level()
+        self._level -= amount
+
+    def seconds_until(self, amount: float) -> float:
+        missing = amount - self.level()
+        return max(0.0, missing / self.rate)
+
+
+def seconds_until_next_utc_day(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+def seconds_until_next_utc_month(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    start = datetime(year, month, 1, tzinfo=UTC)
+    return (start - now).total_seconds()

@@ -1,0 +1,149 @@
+"""`create_app(settings)`: the control plane's FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+import controlplane
+from controlplane.admission import Admission
+from controlplane.api.errors import install_error_handlers
+from controlplane.api.routes import docs, health, keys, openai, tenants
+from controlplane.core.config import Settings
+from controlplane.core.db import init_db, make_engine, session_factory
+from controlplane.core.keycache import KeyAuthenticator
+from controlplane.core.security import load_or_create_pepper
+from controlplane.engines import EnginePool
+from controlplane.exchange import GatewayServices
+from controlplane.metrics import Metrics
+from controlplane.usage import UsageLedger
+
+log = logging.getLogger(__name__)
+
+AUDIT_KEY_FILE = "audit-signing.key"
+
+
+def _optional_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+
+
+def _live_state(services: GatewayServices) -> dict[str, Any]:
+    tenants = {
+        state.policy.name: (state.in_flight, len(state.queue))
+        for state in services.admission.tenants.values()
+    }
+    engines = {
+        engine.url: (engine.healthy, engine.in_flight, engine.capacity)
+        for engine in services.engines.engines
+    }
+    return {"tenants": tenants, "engines": engines}
+
+
+async def _make_admission(
+    settings: Settings,
+    engines: EnginePool,
+    usage: UsageLedger,
+    metrics: Metrics,
+    db_engine: Any,
+    stack: AsyncExitStack,
+) -> Admission:
+    if not settings.uses_database_coordination:
+        return Admission(engines, usage, metrics)
+    from controlplane.admission_pg import CoordinatedAdmission
+
+    admission = CoordinatedAdmission(engines, usage, metrics, db_engine, settings)
+    await admission.start()
+    stack.push_async_callback(admission.close)
+    return admission
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    audit_module = importlib.import_module("controlplane.audit")
+    async with AsyncExitStack() as stack:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        app.state.pepper = load_or_create_pepper(settings.data_dir)
+        db_engine = make_engine(settings.database_url)
+        stack.callback(db_engine.dispose)
+        init_db(db_engine)
+        if hasattr(audit_module, "install_guards"):
+            audit_module.install_guards(db_engine)
+        app.state.db_engine = db_engine
+        app.state.sessions = session_factory(db_engine)
+
+        audit = audit_module.AuditWriter(db_engine, settings.data_dir / AUDIT_KEY_FILE)
+        await audit.start()
+        stack.push_async_callback(audit.close)
+        app.state.audit = audit
+
+        engines = EnginePool(
+            settings.engine_urls,
+            settings.engine_capacity,
+            connect_timeout=settings.engine_connect_timeout,
+            health_interval=settings.engine_health_interval,
+        )
+        stack.push_async_callback(engines.close)
+        await engines.start()
+        usage = UsageLedger(db_engine, settings.usage_flush_interval)
+        await usage.start()
+        stack.push_async_callback(usage.close)
+        metrics = Metrics()
+        admission = await _make_admission(settings, engines, usage, metrics, db_engine, stack)
+        authenticator = KeyAuthenticator(db_engine, app.state.pepper)
+        await authenticator.start()
+        stack.push_async_callback(authenticator.close)
+        app.state.authenticator = authenticator
+
+        services = GatewayServices(
+            settings, admission, engines, usage, metrics, audit, audit_module.AuditUnavailable
+        )
+        app.state.gateway = services
+        metrics.watch(lambda: _live_state(services))
+        log.info(
+            "control plane ready: %d engine(s), database %s",
+            len(engines.engines),
+            db_engine.url.render_as_string(hide_password=True),
+        )
+        yield
+
+
+def _include_console(app: FastAPI) -> None:
+    routes = _optional_module("controlplane.console.routes")
+    if routes is None:
+        return
+    app.include_router(routes.router)
+    static = Path(routes.__file__).resolve().parent / "static"
+    if static.is_dir():
+        app.mount("/static", StaticFiles(directory=static), name="static")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Sparkplane control plane",
+        version=controlplane.__version__,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(tenants.router)
+    app.include_router(keys.router)
+    app.include_router(health.router)
+    docs.install_docs(app)
+    _include_console(app)
+    return app

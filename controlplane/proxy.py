@@ -1,0 +1,190 @@
+"""The OpenAI relay: one ASGI response that admits, forwards, streams and always cleans up.
+
+`RelayResponse` runs the whole life of an inference call (audit, admission, upstream call,
+relay) in one task, next to a task that waits for the client's `http.disconnect`. If the client
+goes away at any moment (queued, waiting for the first token, mid-stream) the work task is
+cancelled: its `finally` blocks free the admission slot and close the upstream connection
+(which makes vLLM abort the request) before anything else runs. The outcome is then counted and
+audited outside the cancelled task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import aiohttp
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from controlplane.api.errors import ApiError, audit_unavailable_error, error_body
+from controlplane.exchange import Exchange, Outcome
+from controlplane.limits import Rejected
+from controlplane.sse import StreamRelay
+
+
+class RelayResponse(Response):
+    """A Starlette response whose status and headers come from the engine, decided late."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        super().__init__()
+        self.x = exchange
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        work = asyncio.create_task(self._run(send))
+        watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if work not in done:
+                self.x.outcome = Outcome.CANCELLED
+                work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+        finally:
+            watcher.cancel()
+            if not work.done():  # we ourselves were cancelled (server shutdown)
+                work.cancel()
+            await self.x.finish()
+
+    async def _run(self, send: Send) -> None:
+        x = self.x
+        try:
+            await x.record_request()
+        except x.services.audit_unavailable:
+            x.outcome, x.status = Outcome.AUDIT_UNAVAILABLE, 503
+            await _send_error(send, audit_unavailable_error())
+            return
+        try:
+            x.slot = await x.services.admission.acquire(x.principal.tenant, x.model)
+        except Rejected as rejected:
+            x.outcome, x.status, x.reject_reason = (
+                Outcome.REJECTED,
+                rejected.status,
+                rejected.reason,
+            )
+            await _send_error(
+                send,
+                ApiError(
+                    rejected.status,
+                    rejected.message,
+                    code=rejected.reason.value,
+                    headers={"Retry-After": rejected.retry_after_header},
+                ),
+            )
+            return
+        try:
+            await self._forward(send)
+        finally:
+            x.slot.release()
+
+    async def _forward(self, send: Send) -> None:
+        x = self.x
+        assert x.slot is not None
+        engine = x.slot.engine
+        remaining = max(0.1, x.services.settings.request_timeout - (time.monotonic() - x.started))
+        try:
+            response = await engine.session.post(
+                f"{engine.url}/{x.endpoint}",
+                data=x.upstream_body(),
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Request-Id": x.request_id,
+                    "X-Sparkplane-Tenant": x.principal.tenant.name,
+                },
+                timeout=aiohttp.ClientTimeout(total=remaining),
+            )
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            x.services.engines.mark_failed(engine, f"request failed: {exc}")
+            x.outcome, x.status = Outcome.ENGINE_ERROR, 503
+            await _send_error(
+                send,
+                ApiError(503, "the engine cannot be reached; try again", code="engine_unavailable"),
+            )
+            return
+        except TimeoutError:
+            x.outcome, x.status = Outcome.TIMEOUT, 504
+            await _send_error(
+                send, ApiError(504, "the engine did not answer in time", code="request_timeout")
+            )
+            return
+        # `close()` drops the upstream connection: on cancellation that aborts the generation.
+        try:
+            x.status = response.status
+            is_stream = response.content_type == "text/event-stream"
+            if x.stream and response.status == 200 and is_stream:
+                await self._relay_stream(response, send)
+            else:
+                await self._relay_whole(response, send)
+        except TimeoutError:
+            x.outcome = Outcome.TIMEOUT
+            if not x.headers_sent:
+                x.status = 504
+                await _send_error(
+                    send, ApiError(504, "the engine did not finish in time", code="request_timeout")
+                )
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            x.outcome = Outcome.ENGINE_ERROR
+            x.services.engines.mark_failed(engine, f"response broken: {exc}")
+            if not x.headers_sent:
+                x.status = 502
+                await _send_error(
+                    send,
+                    ApiError(502, "the engine's answer broke off", "api_error", "engine_error"),
+                )
+        finally:
+            response.close()
+
+    async def _relay_whole(self, response: aiohttp.ClientResponse, send: Send) -> None:
+        x = self.x
+        body = await response.read()
+        if response.status == 200:
+            x.outcome = Outcome.OK
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                x.take_usage(orjson.loads(body).get("usage"))
+        else:
+            x.outcome = Outcome.UPSTREAM_ERROR
+        headers = [
+            (b"content-type", response.headers.get("Content-Type", "application/json").encode())
+        ]
+        await x.send_headers(send, response.status, headers)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send) -> None:
+        x = self.x
+        relay = StreamRelay(strip_usage=not x.client_wants_usage)
+        headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        await x.send_headers(send, 200, headers)
+        try:
+            async for data in response.content.iter_any():
+                out = relay.feed(data)
+                if out:
+                    x.mark_first_byte()
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            tail = relay.finish()
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            x.outcome = Outcome.OK
+        finally:
+            x.completion_events = relay.content_events
+            if relay.usage is not None:
+                x.take_usage(relay.usage)
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _send_error(send: Send, error: ApiError) -> None:
+    headers = [(b"content-type", b"application/json")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    body = error_body(error.status, error.message, error.type, error.code, error.param)
+    await send({"type": "http.response.body", "body": body, "more_body": False})

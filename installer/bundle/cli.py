@@ -1,0 +1,159 @@
+"""`sparkplane keygen` and the `sparkplane bundle` sub-app (build, verify, pack, unpack, revoke)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from installer import signing
+from installer.bundle import pack_cli
+from installer.bundle import trust as trust_mod
+from installer.bundle.build import BuildError, build_bundle
+from installer.bundle.components import ComponentError
+from installer.bundle.progress import byte_progress
+from installer.bundle.report import VerifyReport
+from installer.bundle.signature import make_endorsement
+from installer.bundle.spec import SpecError
+from installer.bundle.verify import verify_bundle
+from installer.bundle.wheelhouse import WheelhouseError
+
+DEFAULT_TRUST_DIR = Path("/etc/sparkplane/trust")
+bundle_app = typer.Typer(
+    help="Build, verify and move signed offline bundles.", no_args_is_help=True
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `sparkplane` app."""
+    app.command("keygen")(keygen)
+    app.add_typer(bundle_app, name="bundle")
+    pack_cli.register(bundle_app)
+
+
+def keygen(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for bundle.key/bundle.pub")],
+    endorse_with: Annotated[
+        Path | None, typer.Option(help="Old private key that vouches for the new one (rotation)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing key pair")] = False,
+) -> None:
+    """Create an Ed25519 bundle-signing key pair."""
+    try:
+        old = signing.load_private_key(endorse_with) if endorse_with else None
+        key_path, pub_path = signing.generate_keypair(out_dir, overwrite=force)
+    except signing.SigningKeyError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    public = signing.load_public_key(pub_path)
+    out.print(f"private key  {key_path} (mode 0600, keep it on the staging machine)")
+    out.print(f"public key   {pub_path}")
+    out.print(f"fingerprint  {signing.fingerprint(public)}")
+    if old is not None:
+        endorsement = out_dir / "signer.endorsement"
+        endorsement.write_bytes(make_endorsement(old, public))
+        old_fp = signing.fingerprint(old.public_key())
+        out.print(f"endorsement  {endorsement} (by {old_fp}; bundle build ships it)")
+
+
+@bundle_app.command("build")
+def build(
+    spec: Annotated[Path, typer.Argument(help="Bundle spec YAML (see offline-bundle/README.md)")],
+    key: Annotated[Path, typer.Option(help="Ed25519 private key (bundle.key)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Bundle directory to create")],
+    var: Annotated[list[str], typer.Option(help="NAME=VALUE for ${NAME} in the spec")] = [],  # noqa: B006
+    endorsement: Annotated[Path | None, typer.Option(help="signer.endorsement to ship")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing bundle directory")] = False,
+) -> None:
+    """Build and sign a bundle from a spec (on the connected staging machine)."""
+    variables = {}
+    for item in var:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            err.print(f"error: --var expects NAME=VALUE, got {item!r}")
+            raise typer.Exit(2)
+        variables[name] = value
+    try:
+        result = build_bundle(
+            spec, key, out_dir, variables=variables, endorsement=endorsement, force=force,
+            log=lambda message: err.print(f"[dim]{message}[/dim]"),
+        )  # fmt: skip
+    except (SpecError, signing.SigningKeyError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    except (BuildError, ComponentError, WheelhouseError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    manifest = result.manifest
+    size_mb = manifest.total_bytes() / 1e6
+    out.print(f"built {manifest.name} {manifest.version} at {result.path}")
+    out.print(f"  {len(manifest.files)} files, {size_mb:.1f} MB, {len(manifest.packages)} wheels")
+    out.print(f"  {result.elapsed:.1f} s")
+
+
+@bundle_app.command("verify")
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    trust: Annotated[
+        Path | None, typer.Option(help="Trusted key file, or a trust directory")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result")] = False,
+    workers: Annotated[int | None, typer.Option(min=1, help="Hashing threads")] = None,
+) -> None:
+    """Check a bundle's signature and every file. Exit 0 valid, 1 invalid, 2 usage error."""
+    try:
+        keys, revoked = trust_mod.load_trust_source(trust or DEFAULT_TRUST_DIR)
+    except (trust_mod.TrustError, signing.SigningKeyError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    show_bar = not as_json and sys.stderr.isatty()
+    with byte_progress(err, "verifying", enabled=show_bar) as sink:
+        report = verify_bundle(bundle, keys, revoked=revoked, workers=workers, progress=sink)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        print_report(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def print_report(report: VerifyReport) -> None:
+    data = report.as_dict()
+    title = f"{data['name'] or '?'} {data['version'] or ''}".strip()
+    verdict = "[green]VALID[/green]" if report.ok else "[red]INVALID[/red]"
+    out.print(f"bundle      {title}  {verdict}")
+    if data["platform"]:
+        out.print("platform    " + " ".join(f"{k}={v}" for k, v in data["platform"].items()))
+    for component in data["components"]:
+        out.print(
+            f"component   {component['name']:<22} {component['role']:<12} {component['path']}"
+        )
+    out.print(f"files       {data['files']} files, {data['bytes'] / 1e6:,.1f} MB")
+    signer = data["signer"] or "none"
+    if data["endorsed_by"]:
+        signer += f" (new key, endorsed by trusted {data['endorsed_by']})"
+    out.print(f"signer      {signer}")
+    out.print(f"checked     {data['elapsed_s']:.2f} s, {data['mb_per_s']:,.0f} MB/s")
+    if report.findings:
+        out.print(f"[red]{len(report.findings)} problem(s):[/red]")
+        for finding in report.sorted_findings():
+            out.print(f"  {finding.problem:<18} {finding.path}  {finding.detail}", markup=False)
+
+
+@bundle_app.command("revoke")
+def revoke(
+    fingerprint: Annotated[str, typer.Argument(help="SHA256:... fingerprint to revoke")],
+    trust_dir: Annotated[Path, typer.Option(help="Trust directory")] = DEFAULT_TRUST_DIR,
+) -> None:
+    """Add a signing key to the trust directory's revocation list."""
+    try:
+        trust_mod.TrustStore(trust_dir).revoke(fingerprint)
+    except trust_mod.TrustError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    out.print(f"revoked {fingerprint} in {trust_dir}")

@@ -1,0 +1,184 @@
+"""Staging of each bundle component into the bundle directory under construction.
+
+Sources are read with symlinks followed (a Hugging Face cache snapshot is a tree of symlinks into
+its blob store); the bundle itself only ever holds regular files, copied (never hard-linked).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from installer.bundle import spec as specs
+from installer.bundle.demo_model import generate_demo_model
+from installer.bundle.wheelhouse import (
+    build_project_wheel,
+    copy_wheels,
+    fetch_wheelhouse,
+    requirement_lines,
+)
+
+
+class ComponentError(RuntimeError):
+    """A component's source is missing or not what the spec says it is."""
+
+
+@dataclass
+class Staged:
+    entry: dict[str, Any]  # the manifest's component record
+    wheels: list[str] = field(default_factory=list)  # bundle paths of wheels it contributed
+    artifacts: list[tuple[str, str, str]] = field(default_factory=list)  # (sbom kind, name, path)
+
+
+def component_path(component: specs.ComponentSpec) -> str:
+    """Where a component lives inside the bundle (fixed by docs/architecture.md)."""
+    if isinstance(component, specs.EngineSpec):
+        return "engine/wheelhouse" if component.runtime == "wheelhouse" else "engine/image.oci.tar"
+    if isinstance(component, specs.ModelSpec):
+        return f"models/{component.name}"
+    if isinstance(component, specs.FlashinferSpec):
+        return "flashinfer"
+    if isinstance(component, specs.ControlplaneSpec):
+        return "controlplane/wheelhouse"
+    if isinstance(component, specs.TreeSpec):
+        return component.role
+    return component.dest
+
+
+def stage(spec: specs.BundleSpec, component: specs.ComponentSpec, root: Path) -> Staged:
+    rel = component_path(component)
+    entry: dict[str, Any] = {"name": component.name, "role": component.role, "path": rel}
+    staged = Staged(entry)
+    python = spec.platform.python
+    if isinstance(component, specs.EngineSpec):
+        entry["runtime"] = component.runtime
+        if component.runtime == "wheelhouse":
+            assert component.requirements is not None
+            reqs = _requirements(spec, component.requirements)
+            cached = fetch_wheelhouse(reqs, platform_tags=component.platform_tags, python=python)
+            wheels = copy_wheels(cached, root / rel, component.exclude)
+            staged.wheels = [f"{rel}/{w.name}" for w in wheels]
+            entry |= {"requirements": reqs, "excluded": sorted(component.exclude)}
+            entry["platform_tags"] = component.platform_tags
+        else:
+            assert component.image is not None
+            entry |= {
+                "image_ref": component.image_ref,
+                "image_format": _copy_image(spec, component.image, root / rel),
+            }
+            staged.artifacts.append(("container", component.image_ref or component.name, rel))
+    elif isinstance(component, specs.ModelSpec):
+        _stage_model(spec, component, root / rel, entry)
+        staged.artifacts.append(("machine-learning-model", component.name, rel))
+    elif isinstance(component, specs.FlashinferSpec):
+        if component.source:
+            _copy_tree(spec.resolve(component.source), root / rel / "cache", component.name)
+            entry["cache_dir"] = f"{rel}/cache"
+            staged.artifacts.append(("data", f"{component.name}-cache", f"{rel}/cache"))
+        if component.requirements:
+            reqs = _requirements(spec, component.requirements)
+            cached = fetch_wheelhouse(reqs, platform_tags=component.platform_tags, python=python)
+            wheels = copy_wheels(cached, root / rel / "wheelhouse", [])
+            staged.wheels = [f"{rel}/wheelhouse/{w.name}" for w in wheels]
+            entry |= {"wheelhouse": f"{rel}/wheelhouse", "requirements": reqs}
+    elif isinstance(component, specs.ControlplaneSpec):
+        project = spec.resolve(component.project)
+        deps = _project_dependencies(project)
+        cached = fetch_wheelhouse(deps, platform_tags=component.platform_tags, python=python)
+        wheels = copy_wheels(cached, root / rel, [])
+        if component.wheel:
+            prebuilt = spec.resolve(component.wheel)
+            if not prebuilt.is_file() or not prebuilt.name.startswith("sparkplane-"):
+                raise ComponentError(f"controlplane wheel {prebuilt} is not a sparkplane wheel")
+            wheels.append(Path(shutil.copyfile(prebuilt, root / rel / prebuilt.name)))
+        else:
+            wheels.append(build_project_wheel(project, root / rel))
+        staged.wheels = sorted(f"{rel}/{w.name}" for w in wheels)
+        entry["requirements"] = deps
+    else:
+        _copy_tree(spec.resolve(component.source), root / rel, component.name)
+    return staged
+
+
+def _requirements(spec: specs.BundleSpec, relative: str) -> list[str]:
+    path = spec.resolve(relative)
+    try:
+        lines = requirement_lines(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ComponentError(f"cannot read requirements {path}: {exc.strerror}") from exc
+    if not lines:
+        raise ComponentError(f"requirements file {path} lists nothing")
+    return lines
+
+
+def _project_dependencies(project: Path) -> list[str]:
+    try:
+        data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ComponentError(f"cannot read {project}/pyproject.toml: {exc}") from exc
+    deps = data.get("project", {}).get("dependencies", [])
+    if not deps:
+        raise ComponentError(f"{project}/pyproject.toml has no [project].dependencies")
+    return list(deps)
+
+
+def _stage_model(
+    spec: specs.BundleSpec, component: specs.ModelSpec, dest: Path, entry: dict[str, Any]
+) -> None:
+    if component.generate == "demo":
+        assert component.corpus is not None
+        generate_demo_model(dest, spec.resolve(component.corpus))
+        entry["generated"] = "demo"
+    else:
+        assert component.source is not None
+        source = spec.resolve(component.source)
+        if not (source / "config.json").is_file():
+            raise ComponentError(f"model {component.name}: {source} has no config.json")
+        _copy_tree(source, dest, component.name)
+    config = json.loads((dest / "config.json").read_text(encoding="utf-8"))
+    entry["architectures"] = config.get("architectures", [])
+    entry["model_type"] = config.get("model_type")
+    quant = dest / "hf_quant_config.json"
+    if quant.is_file():
+        algo = json.loads(quant.read_text(encoding="utf-8")).get("quantization", {})
+        entry["quantization"] = algo.get("quant_algo")
+    if component.role == "model":
+        entry["served_model_name"] = component.served_model_name or component.name
+
+
+def _copy_image(spec: specs.BundleSpec, image: str, dest: Path) -> str:
+    source = spec.resolve(image)
+    try:
+        with tarfile.open(source) as archive:
+            names = set(archive.getnames())
+    except (OSError, tarfile.TarError) as exc:
+        raise ComponentError(f"engine image {source} is not a readable tar: {exc}") from exc
+    if "index.json" in names and "oci-layout" in names:
+        kind = "oci-archive"
+    elif "manifest.json" in names:
+        kind = "docker-archive"
+    else:
+        raise ComponentError(f"engine image {source} is neither an OCI nor a docker-save archive")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+    return kind
+
+
+def _copy_tree(source: Path, dest: Path, what: str) -> None:
+    if not source.is_dir():
+        raise ComponentError(f"component {what}: source directory {source} does not exist")
+    try:
+        shutil.copytree(
+            source,
+            dest,
+            symlinks=False,
+            ignore=shutil.ignore_patterns(".git", "__pycache__", ".cache", "*.pyc"),
+            dirs_exist_ok=True,
+        )
+    except (OSError, shutil.Error) as exc:
+        raise ComponentError(f"component {what}: copying {source} failed: {exc}") from exc

@@ -1,0 +1,204 @@
+"""`sparkplane demo`: a whole appliance on this machine, in the foreground.
+
+Staging side (keys, demo bundle) lives under ROOT/staging; the appliance is installed into ROOT
+itself, then the installed engine and control plane run exactly as their systemd units would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from installer.processes import (
+    ManagedProcess,
+    installed_bin,
+    read_env_file,
+    run_installed_cli,
+    wait_http_ok,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_SPEC = REPO_ROOT / "offline-bundle" / "demo.yaml"
+DEMO_TENANT = "demo"
+DEMO_ADMIN = "admin"
+WILDCARD_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104 (only compared, never bound)
+
+console = Console(stderr=True)
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says which and why."""
+
+
+def ensure_bundle(staging: Path, spec: Path) -> tuple[Path, Path]:
+    """Make the signing key and the demo bundle unless they exist (and still verify)."""
+    from installer import signing
+    from installer.bundle.build import build_bundle
+
+    keys_dir = staging / "keys"
+    if not (keys_dir / "bundle.key").exists():
+        signing.generate_keypair(keys_dir)
+    bundle = staging / "bundle"
+    if not (bundle / "manifest.json").exists():
+        console.print(f"[bold]Building the demo bundle[/] from {spec} (first run downloads wheels)")
+        build_bundle(spec, keys_dir / "bundle.key", bundle)
+    return bundle, keys_dir / "bundle.pub"
+
+
+def start_engine(root: Path, log_dir: Path) -> ManagedProcess:
+    """Start the installed engine with the rendered environment and arguments."""
+    etc = root / "etc" / "sparkplane"
+    env = read_env_file(etc / "engine.env")
+    args = [line for line in (etc / "engine.args").read_text().splitlines() if line.strip()]
+    python = installed_bin(root, "engine-venv", "python")
+    tmpdir = env.get("TMPDIR")
+    if tmpdir:
+        Path(tmpdir).mkdir(parents=True, exist_ok=True)
+    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", *args]
+    return ManagedProcess.start("engine", argv, env, log_dir / "engine.log")
+
+
+def start_controlplane(root: Path, host: str, port: int, log_dir: Path) -> ManagedProcess:
+    """Start the installed control plane with its rendered settings."""
+    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
+    sparkplane = (
+        root / "opt" / "sparkplane" / "current" / "controlplane-venv" / "bin" / "sparkplane"
+    )
+    argv = [str(sparkplane), "serve", "--host", host, "--port", str(port)]
+    return ManagedProcess.start("controlplane", argv, env, log_dir / "controlplane.log")
+
+
+def engine_base_url(root: Path) -> str:
+    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
+    return env["SPARKPLANE_ENGINE_URLS"].split(",")[0].rstrip("/")
+
+
+def provision_demo_identities(root: Path) -> dict[str, str]:
+    """Create the demo tenant, its key and an admin login through the installed CLI."""
+    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
+    tenants = run_installed_cli(root, env, ["tenants", "list", "--json"])
+    if not any(t.get("name") == DEMO_TENANT for t in json.loads(tenants or "[]")):
+        run_installed_cli(root, env, ["tenants", "create", DEMO_TENANT, "--max-concurrency", "8"])
+    api_key = run_installed_cli(root, env, ["keys", "create", "--tenant", DEMO_TENANT])
+    password = run_installed_cli(
+        root, env, ["admins", "create", DEMO_ADMIN, "--role", "admin", "--reset"]
+    )
+    return {"api_key": api_key.strip().splitlines()[-1], "admin_password": password.strip()}
+
+
+def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) -> None:
+    from installer.install import install
+
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "demo.json").unlink(missing_ok=True)
+    started = time.monotonic()
+    if bundle is None:
+        bundle, pubkey = ensure_bundle(root / "staging", spec)
+    else:
+        pubkey = bundle / "signer.pub"
+    from installer import signing
+
+    result = install(
+        bundle,
+        root,
+        trusted_keys=[signing.load_public_key(pubkey)],
+        profile="demo",
+        assume_yes=True,
+    )
+    log_dir = root / "var" / "log" / "sparkplane"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes: list[ManagedProcess] = []
+
+    def stop_all(*_: object) -> None:
+        for process in reversed(processes):
+            process.stop()
+
+    # SIGTERM takes the same path as Ctrl-C, so both leave nothing running.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        console.print("[bold]Starting the engine[/] (real vLLM on CPU, loopback only)")
+        engine = start_engine(root, log_dir)
+        processes.append(engine)
+        engine_url = engine_base_url(root)
+        wait_http_ok(engine_url.removesuffix("/v1") + "/health", 600, engine)
+        console.print("[bold]Starting the control plane[/]")
+        controlplane = start_controlplane(root, host, port, log_dir)
+        processes.append(controlplane)
+        base = f"http://{'127.0.0.1' if host in WILDCARD_ADDRESSES else host}:{port}"
+        wait_http_ok(base + "/readyz", 120, controlplane)
+        identities = provision_demo_identities(root)
+        demo = {
+            "url": base + "/v1",
+            "model": result.served_model_name,
+            "api_key": identities["api_key"],
+            "console_url": base + "/console/",
+            "admin_user": DEMO_ADMIN,
+            "admin_password": identities["admin_password"],
+        }
+        demo_file = root / "demo.json"
+        demo_file.write_text(json.dumps(demo, indent=2) + "\n")
+        os.chmod(demo_file, 0o600)
+        print_ready(demo, time.monotonic() - started, log_dir)
+        while all(p.alive() for p in processes):
+            time.sleep(0.5)
+        dead = [p.name for p in processes if not p.alive()]
+        raise DemoError(f"{', '.join(dead)} exited unexpectedly; see {log_dir}")
+    except KeyboardInterrupt:
+        console.print("\nStopping the demo…")
+    except (RuntimeError, TimeoutError) as exc:
+        raise DemoError(str(exc)) from exc
+    finally:
+        stop_all()
+        (root / "demo.json").unlink(missing_ok=True)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def print_ready(demo: dict[str, str], elapsed: float, log_dir: Path) -> None:
+    curl = (
+        f"curl -s {demo['url']}/chat/completions -H 'Authorization: Bearer {demo['api_key']}' "
+        f'-H \'Content-Type: application/json\' -d \'{{"model": "{demo["model"]}", '
+        f'"messages": [{{"role": "user", "content": "Hello"}}], "max_tokens": 16}}\''
+    )
+    console.print(f"\n[bold green]Sparkplane demo is up[/] in {elapsed:.0f} s")
+    console.print(
+        f"  console : {demo['console_url']}  (user {demo['admin_user']}, "
+        f"password {demo['admin_password']})"
+    )
+    console.print(f"  API     : {demo['url']}  model {demo['model']}")
+    console.print(f"  key     : {demo['api_key']}")
+    console.print(f"  logs    : {log_dir}")
+    console.print("  try     :")
+    print(curl, flush=True)
+    console.print("Press Ctrl-C to stop everything.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `demo` to the `sparkplane` app."""
+
+    @app.command()
+    def demo(
+        root: Annotated[Path, typer.Option(help="Appliance root (created)")] = Path("demo-root"),
+        port: Annotated[int, typer.Option(help="Control plane port")] = 8080,
+        host: Annotated[str, typer.Option(help="Control plane address")] = "127.0.0.1",
+        spec: Annotated[Path, typer.Option(help="Bundle spec")] = DEMO_SPEC,
+        bundle: Annotated[
+            Path | None, typer.Option(help="Use this bundle instead of building one")
+        ] = None,
+    ) -> None:
+        """Build, verify and install the demo bundle, then run engine + control plane."""
+        try:
+            run_demo(root, host, port, spec, bundle)
+        except DemoError as exc:
+            console.print(f"[red]demo failed:[/] {exc}")
+            raise typer.Exit(1) from exc

@@ -1,0 +1,111 @@
+import asyncio
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DatabaseError
+
+from controlplane.audit import AuditUnavailable, AuditWriter
+from controlplane.audit.models import AuditCheckpoint, AuditEntry
+from controlplane.audit.verify import verify_live
+from tests.controlplane.audit.conftest import sqlite_store
+
+
+async def test_concurrent_records_get_contiguous_durable_seqs(writer, sqlite_engine, tmp_path):
+    seqs = await asyncio.gather(*(writer.record("api.request", tenant="acme", n=i) for i in range(500)))
+    assert sorted(seqs) == list(range(1, 501))
+    # A separate engine (a fresh connection) sees every acknowledged entry.
+    other = sqlite_store(tmp_path)
+    with other.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(AuditEntry)).scalar() == 500
+    other.dispose()
+    report = verify_live(sqlite_engine, [tmp_path / "audit-signing.pub"])
+    assert report.valid and report.entries_valid == 500, report.as_dict()
+
+
+async def test_group_commit_batches_many_entries_per_transaction(writer, sqlite_engine):
+    await asyncio.gather(*(writer.record("api.request", n=i) for i in range(1000)))
+    with sqlite_engine.connect() as conn:
+        distinct_times = conn.execute(select(func.count(func.distinct(AuditEntry.time)))).scalar()
+    assert distinct_times < 200  # one timestamp per transaction: far fewer than 1000
+
+
+async def test_checkpoints_every_n_entries_and_after_t_seconds(sqlite_engine, tmp_path):
+    audit = AuditWriter(sqlite_engine, tmp_path / "k.key", checkpoint_every=5, checkpoint_seconds=0.3)
+    await audit.start()
+    for i in range(12):
+        await audit.record("api.request", n=i)  # one per transaction
+    with sqlite_engine.connect() as conn:
+        sizes = conn.execute(select(AuditCheckpoint.size).order_by(AuditCheckpoint.size)).scalars()
+        assert list(sizes) == [1, 6, 11]
+    await asyncio.sleep(0.8)  # idle: the timer signs the tail
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(func.max(AuditCheckpoint.size))).scalar() == 12
+    await audit.close()
+
+
+async def test_close_signs_a_final_checkpoint_and_refuses_new_records(sqlite_engine, tmp_path):
+    audit = AuditWriter(sqlite_engine, tmp_path / "k.key", checkpoint_every=1000)
+    await audit.start()
+    await asyncio.gather(*(audit.record("api.request", n=i) for i in range(3)))
+    await audit.close()
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(func.max(AuditCheckpoint.size))).scalar() == 3
+    assert not audit.healthy
+    with pytest.raises(AuditUnavailable, match="not running"):
+        await audit.record("api.request")
+
+
+async def test_bad_input_is_refused_before_it_reaches_the_chain(writer):
+    with pytest.raises(ValueError, match="lowercase dotted"):
+        await writer.record("Bad Kind")
+    with pytest.raises(TypeError, match="tenant"):
+        await writer.record("api.request", tenant=5)
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        await writer.record("api.request", blob=object())
+    assert await writer.record("api.request") == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM audit_entries WHERE seq = 1",
+        "UPDATE audit_entries SET kind = 'x' WHERE seq = 1",
+        "UPDATE audit_entries SET data = NULL WHERE seq = 1",
+        "DELETE FROM audit_checkpoints",
+        "UPDATE audit_checkpoints SET note = 'x'",
+    ],
+)
+async def test_sqlite_guards_refuse_update_and_delete(writer, sqlite_engine, statement):
+    await writer.record("api.request", tenant="acme")
+    await writer.checkpoint_now()
+    with sqlite_engine.connect() as conn, pytest.raises(DatabaseError, match="append-only"):
+        conn.execute(text(statement))
+
+
+async def test_key_rotation_is_recorded_and_both_keys_verify(sqlite_engine, tmp_path):
+    key = tmp_path / "audit-signing.key"
+    audit = AuditWriter(sqlite_engine, key, checkpoint_every=3)
+    await audit.start()
+    first_pub = key.with_suffix(".pub").read_bytes()
+    await asyncio.gather(*(audit.record("api.request", n=i) for i in range(7)))
+    old_id = audit.signer.key_id.hex()
+    new_id = await audit.rotate_key()
+    assert new_id != old_id and key.with_suffix(".pub").read_bytes() != first_pub
+    await asyncio.gather(*(audit.record("api.request", n=i) for i in range(7)))
+    await audit.close()
+    with sqlite_engine.connect() as conn:
+        key_ids = set(conn.execute(select(AuditCheckpoint.key_id)).scalars())
+        kinds = list(conn.execute(select(AuditEntry.kind).where(AuditEntry.kind.like("audit.%"))).scalars())
+    assert key_ids == {old_id, new_id} and kinds == ["audit.key_rotated"]
+    (tmp_path / "old.pub").write_bytes(first_pub)
+    for trusted in ("old.pub", "audit-signing.pub"):  # either key leads to the other
+        report = verify_live(sqlite_engine, [tmp_path / trusted])
+        assert report.valid and report.checkpoints_valid == report.checkpoints, report.as_dict()
+
+
+async def test_cancelled_caller_does_not_break_the_writer(writer):
+    task = asyncio.ensure_future(writer.record("api.request", n=1))
+    await asyncio.sleep(0)
+    task.cancel()
+    assert await writer.record("api.request", n=2) in (1, 2)
+    assert writer.healthy

@@ -1,0 +1,109 @@
+"""A real control plane (uvicorn on 127.0.0.1, temp SQLite) in front of the engine simulator."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.audit.models import AuditEntry
+from controlplane.console.auth import create_admin
+from controlplane.console.queries import entry_data
+from controlplane.core.config import Settings
+from controlplane.core.db import init_db, make_engine, session_factory
+from controlplane.main import create_app
+from tests.enginesim import SimHandle, start_simulator
+
+PASSWORD = "console-test-password"
+AuditRow = tuple[str, str | None, dict[str, Any]]  # kind, tenant, fields
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ConsoleServer:
+    url: str
+    settings: Settings
+    sim: SimHandle
+    sessions: sessionmaker[Session]
+    _server: uvicorn.Server
+    _thread: threading.Thread
+    _counter: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def console(self) -> str:
+        return f"{self.url}/console"
+
+    def unique(self, stem: str) -> str:
+        self._counter[0] += 1
+        return f"{stem}{self._counter[0]}"
+
+    def add_user(
+        self, role: str, password: str | None = PASSWORD, stem: str = ""
+    ) -> tuple[str, str]:
+        """A new console user (unique name); returns (username, password)."""
+        name = self.unique(stem or role)
+        with self.sessions() as db:
+            secret = create_admin(db, name, role, password)
+            db.commit()
+        return name, secret
+
+    def audit_entries(
+        self, kind: str | None = None
+    ) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """(kind, tenant, fields) of every audit entry, oldest first."""
+        with self.sessions() as db:
+            query = select(AuditEntry).order_by(AuditEntry.seq)
+            if kind:
+                query = query.where(AuditEntry.kind == kind)
+            return [(e.kind, e.tenant, entry_data(e)) for e in db.scalars(query)]
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self.sim.stop()
+
+
+def start_console_server(data_dir: Path, **settings: Any) -> ConsoleServer:
+    sim = start_simulator(max_num_seqs=4, time_scale=0.01)
+    port = free_port()
+    config = Settings(
+        data_dir=data_dir, engine_urls=[sim.url], engine_capacity=4, usage_flush_interval=0.2,
+        engine_health_interval=0.5, **settings,
+    )  # fmt: skip
+    engine = make_engine(config.database_url)
+    init_db(engine)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="console-uvicorn", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/console/signin", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if not thread.is_alive():
+            raise RuntimeError("the control plane exited during start-up")
+        time.sleep(0.1)
+    else:
+        server.should_exit = True
+        sim.stop()
+        raise RuntimeError("the control plane did not answer within 30 s")
+    return ConsoleServer(url, config, sim, session_factory(engine), server, thread)

@@ -1,0 +1,164 @@
+import hashlib
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from installer import signing
+from installer.bundle.build import BuildError, build_bundle
+from installer.bundle.manifest import parse_manifest
+from installer.bundle.spec import SpecError
+from installer.bundle.verify import verify_bundle
+from installer.bundle.wheelhouse import COMPLETE_MARKER, wheelhouse_key
+
+from .conftest import write_tiny_sources
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_tiny_bundle_layout_and_manifest(built_tiny, trusted):
+    manifest_bytes = (built_tiny / "manifest.json").read_bytes()
+    manifest = parse_manifest(manifest_bytes)
+    assert manifest_bytes == manifest.canonical_bytes()  # canonical form is what is signed
+    roles = {c.name: (c.role, c.path) for c in manifest.components}
+    assert roles == {
+        "tiny-model": ("model", "models/tiny-model"),
+        "site-files": ("files", "extras/site"),
+        "playbooks": ("playbooks", "playbooks"),
+    }
+    model = next(c for c in manifest.components if c.role == "model")
+    assert model.model_extra["served_model_name"] == "tiny"
+    assert model.model_extra["architectures"] == ["LlamaForCausalLM"]
+    paths = {entry.path for entry in manifest.files}
+    assert {
+        "extras/site/nested/deeper/b.txt",
+        "extras/site/empty.txt",
+        "playbooks/site.yml",
+    } <= paths
+    assert "models/tiny-model/model.safetensors" in paths and "sbom.cdx.json" in paths
+    for entry in manifest.files:
+        assert (built_tiny / entry.path).stat().st_size == entry.size
+        assert _sha(built_tiny / entry.path) == entry.sha256
+    assert manifest.provenance["spec_sha256"]
+    assert verify_bundle(built_tiny, trusted).ok
+
+
+def test_demo_model_is_byte_identical_across_builds(tmp_path, keypair, built_tiny):
+    spec = write_tiny_sources(tmp_path)
+    again = build_bundle(spec, keypair[0], tmp_path / "again").path
+    model_files = sorted((built_tiny / "models" / "tiny-model").iterdir())
+    assert len(model_files) >= 5
+    for path in model_files:
+        assert _sha(path) == _sha(again / "models" / "tiny-model" / path.name), path.name
+    config = json.loads((again / "models/tiny-model/config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["head_dim"]) == (128, 2, 32)
+    tokenizer_config = json.loads((again / "models/tiny-model/tokenizer_config.json").read_text())
+    assert "<|im_start|>" in tokenizer_config["chat_template"]
+
+
+def test_files_are_copies_not_links(built_tiny, tmp_path):
+    source_file = built_tiny / "extras/site/README.txt"
+    assert source_file.stat().st_nlink == 1
+
+
+def test_refuses_existing_output_and_bad_spec(tmp_path, keypair, built_tiny):
+    spec = write_tiny_sources(tmp_path)
+    with pytest.raises(BuildError, match="already exists"):
+        build_bundle(spec, keypair[0], built_tiny)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(spec.read_text().replace("dest: extras/site", "dest: ../escape"))
+    with pytest.raises(SpecError, match=r"contains '\.\.'"):
+        build_bundle(broken, keypair[0], tmp_path / "x")
+    missing_var = tmp_path / "var.yaml"
+    missing_var.write_text(spec.read_text().replace("source: site", "source: '${SITE_DIR}'"))
+    with pytest.raises(SpecError, match=r"SITE_DIR"):
+        build_bundle(missing_var, keypair[0], tmp_path / "y")
+    out = build_bundle(missing_var, keypair[0], tmp_path / "z", variables={"SITE_DIR": "site"})
+    assert (out.path / "extras/site/README.txt").is_file()
+    overlap = tmp_path / "overlap.yaml"
+    overlap.write_text(spec.read_text().replace("dest: extras/site", "dest: playbooks/extra"))
+    with pytest.raises(BuildError, match="overlap"):
+        build_bundle(overlap, keypair[0], tmp_path / "w")
+    assert not list(tmp_path.glob("*.partial-*")), "a failed build leaves no partial directory"
+
+
+def _seed_cache(
+    cache: Path, requirements: list[str], tags: list[str], python: str, wheels: list[str]
+):
+    target = cache / "wheels" / wheelhouse_key(requirements, tags, python)
+    target.mkdir(parents=True)
+    for name in wheels:
+        (target / name).write_bytes(name.encode() * 10)
+    (target / COMPLETE_MARKER).write_text("{}")
+
+
+def test_wheelhouse_engine_from_cache_with_excludes_and_sbom(tmp_path, keypair, monkeypatch):
+    monkeypatch.setenv("SPARKPLANE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # any real download would fail the test
+    (tmp_path / "engine.txt").write_text("# pinned\nfakeengine==1.2.3\n")
+    _seed_cache(
+        tmp_path / "cache", ["fakeengine==1.2.3"], ["manylinux_2_28_aarch64"], "3.12",
+        ["fakeengine-1.2.3-cp312-cp312-manylinux_2_28_aarch64.whl",
+         "helper_lib-0.4-py3-none-any.whl", "triton-3.0.0-cp312-cp312-manylinux_2_28_aarch64.whl"],
+    )  # fmt: skip
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "schema: 1\nname: wh\nversion: '2'\n"
+        "platform: {arch: aarch64, accelerator: cuda, cuda: '13.0', sm: '12.1', python: '3.12'}\n"
+        "components:\n"
+        "  - {name: engine, role: engine, runtime: wheelhouse, requirements: engine.txt,\n"
+        "     exclude: [Triton], platform_tags: [manylinux_2_28_aarch64]}\n"
+    )
+    result = build_bundle(spec, keypair[0], tmp_path / "bundle")
+    wheels = sorted(p.name for p in (result.path / "engine/wheelhouse").iterdir())
+    assert wheels == [
+        "fakeengine-1.2.3-cp312-cp312-manylinux_2_28_aarch64.whl",
+        "helper_lib-0.4-py3-none-any.whl",
+    ]
+    packages = {(p.name, p.version) for p in result.manifest.packages}
+    assert packages == {("fakeengine", "1.2.3"), ("helper-lib", "0.4")}
+    engine = result.manifest.components[0].model_extra
+    assert engine["runtime"] == "wheelhouse" and engine["excluded"] == ["Triton"]
+    sbom = json.loads((result.path / "sbom.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
+    purls = {c["purl"] for c in sbom["components"] if "purl" in c}
+    assert purls == {"pkg:pypi/fakeengine@1.2.3", "pkg:pypi/helper-lib@0.4"}
+    trusted = [signing.load_public_key(keypair[1])]
+    assert verify_bundle(result.path, trusted).ok
+    # An exclude that names no wheel is a spec mistake, reported as such.
+    spec.write_text(spec.read_text().replace("[Triton]", "[tritonn]"))
+    with pytest.raises(BuildError, match="tritonn"):
+        build_bundle(spec, keypair[0], tmp_path / "bundle2")
+
+
+def test_container_engine_requires_an_image_archive(tmp_path, keypair):
+    (tmp_path / "not-an-image.tar").write_bytes(b"plain bytes")
+    good = tmp_path / "image.tar"
+    with tarfile.open(good, "w") as archive:
+        for name, data in (
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", b"{}"),
+        ):
+            src = tmp_path / name
+            src.write_bytes(data)
+            archive.add(src, arcname=name)
+    spec = tmp_path / "spec.yaml"
+    body = (
+        "schema: 1\nname: img\nversion: '1'\nplatform: {arch: aarch64, accelerator: cuda}\n"
+        "components:\n  - {name: engine, role: engine, runtime: container, image: IMAGE,"
+        " image_ref: 'vllm/vllm-openai:v0-cu130'}\n"
+    )
+    spec.write_text(body.replace("IMAGE", "not-an-image.tar"))
+    with pytest.raises(BuildError, match="not a readable tar"):
+        build_bundle(spec, keypair[0], tmp_path / "b1")
+    spec.write_text(body.replace("IMAGE", "image.tar"))
+    result = build_bundle(spec, keypair[0], tmp_path / "b2")
+    engine = result.manifest.components[0]
+    assert engine.path == "engine/image.oci.tar"
+    assert engine.model_extra["image_format"] == "oci-archive"
+    assert _sha(result.path / "engine/image.oci.tar") == _sha(good)
+    shutil.rmtree(result.path)

@@ -1,0 +1,70 @@
+"""The real `sparkplane` command in a subprocess: exit codes, summary and JSON output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import write_tiny_sources
+
+SPARKPLANE = [sys.executable, "-c", "from installer.cli import main; main()"]
+
+
+def run(*args, **kwargs):
+    return subprocess.run([*SPARKPLANE, *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
+def test_keygen_build_verify_round_trip(tmp_path):
+    keys = tmp_path / "keys"
+    result = run("keygen", "--out", keys)
+    assert result.returncode == 0, result.stderr
+    assert "SHA256:" in result.stdout and oct((keys / "bundle.key").stat().st_mode)[-3:] == "600"
+    spec = write_tiny_sources(tmp_path / "src")
+    bundle = tmp_path / "bundle"
+    result = run("bundle", "build", spec, "--key", keys / "bundle.key", "--out", bundle)
+    assert result.returncode == 0, result.stderr
+    result = run("bundle", "verify", bundle, "--trust", keys / "bundle.pub")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "VALID" in result.stdout and "tiny-model" in result.stdout and "MB/s" in result.stdout
+    result = run("bundle", "verify", bundle, "--trust", keys, "--json")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["ok"] and data["name"] == "tiny" and data["findings"] == []
+
+    (bundle / "extras/site/README.txt").write_text("evil" * 100)
+    os.remove(bundle / "playbooks/site.yml")
+    result = run("bundle", "verify", bundle, "--trust", keys / "bundle.pub")
+    assert result.returncode == 1
+    assert "extras/site/README.txt" in result.stdout and "playbooks/site.yml" in result.stdout
+    data = json.loads(run("bundle", "verify", bundle, "--trust", keys, "--json").stdout)
+    assert {(f["path"], f["problem"]) for f in data["findings"]} == {
+        ("extras/site/README.txt", "modified"),
+        ("playbooks/site.yml", "missing"),
+    }
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run("bundle", "verify", tmp_path, "--trust", tmp_path / "nope.pub").returncode == 2
+    empty = tmp_path / "empty-trust"
+    empty.mkdir()
+    assert run("bundle", "verify", tmp_path, "--trust", empty).returncode == 2
+    assert run("bundle", "verify").returncode == 2
+    bad_spec = tmp_path / "bad.yaml"
+    bad_spec.write_text("schema: 1\nname: x\n")
+    run("keygen", "--out", tmp_path / "k")
+    result = run(
+        "bundle", "build", bad_spec, "--key", tmp_path / "k/bundle.key", "--out", tmp_path / "b"
+    )
+    assert result.returncode == 2 and "invalid bundle spec" in result.stderr
+    assert not Path(tmp_path / "b").exists()
+
+
+def test_keygen_with_endorsement_and_revoke(tmp_path):
+    assert run("keygen", "--out", tmp_path / "old").returncode == 0
+    result = run("keygen", "--out", tmp_path / "new", "--endorse-with", tmp_path / "old/bundle.key")
+    assert result.returncode == 0 and (tmp_path / "new/signer.endorsement").is_file()
+    fingerprint = result.stdout.split("fingerprint", 1)[1].split()[0]
+    result = run("bundle", "revoke", fingerprint, "--trust-dir", tmp_path / "trust")
+    assert result.returncode == 0
+    assert (tmp_path / "trust/revoked").read_text().strip() == fingerprint
