@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--litellm-workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # other work on the machine skews every number
     started: list[gateways.Proc] = []
     with tempfile.TemporaryDirectory(prefix="sparkplane-bench-") as tmp:
         try:
@@ -173,7 +175,8 @@ def main() -> None:
                 proc.stop()
     print(
         f"\n# Gateway overhead ({args.rounds} rounds x {args.duration:.0f} s per target, "
-        f"alternating; LiteLLM workers: {args.litellm_workers})"
+        f"alternating; LiteLLM workers: {args.litellm_workers}; 1-min load average before the"
+        f" run {load_before:.1f} on {os.cpu_count()} CPUs)"
     )
     for name, row in results.items():
         print("\n".join(table(name, row)))

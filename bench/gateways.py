@@ -151,14 +151,24 @@ def create_tenant_key(env: dict[str, str], tenant: str, *options: str) -> str:
 
 
 def start_sparkplane(env: dict[str, str]) -> Proc:
+    """`sparkplane serve` on a free port; its log goes to serve.log in the data dir."""
     port = free_port()
-    popen = subprocess.Popen(
-        [str(VENV_BIN / "sparkplane"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-    )
-    wait_http(f"http://127.0.0.1:{port}/healthz", 60, popen)
+    log = Path(env["SPARKPLANE_DATA_DIR"]) / "serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        popen = subprocess.Popen(
+            [str(VENV_BIN / "sparkplane"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=sink,
+            stderr=sink,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 60, popen)
+    except RuntimeError as exc:
+        popen.kill()
+        popen.wait()
+        raise RuntimeError(f"{exc}\n--- {log}:\n{log.read_text()[-3000:]}") from None
     return Proc("sparkplane", popen, url=f"http://127.0.0.1:{port}/v1")
 
 

@@ -105,6 +105,7 @@ async def closed_loop(
     concurrency: int,
     duration: float,
     timeout: float = 30.0,
+    error_pause: float = 0.05,
 ) -> Result:
     """`concurrency` clients, each sending its next request as soon as the last one ends."""
     result = Result()
@@ -113,7 +114,10 @@ async def closed_loop(
 
     async def client() -> None:
         while time.perf_counter() < stop_at:
+            failed = result.failed
             await one_request(session, target, body, result, time.perf_counter(), timeout)
+            if result.failed > failed:  # e.g. 429: back off a little instead of spinning
+                await asyncio.sleep(error_pause)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     result.elapsed = time.perf_counter() - begin

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -43,6 +45,9 @@ class GatewayServices:
     audit: Any  # controlplane.audit.AuditWriter
     audit_unavailable: type[Exception]
 
+    def audit_healthy(self) -> bool:
+        return bool(getattr(self.audit, "healthy", True))
+
 
 class Exchange:
     def __init__(
@@ -77,6 +82,7 @@ class Exchange:
         self.completion_tokens = 0
         self.completion_events = 0
         self.body_changed = False
+        self._audit_task: asyncio.Task[None] | None = None
 
     def upstream_body(self) -> bytes:
         if self.stream and not self.client_wants_usage:
@@ -106,7 +112,15 @@ class Exchange:
         if not self.stream:
             self.mark_first_byte()
 
-    async def record_request(self) -> None:
+    def start_audit(self) -> None:
+        self._audit_task = asyncio.create_task(self._record_request())
+
+    async def audit_done(self) -> None:
+        """Wait until the api.request event is durable (raises AuditUnavailable if it cannot be)."""
+        assert self._audit_task is not None, "start_audit() first"
+        await asyncio.shield(self._audit_task)
+
+    async def _record_request(self) -> None:
         await self.services.audit.record(
             "api.request",
             tenant=self.principal.tenant.name,
@@ -130,6 +144,9 @@ class Exchange:
     async def finish(self) -> None:
         """Count usage, update metrics and write the completion audit event (never raises)."""
         services, tenant = self.services, self.principal.tenant
+        if self._audit_task is not None:  # a client gone early leaves it running: let it land
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._audit_task)
         estimated = self._estimate_unreported_usage()
         elapsed = time.monotonic() - self.started
         tokens = self.prompt_tokens + self.completion_tokens

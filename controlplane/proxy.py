@@ -50,64 +50,67 @@ class RelayResponse(Response):
 
     async def _run(self, send: Send) -> None:
         x = self.x
-        try:
-            await x.record_request()
-        except x.services.audit_unavailable:
-            x.outcome, x.status = Outcome.AUDIT_UNAVAILABLE, 503
-            await _send_error(send, audit_unavailable_error())
+        # The api.request event commits (an fsync) while admission and the engine work; the
+        # client gets no byte before it is durable, and gets 503 instead if it cannot be.
+        x.start_audit()
+        if not x.services.audit_healthy():
+            await self._audited(send)
             return
         try:
             x.slot = await x.services.admission.acquire(x.principal.tenant, x.model)
         except Rejected as rejected:
-            x.outcome, x.status, x.reject_reason = (
-                Outcome.REJECTED,
-                rejected.status,
-                rejected.reason,
-            )
-            await _send_error(
-                send,
-                ApiError(
-                    rejected.status,
-                    rejected.message,
-                    code=rejected.reason.value,
-                    headers={"Retry-After": rejected.retry_after_header},
-                ),
-            )
+            x.outcome, x.status = Outcome.REJECTED, rejected.status
+            x.reject_reason = rejected.reason
+            headers = {"Retry-After": rejected.retry_after_header}
+            error = ApiError(rejected.status, rejected.message, code=rejected.reason.value,
+                             headers=headers)  # fmt: skip
+            await self._reply_error(send, error)
             return
         try:
             await self._forward(send)
         finally:
             x.slot.release()
 
+    async def _audited(self, send: Send) -> bool:
+        """Wait for the api.request event; if it failed, answer 503 and return False."""
+        try:
+            await self.x.audit_done()
+        except self.x.services.audit_unavailable:
+            self.x.outcome, self.x.status = Outcome.AUDIT_UNAVAILABLE, 503
+            await _send_error(send, audit_unavailable_error())
+            return False
+        return True
+
+    async def _reply_error(self, send: Send, error: ApiError) -> None:
+        if await self._audited(send):
+            self.x.status = error.status
+            await _send_error(send, error)
+
     async def _forward(self, send: Send) -> None:
         x = self.x
         assert x.slot is not None
         engine = x.slot.engine
         remaining = max(0.1, x.services.settings.request_timeout - (time.monotonic() - x.started))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Request-Id": x.request_id,
+            "X-Sparkplane-Tenant": x.principal.tenant.name,
+        }
         try:
             response = await engine.session.post(
-                f"{engine.url}/{x.endpoint}",
-                data=x.upstream_body(),
-                headers={
-                    "Content-Type": "application/json",
-                    "X-Request-Id": x.request_id,
-                    "X-Sparkplane-Tenant": x.principal.tenant.name,
-                },
+                f"{engine.url}/{x.endpoint}", data=x.upstream_body(), headers=headers,
                 timeout=aiohttp.ClientTimeout(total=remaining),
-            )
+            )  # fmt: skip
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             x.services.engines.mark_failed(engine, f"request failed: {exc}")
-            x.outcome, x.status = Outcome.ENGINE_ERROR, 503
-            await _send_error(
-                send,
-                ApiError(503, "the engine cannot be reached; try again", code="engine_unavailable"),
-            )
+            x.outcome = Outcome.ENGINE_ERROR
+            message = "the engine cannot be reached; try again"
+            await self._reply_error(send, ApiError(503, message, code="engine_unavailable"))
             return
         except TimeoutError:
-            x.outcome, x.status = Outcome.TIMEOUT, 504
-            await _send_error(
-                send, ApiError(504, "the engine did not answer in time", code="request_timeout")
-            )
+            x.outcome = Outcome.TIMEOUT
+            message = "the engine did not answer in time"
+            await self._reply_error(send, ApiError(504, message, code="request_timeout"))
             return
         # `close()` drops the upstream connection: on cancellation that aborts the generation.
         try:
@@ -120,39 +123,36 @@ class RelayResponse(Response):
         except TimeoutError:
             x.outcome = Outcome.TIMEOUT
             if not x.headers_sent:
-                x.status = 504
-                await _send_error(
-                    send, ApiError(504, "the engine did not finish in time", code="request_timeout")
-                )
+                message = "the engine did not finish in time"
+                await self._reply_error(send, ApiError(504, message, code="request_timeout"))
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             x.outcome = Outcome.ENGINE_ERROR
             x.services.engines.mark_failed(engine, f"response broken: {exc}")
             if not x.headers_sent:
-                x.status = 502
-                await _send_error(
-                    send,
-                    ApiError(502, "the engine's answer broke off", "api_error", "engine_error"),
-                )
+                error = ApiError(502, "the engine's answer broke off", "api_error", "engine_error")
+                await self._reply_error(send, error)
         finally:
             response.close()
 
     async def _relay_whole(self, response: aiohttp.ClientResponse, send: Send) -> None:
         x = self.x
         body = await response.read()
+        if not await self._audited(send):
+            return
         if response.status == 200:
             x.outcome = Outcome.OK
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 x.take_usage(orjson.loads(body).get("usage"))
         else:
             x.outcome = Outcome.UPSTREAM_ERROR
-        headers = [
-            (b"content-type", response.headers.get("Content-Type", "application/json").encode())
-        ]
-        await x.send_headers(send, response.status, headers)
+        content_type = response.headers.get("Content-Type", "application/json")
+        await x.send_headers(send, response.status, [(b"content-type", content_type.encode())])
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send) -> None:
         x = self.x
+        if not await self._audited(send):
+            return
         relay = StreamRelay(strip_usage=not x.client_wants_usage)
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),

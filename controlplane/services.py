@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controlplane.core.db import utcnow
+from controlplane.core.epoch import bump_epoch_file
 from controlplane.core.security import generate_api_key, hash_api_key, visible_prefix
 from controlplane.models import (
     ApiKey,
@@ -47,6 +48,13 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
+
+
+def commit_auth_change(session: Session) -> None:
+    """Commit a key or tenant change, then tell every gateway's key cache (see keycache.py)."""
+    bump_auth_epoch(session)
+    session.commit()
+    bump_epoch_file(session.get_bind().engine.url)
 
 
 def bump_auth_epoch(session: Session) -> None:
@@ -90,9 +98,8 @@ def create_tenant(session: Session, spec: TenantCreate) -> Tenant:
         raise Conflict(f"tenant {spec.name!r} already exists", param="name")
     tenant = Tenant(**spec.model_dump())
     session.add(tenant)
-    bump_auth_epoch(session)
     try:
-        session.commit()
+        commit_auth_change(session)
     except IntegrityError as exc:  # a concurrent create of the same name on another replica
         session.rollback()
         raise Conflict(f"tenant {spec.name!r} already exists", param="name") from exc
@@ -107,8 +114,7 @@ def update_tenant(
     before = tenant_public(tenant)
     for field, value in changes.model_dump(exclude_unset=True).items():
         setattr(tenant, field, value)
-    bump_auth_epoch(session)
-    session.commit()
+    commit_auth_change(session)
     return before, tenant
 
 
@@ -138,8 +144,7 @@ def issue_key(
         expires_at=expires_at,
     )
     session.add(key)
-    bump_auth_epoch(session)
-    session.commit()
+    commit_auth_change(session)
     return key, secret
 
 
@@ -163,8 +168,7 @@ def revoke_key(session: Session, key_id: int) -> tuple[ApiKeyPublic, ApiKey]:
     before = key_public(key)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
-        bump_auth_epoch(session)
-        session.commit()
+        commit_auth_change(session)
     return before, key
 
 

@@ -16,13 +16,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from installer.processes import (
-    ManagedProcess,
-    installed_bin,
-    read_env_file,
-    run_installed_cli,
-    wait_http_ok,
-)
+from installer import signing
+from installer.bundle.trust import TrustStore
+from installer.install import InstallError, install
+from installer.layout import Layout, engine_command, read_env_file
+from installer.processes import ManagedProcess, run_installed_cli, wait_http_ok
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = REPO_ROOT / "offline-bundle" / "demo.yaml"
@@ -39,7 +37,6 @@ class DemoError(RuntimeError):
 
 def ensure_bundle(staging: Path, spec: Path) -> tuple[Path, Path]:
     """Make the signing key and the demo bundle unless they exist (and still verify)."""
-    from installer import signing
     from installer.bundle.build import build_bundle
 
     keys_dir = staging / "keys"
@@ -53,36 +50,30 @@ def ensure_bundle(staging: Path, spec: Path) -> tuple[Path, Path]:
 
 
 def start_engine(root: Path, log_dir: Path) -> ManagedProcess:
-    """Start the installed engine with the rendered environment and arguments."""
-    etc = root / "etc" / "sparkplane"
-    env = read_env_file(etc / "engine.env")
-    args = [line for line in (etc / "engine.args").read_text().splitlines() if line.strip()]
-    python = installed_bin(root, "engine-venv", "python")
-    tmpdir = env.get("TMPDIR")
-    if tmpdir:
-        Path(tmpdir).mkdir(parents=True, exist_ok=True)
-    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", *args]
+    """Start the installed engine exactly as its systemd unit would."""
+    argv, env = engine_command(Layout.at(root))
+    if "TMPDIR" in env:
+        Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
     return ManagedProcess.start("engine", argv, env, log_dir / "engine.log")
 
 
 def start_controlplane(root: Path, host: str, port: int, log_dir: Path) -> ManagedProcess:
     """Start the installed control plane with its rendered settings."""
-    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
-    sparkplane = (
-        root / "opt" / "sparkplane" / "current" / "controlplane-venv" / "bin" / "sparkplane"
-    )
+    layout = Layout.at(root)
+    env = read_env_file(layout.controlplane_env)
+    sparkplane = layout.current / "controlplane-venv" / "bin" / "sparkplane"
     argv = [str(sparkplane), "serve", "--host", host, "--port", str(port)]
     return ManagedProcess.start("controlplane", argv, env, log_dir / "controlplane.log")
 
 
 def engine_base_url(root: Path) -> str:
-    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
+    env = read_env_file(Layout.at(root).controlplane_env)
     return env["SPARKPLANE_ENGINE_URLS"].split(",")[0].rstrip("/")
 
 
 def provision_demo_identities(root: Path) -> dict[str, str]:
     """Create the demo tenant, its key and an admin login through the installed CLI."""
-    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
+    env = read_env_file(Layout.at(root).controlplane_env)
     tenants = run_installed_cli(root, env, ["tenants", "list", "--json"])
     if not any(t.get("name") == DEMO_TENANT for t in json.loads(tenants or "[]")):
         run_installed_cli(root, env, ["tenants", "create", DEMO_TENANT, "--max-concurrency", "8"])
@@ -94,24 +85,20 @@ def provision_demo_identities(root: Path) -> dict[str, str]:
 
 
 def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) -> None:
-    from installer.install import install
-
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     (root / "demo.json").unlink(missing_ok=True)
     started = time.monotonic()
     if bundle is None:
         bundle, pubkey = ensure_bundle(root / "staging", spec)
+        trusted = [signing.load_public_key(pubkey)]
     else:
-        pubkey = bundle / "signer.pub"
-    from installer import signing
-
+        # A bundle brought by hand is trusted only through keys the appliance already trusts.
+        trusted = TrustStore(Layout.at(root).trust).keys()
+        if not trusted:
+            raise DemoError(f"no trusted signing key under {Layout.at(root).trust}: install first")
     result = install(
-        bundle,
-        root,
-        trusted_keys=[signing.load_public_key(pubkey)],
-        profile="demo",
-        assume_yes=True,
+        bundle, root, trusted, profile="demo", controlplane_port=port, controlplane_bind=host
     )
     log_dir = root / "var" / "log" / "sparkplane"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +186,6 @@ def register(app: typer.Typer) -> None:
         """Build, verify and install the demo bundle, then run engine + control plane."""
         try:
             run_demo(root, host, port, spec, bundle)
-        except DemoError as exc:
+        except (DemoError, InstallError) as exc:
             console.print(f"[red]demo failed:[/] {exc}")
             raise typer.Exit(1) from exc

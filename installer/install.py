@@ -8,9 +8,10 @@ running it again.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,14 @@ from installer.bundle.report import Finding
 from installer.bundle.trust import TrustStore
 from installer.bundle.verify import verify_bundle
 from installer.events import record_event
+from installer.hostfacts import box_memory_bytes, collect_host_facts
+from installer.kvcache import ModelConfigError
 from installer.layout import Layout
-from installer.plan import EnginePlan, make_plan
+from installer.plan import EnginePlan, PlanError, make_plan
+from installer.preflight import BundleNeeds, run_preflight
 from installer.runner import RunResult, run_playbook
 
+RELEASE_VARS = "install-vars.json"
 DEFAULT_ENGINE_PORT = 8000
 DEFAULT_CONTROLPLANE_PORT = 8080
 DEFAULT_CONTROLPLANE_BIND = "0.0.0.0"  # noqa: S104 - the control plane is the LAN-facing service
@@ -149,6 +154,12 @@ def playbook_vars(
     }
 
 
+def save_release_vars(release: Path, inventory: dict[str, Any], extravars: dict[str, Any]) -> None:
+    """What re-applying this release needs (rollback runs its playbook without the media)."""
+    data = {"inventory": inventory, "extravars": extravars}
+    (release / RELEASE_VARS).write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
 def raise_for_run(result: RunResult, what: str) -> None:
     if result.succeeded:
         return
@@ -172,17 +183,35 @@ def install(
     activate: bool = True,
     console: Console | None = None,
     action: str = "install",
+    after_verify: Callable[[Manifest], None] | None = None,
 ) -> InstallResult:
-    """Install (or finish installing) `bundle` under `root`; raises InstallError on any failure."""
+    """Install (or finish installing) `bundle` under `root`; raises InstallError on any failure.
+
+    `after_verify` runs once the bundle has verified and before anything is written (the CLI
+    stores a newly trusted key there, so a rejected bundle leaves the trust directory alone).
+    """
     bundle, root = Path(bundle).absolute(), Path(root).absolute()
     manifest = verify_or_raise(bundle, trusted_keys, root)
     facts = BundleFacts.from_manifest(manifest)
-    if memory_bytes is None and profile != "demo":
-        from installer.preflight import box_memory_bytes
-
-        memory_bytes = box_memory_bytes()
+    facts_host = collect_host_facts()
+    ports = {engine_port: "engine", controlplane_port: "control plane"}
+    checks = run_preflight(facts_host, BundleNeeds.from_manifest(manifest), Layout.at(root), ports)
+    if not checks.ok:
+        raise InstallError(
+            "preflight failed; nothing was installed",
+            [f"{c.name}: {c.value} ({c.remedy})" for c in checks.blocking],
+        )
+    if memory_bytes is None:
+        memory_bytes = box_memory_bytes(facts_host)
     draft = bundle / "models" / facts.draft_model_name if facts.draft_model_name else None
-    plan = make_plan(bundle / "models" / facts.model_name, profile, memory_bytes or 0, draft)
+    try:
+        plan = make_plan(bundle / "models" / facts.model_name, profile, memory_bytes, draft)
+    except (PlanError, ModelConfigError) as exc:
+        raise InstallError(
+            f"profile {profile!r} refused; nothing was installed", [str(exc)]
+        ) from exc
+    if after_verify is not None:
+        after_verify(manifest)
     layout = Layout.at(root)
     started = time.monotonic()
     record_event(layout, action, phase="started", version=facts.version, profile=profile)
@@ -191,11 +220,12 @@ def install(
     inventory = local_inventory(
         root, engine_port, controlplane_port, controlplane_bind, allow_system_changes
     )
+    extravars = playbook_vars(bundle, facts, plan, activate)
     result = run_playbook(
         bundle / "playbooks",
         layout.artifacts,
         inventory,
-        playbook_vars(bundle, facts, plan, activate),
+        extravars,
         ident=f"{action}-{facts.version}-{time.strftime('%Y%m%dT%H%M%S')}",
         console=console,
     )
@@ -203,14 +233,30 @@ def install(
     try:
         raise_for_run(result, action)
     except InstallError as exc:
-        record_event(layout, action, phase="failed", version=facts.version, error=exc.details,
-                     artifacts=str(result.artifact_dir))  # fmt: skip
+        record_event(
+            layout,
+            action,
+            phase="failed",
+            version=facts.version,
+            error=exc.details,
+            artifacts=str(result.artifact_dir),
+        )
         raise
-    record_event(layout, action, phase="succeeded", version=facts.version, profile=profile,
-                 changed=result.changed, seconds=elapsed)  # fmt: skip
+    save_release_vars(layout.release(facts.version), inventory, extravars)
+    record_event(
+        layout,
+        action,
+        phase="succeeded",
+        version=facts.version,
+        profile=profile,
+        changed=result.changed,
+        seconds=elapsed,
+    )
     if console is not None:
-        console.print(f"ok={result.ok} changed={result.changed} failed={result.failed} "
-                      f"in {elapsed}s; artifacts: {result.artifact_dir}")  # fmt: skip
+        console.print(
+            f"ok={result.ok} changed={result.changed} failed={result.failed} "
+            f"in {elapsed}s; artifacts: {result.artifact_dir}"
+        )
     return InstallResult(
         version=facts.version,
         release_dir=layout.release(facts.version),

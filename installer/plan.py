@@ -61,10 +61,9 @@ class EnginePlan:
 
 def fit_table(shape: AttentionShape, kv_dtype: str, budget: int) -> list[FitRow]:
     """How many concurrent sequences fit at each context length of the ladder."""
+    contexts = [c for c in CONTEXT_LADDER if c < shape.max_context] + [shape.max_context]
     rows = []
-    for context in CONTEXT_LADDER:
-        if context > shape.max_context:
-            break
+    for context in contexts:
         per_seq = shape.bytes_per_sequence(context, kv_dtype)
         rows.append(FitRow(context, per_seq, max(budget, 0) // per_seq))
     return rows
@@ -99,9 +98,17 @@ def _demo_plan(model_dir: Path, shape: AttentionShape) -> EnginePlan:
     args += ["--dtype", "float32", "--enforce-eager"]
     env = {"VLLM_CPU_KVCACHE_SPACE": str(DEMO_KVCACHE_GIB)}
     return EnginePlan(
-        "demo", max_len, DEMO_MAX_NUM_SEQS, "float32", budget,
-        weights_bytes(model_dir), shape, table, args, env,
-    )  # fmt: skip
+        "demo",
+        max_len,
+        DEMO_MAX_NUM_SEQS,
+        "float32",
+        budget,
+        weights_bytes(model_dir),
+        shape,
+        table,
+        args,
+        env,
+    )
 
 
 def make_plan(

@@ -13,29 +13,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from installer.layout import Layout
+
 _PR_SET_PDEATHSIG = 1
-
-
-def installed_bin(root: Path, venv: str, name: str) -> Path:
-    """A program of the active release, e.g. `installed_bin(root, "engine-venv", "python")`."""
-    return root / "opt" / "sparkplane" / "current" / venv / "bin" / name
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a systemd `EnvironmentFile` (KEY=VALUE lines, # comments, optional quotes)."""
-    env: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        env[key.strip()] = value
-    return env
 
 
 def _die_with_parent() -> None:
@@ -127,9 +107,7 @@ def wait_http_ok(url: str, timeout: float, process: ManagedProcess | None = None
 
 def run_installed_cli(root: Path, env: dict[str, str], args: list[str]) -> str:
     """Run the installed release's `sparkplane` with the appliance's settings; return stdout."""
-    sparkplane = (
-        root / "opt" / "sparkplane" / "current" / "controlplane-venv" / "bin" / "sparkplane"
-    )
+    sparkplane = Layout.at(root).current / "controlplane-venv" / "bin" / "sparkplane"
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
     done = subprocess.run(
         [str(sparkplane), *args], env=full_env, capture_output=True, text=True, check=False

@@ -40,6 +40,7 @@ class RunResult:
     skipped: int = 0
     changed_tasks: list[str] = field(default_factory=list)
     failures: list[TaskFailure] = field(default_factory=list)
+    changed_by_host: dict[str, int] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -140,10 +141,16 @@ def run_playbook(
     private_data_dir.mkdir(parents=True, exist_ok=True)
     show = console is not None and console.is_terminal
     progress = (
-        Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                 console=console, transient=True)
-        if show else None
-    )  # fmt: skip
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        if show
+        else None
+    )
     tracker = _EventTracker(progress, console)
     if progress is not None:
         progress.start()
@@ -179,4 +186,6 @@ def run_playbook(
         skipped=total("skipped"),
         changed_tasks=tracker.changed_tasks,
         failures=tracker.failures,
+        changed_by_host={host: 0 for host in stats.get("processed") or {}}
+        | dict(stats.get("changed") or {}),
     )

@@ -31,7 +31,8 @@ class Principal:
     role: Role
 
 
-def get_services(request: Request) -> GatewayServices:
+async def get_services(request: Request) -> GatewayServices:
+    # async on purpose: FastAPI runs sync dependencies in a worker thread, a needless hop.
     services: GatewayServices = request.app.state.gateway
     return services
 
@@ -59,7 +60,7 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def tenant_key(request: Request) -> KeyPrincipal:
-    services = get_services(request)
+    services: GatewayServices = request.app.state.gateway
     try:
         return await request.app.state.authenticator.authenticate(bearer_token(request))
     except AuthFailed as failure:

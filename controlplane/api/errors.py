@@ -16,6 +16,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from controlplane.services import ServiceError
@@ -130,6 +131,11 @@ async def _audit_unavailable(_request: Request, exc: Exception) -> Response:
     return error_response(audit_unavailable_error())
 
 
+async def _client_gone(_request: Request, _exc: Exception) -> Response:
+    # The client left while its request body was being read: nobody is there to answer.
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
@@ -155,6 +161,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     unavailable = audit_unavailable_class()
     if unavailable is not None:
         app.add_exception_handler(unavailable, _audit_unavailable)

@@ -9,6 +9,7 @@ after the single pass.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from binascii import unhexlify
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ class ChainChecker:
         content_ok = True
         if data is None:
             self.report.entries_withheld += 1
-        elif hashlib.sha256(b"\x01" + data).digest() != unhexlify(envelope[9:73]):
+        elif not _digest_matches(envelope, data):
             content_ok = False
             self.problem("modified", "entry data does not match its digest", seq=seq, line=line)
         if data is not None and envelope.startswith(ROTATION_KIND, KIND_AT):
@@ -222,6 +223,13 @@ class ChainChecker:
                     self.trusted[key_id(name, public)] = (name, public)
             except (ValueError, KeyError, TypeError) as exc:
                 self.problem("malformed", f"key rotation entry is unreadable: {exc}", seq=seq)
+
+
+def _digest_matches(envelope: bytes, data: bytes) -> bool:
+    try:
+        return hashlib.sha256(b"\x01" + data).digest() == unhexlify(envelope[9:73])
+    except binascii.Error:
+        return False
 
 
 def _ranges(values: list[int]) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 AUDIT_KEY_FILE = "audit-signing.key"
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="server config file")]
@@ -51,9 +52,13 @@ def _engine(settings: Any) -> Engine:
     from controlplane.audit.guards import install_guards
     from controlplane.core.db import init_db, make_engine
 
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
-    init_db(engine)
-    install_guards(engine)
+    try:
+        init_db(engine)
+        install_guards(engine)
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot open the database {engine.url!r}: {exc.orig or exc}", 1) from None
     return engine
 
 

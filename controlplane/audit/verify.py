@@ -85,13 +85,19 @@ def _scan(handle: Iterable[bytes], checker: ChainChecker) -> list[tuple[Checkpoi
             if end < 0 or at < 0:
                 checker.problem("malformed", "unreadable entry line", line=number, seq=seq)
                 continue
-            if (
-                seq == expected
-                and prev is not None
-                and sha256(b"\x00" + prev + envelope).digest() == stored
-                and (data == b"null" or sha256(b"\x01" + data).digest() == unhex(envelope[9:73]))
-                and not envelope.startswith(ROTATION_KIND, KIND_AT)
-            ):
+            try:
+                intact = (
+                    seq == expected
+                    and prev is not None
+                    and sha256(b"\x00" + prev + envelope).digest() == stored
+                    and (
+                        data == b"null" or sha256(b"\x01" + data).digest() == unhex(envelope[9:73])
+                    )
+                    and not envelope.startswith(ROTATION_KIND, KIND_AT)
+                )
+            except binascii.Error:  # a damaged digest: let the checker name the problem
+                intact = False
+            if intact:
                 hashes += stored
                 prev, expected, fast = stored, expected + 1, fast + 1
                 withheld += data == b"null"

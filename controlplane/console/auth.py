@@ -30,6 +30,9 @@ USERNAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 # argon2-cffi's default is RFC 9106's second recommended profile: argon2id, 64 MiB, t=3, p=4.
 _hasher = PasswordHasher()
+# Each hash takes 64 MiB: cap how many run at once so a burst of sign-ins cannot eat the box's
+# memory (the worker thread pool alone would allow 40).
+_hash_slots = threading.BoundedSemaphore(4)
 
 
 class ConsoleAuthError(ValueError):
@@ -52,12 +55,14 @@ class SignInResult:
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _hash_slots:
+        return _hasher.hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        with _hash_slots:
+            return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -65,7 +70,7 @@ def verify_password(password_hash: str, password: str) -> bool:
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     # Verifying against this for unknown users keeps their timing equal to known ones.
-    return _hasher.hash(secrets.token_urlsafe(16))
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def generate_password() -> str:

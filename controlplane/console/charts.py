@@ -55,7 +55,8 @@ def fill_days(rows: list[DayTokens], last_day: date, days: int) -> list[DayToken
 def token_bar_chart(rows: list[DayTokens], title: str) -> Markup:
     """Stacked bars per day: prompt tokens under completion tokens."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = nice_ceiling(max((r.prompt_tokens + r.completion_tokens for r in rows), default=0))
+    peak = max((r.prompt_tokens + r.completion_tokens for r in rows), default=0)
+    top = max(nice_ceiling(peak), 4.0)  # whole-number ticks even for an empty chart
     slot = plot_w / max(len(rows), 1)
     bar_w = max(slot * 0.7, 1.0)
     parts = [

@@ -44,11 +44,10 @@ def cookie_name(request: Request) -> str:
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    policy = session_policy(request)
+    # No Max-Age: the browser forgets the cookie when it closes; the server enforces both expiries.
     response.set_cookie(
         cookie_name(request),
         token,
-        max_age=int(policy.absolute_timeout.total_seconds()),
         path="/",
         secure=is_tls(request),
         httponly=True,

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import or_, select
+from sqlalchemy import LargeBinary, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from controlplane.audit.models import AuditEntry
@@ -132,10 +132,14 @@ def audit_page(
             or_(AuditEntry.kind == stem, AuditEntry.kind.like(f"{_like_literal(stem)}.%", "\\"))
         )
     if where.actor:
-        # Fields are canonical JSON (sorted keys, no spaces), so the pair appears verbatim.
+        # Fields are canonical JSON (sorted keys, no spaces), so the pair appears verbatim;
+        # a byte search (no LIKE wildcards) works on SQLite blobs and PostgreSQL bytea alike.
         needle = b'"actor":' + orjson.dumps(where.actor)
-        pattern = b"%" + _like_literal(needle.decode()).encode() + b"%"
-        query = query.where(AuditEntry.data.like(pattern, escape="\\"))
+        if db.get_bind().dialect.name == "postgresql":
+            found = func.position(literal(needle, LargeBinary).op("IN")(AuditEntry.data))
+        else:
+            found = func.instr(AuditEntry.data, literal(needle, LargeBinary))
+        query = query.where(found > 0)
     if after is not None:
         query = query.where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(size)
         rows = list(reversed(list(db.scalars(query))))

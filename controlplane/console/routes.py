@@ -5,10 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from controlplane.console.pages import admins, audit, dashboard, signin, tenant_detail, tenants
-from controlplane.console.web import redirect
+from controlplane.console.pages import (
+    admins,
+    audit,
+    dashboard,
+    signin,
+    system,
+    tenant_detail,
+    tenants,
+    usage,
+)
+from controlplane.console.web import PREFIX, redirect
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
 @router.get("")
@@ -16,5 +25,7 @@ async def console_root() -> Response:
     return redirect("/")
 
 
-for page in (signin, dashboard, tenants, tenant_detail, audit, admins):
+# Order matters where paths overlap: /tenants/new (tenants) before /tenants/{name} (tenant_detail).
+PAGES = (signin, dashboard, tenants, tenant_detail, usage, audit, admins, system)
+for page in PAGES:
     router.include_router(page.router)

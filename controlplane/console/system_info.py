@@ -124,6 +124,8 @@ def read_system_info(root: Path | None, now: datetime | None = None) -> SystemIn
     info.plan = _json_file(layout.installer_state / "plan.json", info.problems)
     if info.profile is None and info.plan is not None:
         info.profile = info.plan.get("profile")
+    if info.profile is None:  # the last install/upgrade event that names its profile
+        info.profile = next((str(e["profile"]) for e in info.events if e.get("profile")), None)
     info.preflight = _json_file(layout.installer_state / "preflight.json", info.problems)
     info.certificates = certificates(layout.tls, now, info.problems)
     return info

@@ -1,10 +1,12 @@
 """Tenant-key authentication with a cache that never outlives a revocation.
 
-Every key or tenant change bumps `auth_epoch` in its own transaction (see services.py). Each
-request reads that one row (SQLite: a local indexed read of a few microseconds; PostgreSQL: one
-async round trip shared by all requests that arrive while it is in flight) and uses cached keys
-only if they were loaded at the current epoch. So a revoked key fails on the very next request on
-every replica and from the CLI too, and a steady state costs no key lookup at all.
+Every key or tenant change bumps an epoch when it commits (see services.py). Each request reads
+the epoch and uses cached keys only if they were loaded at the current one. With SQLite the epoch
+is a shared-memory counter next to the database file (core/epoch.py: a memory read); with
+PostgreSQL it is the `auth_epoch` row, read with one async round trip shared by all requests that
+arrive while it is in flight. So a revoked key fails on the very next request on every replica,
+whether it was revoked through the API, the console or the CLI, and a steady state costs no key
+lookup at all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, joinedload
 
 from controlplane.core.db import utcnow
+from controlplane.core.epoch import EpochCounter, epoch_path
 from controlplane.core.security import hash_api_key, looks_like_api_key
 from controlplane.limits import TenantPolicy
 from controlplane.models import ApiKey
@@ -50,14 +53,15 @@ class KeyAuthenticator:
         self._pepper = pepper
         self._cache: dict[str, KeyPrincipal | None] = {}
         self._cache_epoch = -1
-        self._sqlite: Any = None
+        self._counter: EpochCounter | None = None
         self._pg: psycopg.AsyncConnection[Any] | None = None
         self._next_round: asyncio.Future[int] | None = None
         self._runner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self._engine.dialect.name == "sqlite":
-            self._sqlite = self._engine.raw_connection()
+        path = epoch_path(self._engine.url)
+        if path is not None:
+            self._counter = EpochCounter(path)
         else:
             url = self._engine.url.set(drivername="postgresql")
             conninfo = url.render_as_string(hide_password=False)
@@ -68,8 +72,8 @@ class KeyAuthenticator:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        if self._sqlite is not None:
-            self._sqlite.close()
+        if self._counter is not None:
+            self._counter.close()
         if self._pg is not None:
             await self._pg.close()
 
@@ -124,13 +128,8 @@ class KeyAuthenticator:
             )
 
     async def current_epoch(self) -> int:
-        if self._sqlite is not None:
-            cursor = self._sqlite.cursor()
-            try:
-                row = cursor.execute("SELECT value FROM auth_epoch WHERE id = 1").fetchone()
-            finally:
-                cursor.close()
-            return int(row[0]) if row else 0
+        if self._counter is not None:
+            return self._counter.read()
         # PostgreSQL: join the next read that *starts* after this request arrived, so a
         # revocation committed before the request is always seen, with one query per round.
         if self._next_round is None:

@@ -94,7 +94,7 @@ def build_bundle(
         (staging / sbom.SBOM_PATH).write_bytes(sbom_bytes)
         digests[sbom.SBOM_PATH] = Digest(len(sbom_bytes), hashlib.sha256(sbom_bytes).hexdigest())
         manifest = Manifest(
-            schema=1,
+            schema_=1,
             name=spec.name,
             version=spec.version,
             created=created,

@@ -15,6 +15,7 @@ from installer.bundle import pack_cli
 from installer.bundle import trust as trust_mod
 from installer.bundle.build import BuildError, build_bundle
 from installer.bundle.components import ComponentError
+from installer.bundle.modelsig import ModelSignatureError, ModelTrust
 from installer.bundle.progress import byte_progress
 from installer.bundle.report import VerifyReport
 from installer.bundle.signature import make_endorsement
@@ -105,16 +106,32 @@ def verify(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result")] = False,
     workers: Annotated[int | None, typer.Option(min=1, help="Hashing threads")] = None,
+    model_trust: Annotated[
+        list[Path], typer.Option(help="OpenSSF model-signing public key or CA certificate (PEM)")
+    ] = [],  # noqa: B006
 ) -> None:
     """Check a bundle's signature and every file. Exit 0 valid, 1 invalid, 2 usage error."""
+    if not bundle.is_dir():
+        err.print(f"error: {bundle} is not a bundle directory")
+        raise typer.Exit(2)
+    if (bundle / "index.json").is_file() and not (bundle / "manifest.json").exists():
+        err.print(f"error: {bundle} holds packed parts; run `sparkplane bundle unpack` first")
+        raise typer.Exit(2)
     try:
-        keys, revoked = trust_mod.load_trust_source(trust or DEFAULT_TRUST_DIR)
-    except (trust_mod.TrustError, signing.SigningKeyError) as exc:
+        source = trust or DEFAULT_TRUST_DIR
+        keys, revoked = trust_mod.load_trust_source(source)
+        model_paths = list(model_trust)
+        if source.is_dir():  # a trust directory may also hold model-signing keys and CAs
+            model_paths += sorted((source / "model-signing").glob("*.pem"))
+        models = ModelTrust.from_paths(model_paths)
+    except (trust_mod.TrustError, signing.SigningKeyError, ModelSignatureError, ValueError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc
     show_bar = not as_json and sys.stderr.isatty()
     with byte_progress(err, "verifying", enabled=show_bar) as sink:
-        report = verify_bundle(bundle, keys, revoked=revoked, workers=workers, progress=sink)
+        report = verify_bundle(
+            bundle, keys, revoked=revoked, workers=workers, progress=sink, model_trust=models
+        )
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:
@@ -138,6 +155,9 @@ def print_report(report: VerifyReport) -> None:
     if data["endorsed_by"]:
         signer += f" (new key, endorsed by trusted {data['endorsed_by']})"
     out.print(f"signer      {signer}")
+    for entry in data["model_signatures"]:
+        line = f"{entry['component']}: {entry['status']} ({entry['detail']})"
+        out.print(f"model sig   {line}", markup=False)
     out.print(f"checked     {data['elapsed_s']:.2f} s, {data['mb_per_s']:,.0f} MB/s")
     if report.findings:
         out.print(f"[red]{len(report.findings)} problem(s):[/red]")

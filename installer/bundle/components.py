@@ -16,6 +16,13 @@ from typing import Any
 
 from installer.bundle import spec as specs
 from installer.bundle.demo_model import generate_demo_model
+from installer.bundle.hashing import hash_tree_files
+from installer.bundle.modelsig import (
+    SIGNATURE_FILE,
+    ModelSignatureError,
+    ModelTrust,
+    verify_model_signature,
+)
 from installer.bundle.wheelhouse import (
     build_project_wheel,
     copy_wheels,
@@ -140,6 +147,7 @@ def _stage_model(
         if not (source / "config.json").is_file():
             raise ComponentError(f"model {component.name}: {source} has no config.json")
         _copy_tree(source, dest, component.name)
+    _check_model_signature(spec, component, dest, entry)
     config = json.loads((dest / "config.json").read_text(encoding="utf-8"))
     entry["architectures"] = config.get("architectures", [])
     entry["model_type"] = config.get("model_type")
@@ -149,6 +157,33 @@ def _stage_model(
         entry["quantization"] = algo.get("quant_algo")
     if component.role == "model":
         entry["served_model_name"] = component.served_model_name or component.name
+
+
+def _check_model_signature(
+    spec: specs.BundleSpec, component: specs.ModelSpec, dest: Path, entry: dict[str, Any]
+) -> None:
+    """Record an OpenSSF model signature; verify it when the spec names who must have signed."""
+    signature = dest / SIGNATURE_FILE
+    if signature.is_file():
+        entry["model_signature"] = SIGNATURE_FILE
+    if not component.signing_trust:
+        return
+    if not signature.is_file():
+        raise ComponentError(
+            f"model {component.name}: no {SIGNATURE_FILE} but signing_trust is set"
+        )
+    trust = ModelTrust.from_paths([spec.resolve(p) for p in component.signing_trust])
+    files = [p for p in dest.rglob("*") if p.is_file()]
+    jobs = [(p.relative_to(dest).as_posix(), p.stat().st_size) for p in files]
+    digests = {
+        path: result.sha256
+        for path, result in hash_tree_files(dest, jobs).items()
+        if not isinstance(result, OSError)
+    }
+    try:
+        verify_model_signature(signature.read_bytes(), digests, trust)
+    except ModelSignatureError as exc:
+        raise ComponentError(f"model {component.name}: model signature: {exc}") from exc
 
 
 def _copy_image(spec: specs.BundleSpec, image: str, dest: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,15 @@ from pathlib import Path
 from typing import Protocol
 
 CHUNK_SIZE = 4 << 20  # 4 MiB: big enough to amortise syscalls, small enough to bound memory.
+_buffers = threading.local()  # one buffer per thread, reused for every file it hashes
+
+
+def _buffer(chunk_size: int) -> bytearray:
+    buffer: bytearray | None = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) != chunk_size:
+        buffer = bytearray(chunk_size)
+        _buffers.buffer = buffer
+    return buffer
 
 
 class ProgressSink(Protocol):
@@ -45,7 +55,7 @@ def hash_file(
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         digest = hashlib.sha256()
-        buffer = bytearray(chunk_size)
+        buffer = _buffer(chunk_size)
         view = memoryview(buffer)
         size = 0
         while True:

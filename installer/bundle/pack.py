@@ -8,14 +8,26 @@ piece it holds, so unpack can check each part before using it and resume after a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from installer.bundle.manifest import CONTROL_FILES, MANIFEST_NAME, canonical_json, parse_manifest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from installer import signing
+from installer.bundle.manifest import (
+    CONTROL_FILES,
+    ENDORSEMENT_NAME,
+    MANIFEST_NAME,
+    SIGNER_NAME,
+    canonical_json,
+    parse_manifest,
+)
 
 INDEX_NAME = "index.json"
 INDEX_SIG_NAME = "index.json.sig"
@@ -94,8 +106,8 @@ class _HashingWriter:
         return self.size
 
 
-def pack_bundle(bundle: Path, out_dir: Path, limit: int) -> dict[str, Any]:
-    """Write parts and an unsigned index dict into `out_dir`; the caller signs the index."""
+def pack_bundle(bundle: Path, out_dir: Path, limit: int, key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Write the parts, then `index.json` signed with `key` (plus signer.pub); return the index."""
     manifest_bytes = (bundle / MANIFEST_NAME).read_bytes()
     manifest = parse_manifest(manifest_bytes)
     control = sorted(name for name in CONTROL_FILES if (bundle / name).is_file())
@@ -121,7 +133,7 @@ def pack_bundle(bundle: Path, out_dir: Path, limit: int) -> dict[str, Any]:
                 "members": part.members,
             }
         )
-    return {
+    index = {
         "schema": 1,
         "kind": "sparkplane-bundle-parts",
         "bundle": {
@@ -132,6 +144,13 @@ def pack_bundle(bundle: Path, out_dir: Path, limit: int) -> dict[str, Any]:
         "part_size": limit,
         "parts": records,
     }
+    data = canonical_json(index)
+    (out_dir / INDEX_NAME).write_bytes(data)
+    (out_dir / INDEX_SIG_NAME).write_text(base64.b64encode(signing.sign(key, data)).decode() + "\n")
+    (out_dir / SIGNER_NAME).write_bytes(signing.public_pem(key.public_key()))
+    if (bundle / ENDORSEMENT_NAME).is_file():
+        shutil.copyfile(bundle / ENDORSEMENT_NAME, out_dir / ENDORSEMENT_NAME)
+    return index
 
 
 def _add_piece(
@@ -144,10 +163,6 @@ def _add_piece(
     with os.fdopen(fd, "rb") as handle:
         handle.seek(offset)
         tar.addfile(info, handle)
-
-
-def index_bytes(index: dict[str, Any]) -> bytes:
-    return canonical_json(index)
 
 
 def extract_part(part_path: Path, expected: list[list[Any]], out: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,15 +10,8 @@ import typer
 from rich.console import Console
 
 from installer import signing
-from installer.bundle.manifest import ENDORSEMENT_NAME, SIGNER_NAME
-from installer.bundle.pack import (
-    INDEX_NAME,
-    INDEX_SIG_NAME,
-    PackError,
-    index_bytes,
-    pack_bundle,
-    parse_size,
-)
+from installer.bundle.manifest import SIGNER_NAME
+from installer.bundle.pack import PackError, pack_bundle, parse_size
 from installer.bundle.progress import byte_progress
 from installer.bundle.trust import TrustError, load_trust_source
 from installer.bundle.unpack import PartsError, unpack
@@ -61,14 +52,7 @@ def pack(
     if out_dir.exists() and any(out_dir.iterdir()):
         err.print(f"error: {out_dir} is not empty")
         raise typer.Exit(2)
-    index = pack_bundle(bundle, out_dir, limit)
-    data = index_bytes(index)
-    (out_dir / INDEX_NAME).write_bytes(data)
-    signature = base64.b64encode(signing.sign(private, data)).decode()
-    (out_dir / INDEX_SIG_NAME).write_text(signature + "\n")
-    shutil.copyfile(bundle / SIGNER_NAME, out_dir / SIGNER_NAME)
-    if (bundle / ENDORSEMENT_NAME).is_file():
-        shutil.copyfile(bundle / ENDORSEMENT_NAME, out_dir / ENDORSEMENT_NAME)
+    index = pack_bundle(bundle, out_dir, limit, private)
     out.print(f"packed {bundle} into {len(index['parts'])} part(s) of at most {split} in {out_dir}")
     for part in index["parts"]:
         out.print(f"  {part['file']}  {part['size'] / 1e6:,.1f} MB  sha256 {part['sha256'][:16]}…")

@@ -23,6 +23,7 @@ PROBLEMS = (
     "renamed",
     "unexpected",
     "unreadable",
+    "model-signature",
 )
 
 
@@ -42,6 +43,8 @@ class VerifyReport:
     manifest: Manifest | None = None
     signer: Ed25519PublicKey | None = None
     endorsed_by: str | None = None  # fingerprint of the trusted key that endorsed a new signer
+    # (component, "verified" | "invalid" | "unchecked", detail) per model carrying model.sig
+    model_signatures: list[tuple[str, str, str]] = field(default_factory=list)
     files_checked: int = 0
     bytes_hashed: int = 0
     elapsed: float = 0.0
@@ -81,6 +84,10 @@ class VerifyReport:
             "bytes": manifest.total_bytes() if manifest else 0,
             "signer": self.signer_fingerprint,
             "endorsed_by": self.endorsed_by,
+            "model_signatures": [
+                {"component": name, "status": status, "detail": detail}
+                for name, status, detail in self.model_signatures
+            ],
             "files_hashed": self.files_checked,
             "bytes_hashed": self.bytes_hashed,
             "elapsed_s": round(self.elapsed, 3),

@@ -64,6 +64,8 @@ class ModelSpec(_Strict):
     generate: Literal["demo"] | None = None  # or the tiny deterministic demo model
     corpus: str | None = None  # tokenizer training text for `generate: demo`
     served_model_name: str | None = None
+    # Keys / CA certificates (PEM) that must have signed the source's OpenSSF `model.sig`.
+    signing_trust: list[str] = []
 
     @model_validator(mode="after")
     def _one_origin(self) -> ModelSpec:

@@ -24,6 +24,7 @@ from installer.bundle.manifest import (
     parse_manifest,
     unsafe_path_reason,
 )
+from installer.bundle.modelsig import ModelSignatureError, ModelTrust, verify_model_signature
 from installer.bundle.report import Finding, VerifyReport
 from installer.bundle.signature import check_signature
 
@@ -37,8 +38,13 @@ def verify_bundle(
     revoked: Collection[str] = (),
     workers: int | None = None,
     progress: ProgressSink | None = None,
+    model_trust: ModelTrust | None = None,
 ) -> VerifyReport:
-    """Check `bundle_dir` against its signed manifest; `revoked` holds key fingerprints."""
+    """Check `bundle_dir` against its signed manifest; `revoked` holds key fingerprints.
+
+    Models that carry an OpenSSF model-signing `model.sig` are checked against `model_trust`
+    (public keys / CA certificates); without it they are reported as unchecked, not failed.
+    """
     started = time.monotonic()
     bundle_dir = Path(bundle_dir)
     report = VerifyReport()
@@ -57,6 +63,7 @@ def verify_bundle(
         report.add(path, "unsafe-path", why)
     if report.manifest is not None:
         _check_files(bundle_dir, report, regular, odd, workers, progress)
+        _check_model_signatures(bundle_dir, report, regular, model_trust)
     report.elapsed = time.monotonic() - started
     return report
 
@@ -165,3 +172,35 @@ def _judge(report: VerifyReport, entry: FileEntry, result: Digest | OSError) -> 
         report.add(
             entry.path, "modified", f"sha256 {result.sha256[:16]}…, expected {entry.sha256[:16]}…"
         )
+
+
+def _check_model_signatures(
+    root: Path, report: VerifyReport, regular: dict[str, int], trust: ModelTrust | None
+) -> None:
+    assert report.manifest is not None
+    for component in report.manifest.components:
+        name = (component.model_extra or {}).get("model_signature")
+        if component.role not in ("model", "draft_model") or not isinstance(name, str):
+            continue
+        prefix = component.path + "/"
+        signature_path = prefix + name
+        listed = {
+            e.path[len(prefix) :]: e.sha256
+            for e in report.manifest.files
+            if e.path.startswith(prefix)
+        }
+        if signature_path not in regular or name not in listed:
+            report.add(signature_path, "model-signature", "the model signature file is missing")
+            continue
+        if not trust:
+            report.model_signatures.append(
+                (component.name, "unchecked", "no model-signing key or CA given")
+            )
+            continue
+        try:
+            signer = verify_model_signature((root / signature_path).read_bytes(), listed, trust)
+        except ModelSignatureError as exc:
+            report.add(signature_path, "model-signature", str(exc))
+            report.model_signatures.append((component.name, "invalid", str(exc)))
+        else:
+            report.model_signatures.append((component.name, "verified", signer))

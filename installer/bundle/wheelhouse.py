@@ -18,6 +18,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -76,8 +77,12 @@ def fetch_wheelhouse(
         marker = {"requirements": requirements, "platform_tags": platform_tags, "python": python}
         marker["downloaded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         (staging / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
-        shutil.rmtree(target, ignore_errors=True)  # an older incomplete attempt
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another build filled the same cache entry meanwhile: use theirs, drop ours.
+            if not (target / COMPLETE_MARKER).is_file():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -87,15 +92,7 @@ def build_project_wheel(project_dir: Path, out_dir: Path) -> Path:
     """`pip wheel --no-deps` of a project, from a clean copy so stale build/ files cannot leak."""
     with tempfile.TemporaryDirectory(prefix="sparkplane-wheel-") as tmp:
         source = Path(tmp) / "src"
-        shutil.copytree(
-            project_dir,
-            source,
-            ignore=shutil.ignore_patterns(
-                ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
-                ".hypothesis", "test-artifacts", "demo-root", ".cache", "tests", "bench",
-                "offline-bundle", "node_modules",
-            ),
-        )  # fmt: skip
+        _copy_project_sources(project_dir, source)
         wheels = Path(tmp) / "wheels"
         command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels)]
         _run_pip([*command, "--progress-bar", "off", str(source)], "pip wheel")
@@ -104,6 +101,30 @@ def build_project_wheel(project_dir: Path, out_dir: Path) -> Path:
             raise WheelhouseError(f"pip wheel of {project_dir} produced {len(built)} wheels")
         out_dir.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy2(built[0], out_dir / built[0].name))
+
+
+def _copy_project_sources(project_dir: Path, dest: Path) -> None:
+    """Only what the wheel is built from: pyproject, readme/licence, the declared packages.
+
+    Copying the whole work tree would drag in virtual environments and demo roots.
+    """
+    pyproject = project_dir / "pyproject.toml"
+    try:
+        config = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise WheelhouseError(f"cannot read {pyproject}: {exc}") from exc
+    find = config.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
+    roots = sorted({pattern.split(".")[0].rstrip("*") for pattern in find.get("include", [])})
+    if not roots:
+        raise WheelhouseError(f"{pyproject}: no [tool.setuptools.packages.find] include")
+    dest.mkdir(parents=True)
+    for path in [pyproject, *project_dir.glob("README*"), *project_dir.glob("LICEN[CS]E*")]:
+        if path.is_file():
+            shutil.copy2(path, dest / path.name)
+    for root in roots:
+        shutil.copytree(
+            project_dir / root, dest / root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
 
 
 def wheel_identity(filename: str) -> tuple[str, str]:

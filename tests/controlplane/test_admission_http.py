@@ -100,7 +100,7 @@ async def test_a_thousand_random_disconnects_leak_nothing(gateway: ThreadGateway
         cut_after = rng.uniform(0.0, 1.2)  # queued, before the first token, mid-answer, or never
 
         async def run() -> None:
-            body = chat(stream=stream, max_tokens=100)
+            body = chat(stream=stream, max_tokens=40)
             async with session.post("/v1/chat/completions", json=body, headers=headers) as response:
                 async for _ in response.content.iter_any():
                     pass

@@ -184,6 +184,6 @@ def test_tampered_bundle_is_refused_and_installs_nothing(
 
 
 def read_env(path: Path) -> dict[str, str]:
-    from installer.processes import read_env_file
+    from installer.layout import read_env_file
 
     return read_env_file(path)

@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> SimOptions:
         help="natural answer length (finish_reason stop); default: max_tokens",
     )
     p.add_argument("--max-model-len", type=int, default=32768)
+    p.add_argument(
+        "--reasoning-tokens", type=int, default=0, help="chat answers start with N reasoning tokens"
+    )
     p.add_argument("--no-embeddings", dest="embeddings", action="store_false")
     p.add_argument(
         "--startup-delay",

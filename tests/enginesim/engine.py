@@ -28,7 +28,7 @@ class TenantStats:
     completed: int = 0
     aborted: int = 0
     generation_tokens: int = 0
-    slot_seconds: float = 0.0  # wall seconds of engine slots held, finished requests only
+    slot_seconds: float = 0.0  # wall seconds of engine slots held since the last reset
 
 
 @dataclass(eq=False)  # identity hashing: tracks live in a set
@@ -129,7 +129,7 @@ class SimEngine:
                 self._mark_busy()
                 self.running.discard(track)
                 stats.running -= 1
-                stats.slot_seconds += time.monotonic() - (track.started or time.monotonic())
+                stats.slot_seconds += self._held_since_reset(track, time.monotonic())
                 self._slots.release()
         finally:
             self.in_flight -= 1
@@ -150,21 +150,30 @@ class SimEngine:
         return self.latency.token_interval(len(self.running))
 
     def reset(self) -> None:
-        """Zero counters and peaks (requests in flight stay counted as in flight)."""
+        """Zero counters and peaks; requests in flight stay counted as in flight.
+
+        Tenant records are reset in place: requests in flight still hold them.
+        """
         self._mark_busy()
-        old = self.counters.tenants
+        tenants = self.counters.tenants
         self.counters = Counters()
-        for name, stats in old.items():
-            if stats.in_flight:
-                self.counters.tenants[name] = TenantStats(
-                    in_flight=stats.in_flight,
-                    max_in_flight=stats.in_flight,
-                    running=stats.running,
-                    max_running=stats.running,
+        for name, old in tenants.items():
+            if old.in_flight:
+                fresh = TenantStats(
+                    in_flight=old.in_flight,
+                    max_in_flight=old.in_flight,
+                    running=old.running,
+                    max_running=old.running,
                 )
+                vars(old).update(vars(fresh))
+                self.counters.tenants[name] = old
         self._busy_since_reset = 0.0
         self._reset_at = time.monotonic()
         self._publish()
+
+    def _held_since_reset(self, track: Track, now: float) -> float:
+        """Slot seconds of `track` inside the current window (like busy_slot_seconds)."""
+        return now - max(track.started or now, self._reset_at)
 
     def snapshot(self) -> dict[str, Any]:
         """GET /sim/stats: current state, peaks and totals since start or the last reset."""
@@ -173,7 +182,7 @@ class SimEngine:
         c = self.counters
         tenants = {}
         for name, s in c.tenants.items():
-            live = sum(now - (t.started or now) for t in self.running if t.tenant == name)
+            live = sum(self._held_since_reset(t, now) for t in self.running if t.tenant == name)
             tenants[name] = {**vars(s), "slot_seconds": s.slot_seconds + live}
         return {
             "in_flight": self.in_flight,

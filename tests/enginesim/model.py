@@ -33,6 +33,7 @@ class SimOptions:
     default_max_tokens: int = 64  # when the request sets no max_tokens
     output_tokens: int | None = None  # natural answer length (finish "stop"); None = max_tokens
     max_model_len: int = 32768
+    reasoning_tokens: int = 0  # chat answers start with this many tokens in `reasoning`
     embeddings: bool = True
     embedding_dim: int = 16
     tenant_header: str = "x-sparkplane-tenant"

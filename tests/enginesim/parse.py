@@ -85,8 +85,11 @@ def build_plan(body: dict[str, Any], opts: SimOptions, chat: bool) -> Plan:
     count = max_tokens if natural is None or ignore_eos else min(natural, max_tokens)
     finish = "length" if count == max_tokens else "stop"
     pieces, tool_call = output_pieces(body, count) if chat else output_pieces({}, count)
+    reasoning = 0
     if tool_call is not None:
         finish = "tool_calls"
+    elif chat and body.get("response_format") is None:
+        reasoning = min(opts.reasoning_tokens, count)  # like a --reasoning-parser engine
     return Plan(
         chat=chat,
         model=model,
@@ -94,6 +97,7 @@ def build_plan(body: dict[str, Any], opts: SimOptions, chat: bool) -> Plan:
         pieces=pieces,
         finish_reason=finish,
         tool_call=tool_call,
+        reasoning=reasoning,
     )
 
 

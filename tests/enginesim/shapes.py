@@ -49,6 +49,7 @@ class Plan:
     pieces: list[str]  # one entry per output token
     finish_reason: str
     tool_call: dict[str, Any] | None = None  # {"name": ...} when the answer is a tool call
+    reasoning: int = 0  # leading pieces that are reasoning (vLLM's `reasoning` field)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -70,9 +71,12 @@ class Plan:
         ]
 
     def full_response(self, generated: int) -> dict[str, Any]:
-        text = "".join(self.pieces[:generated])
+        thought = min(self.reasoning, generated)
+        text = "".join(self.pieces[thought:generated])
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
+            if self.reasoning:
+                message["reasoning"] = "".join(self.pieces[:thought])
             if self.tool_call is not None:
                 message.update(content=None, tool_calls=self._tool_calls(text))
             choice: dict[str, Any] = {
@@ -99,7 +103,7 @@ class Plan:
         piece = self.pieces[index]
         finish = self.finish_reason if last else None
         if self.chat:
-            delta: dict[str, Any] = {"content": piece}
+            delta: dict[str, Any] = {"reasoning" if index < self.reasoning else "content": piece}
             if self.tool_call is not None:
                 call = self._tool_calls(piece)[0]
                 if index:  # later deltas carry only the argument text, like vLLM/OpenAI

@@ -139,3 +139,19 @@ def test_cli_rejects_bad_options() -> None:
     )
     assert proc.returncode == 2
     assert "max_num_seqs must be >= 1" in proc.stderr
+
+
+def test_stop_kills_streams_at_once_and_the_port_can_be_reused() -> None:
+    sim = start_simulator(time_scale=1.0)
+    client = openai.OpenAI(base_url=sim.url, api_key="x", max_retries=0)
+    stream = client.completions.create(model="sim-model", prompt="go", max_tokens=500, stream=True)
+    next(iter(stream))
+    start = time.perf_counter()
+    sim.stop()
+    assert time.perf_counter() - start < 2.0
+    with pytest.raises((openai.APIError, httpx.HTTPError)):
+        list(stream)
+    assert refused(sim.port)
+    with start_simulator(port=sim.port, time_scale=0.01) as again:  # the engine comes back
+        assert again.url == sim.url
+        assert httpx.get(again.base_url + "/health").status_code == 200

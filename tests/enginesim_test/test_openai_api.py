@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.enginesim import SimHandle
+from tests.enginesim import SimHandle, start_simulator
 
 MESSAGES = [{"role": "user", "content": "Say something about fair sharing."}]
 
@@ -148,3 +148,23 @@ def test_metrics_use_vllm_names(client: openai.OpenAI, fresh_sim: SimHandle) -> 
     ):
         assert name + "{" in text, name
     assert httpx.get(fresh_sim.base_url + "/health").status_code == 200
+
+
+def test_reasoning_tokens_come_first_in_the_reasoning_field() -> None:
+    with start_simulator(time_scale=0.01, reasoning_tokens=3) as sim:
+        client = openai.OpenAI(base_url=sim.url, api_key="x", max_retries=0)
+        reply = client.chat.completions.create(model="sim-model", messages=MESSAGES, max_tokens=5)
+        message = reply.choices[0].message
+        assert message.model_extra is not None
+        assert message.model_extra["reasoning"] == "the box sells"
+        assert message.content == " concurrency not"
+        assert reply.usage is not None
+        assert reply.usage.completion_tokens == 5
+        chunks = list(
+            client.chat.completions.create(
+                model="sim-model", messages=MESSAGES, max_tokens=5, stream=True
+            )
+        )
+    thoughts = [c.choices[0].delta.model_extra.get("reasoning") for c in chunks]
+    assert [t for t in thoughts if t] == ["the", " box", " sells"]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == " concurrency not"

@@ -97,3 +97,20 @@ async def test_reset_zeroes_counters(aclient: openai.AsyncOpenAI, fresh_sim: Sim
     assert fresh_sim.stats()["completed"] == 1
     after = fresh_sim.reset()
     assert (after["completed"], after["max_in_flight"], after["tenants"]) == (0, 0, {})
+
+
+async def test_reset_while_busy_keeps_tenant_counts_consistent(
+    aclient: openai.AsyncOpenAI, fresh_sim: SimHandle
+) -> None:
+    async def one() -> None:
+        await aclient.completions.create(model="sim-model", prompt="go", max_tokens=400, user="t")
+
+    batch = [asyncio.create_task(one()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    await asyncio.to_thread(fresh_sim.reset)
+    await asyncio.gather(*batch)
+    stats = fresh_sim.stats()
+    tenant = stats["tenants"]["t"]
+    assert (tenant["in_flight"], tenant["max_in_flight"], tenant["completed"]) == (0, 3, 3)
+    # Per-tenant slot time covers the same window as the engine's busy time.
+    assert tenant["slot_seconds"] == pytest.approx(stats["busy_slot_seconds"], rel=0.05)

@@ -33,6 +33,7 @@ from controlplane.console.sessions import (
     SessionPolicy,
     end_session,
     end_user_sessions,
+    purge_expired,
     start_session,
     tokens_match,
 )
@@ -48,6 +49,10 @@ from controlplane.console.web import (
 
 router = APIRouter()
 SIGNIN_CSRF_COOKIE = "sparkplane_signin"
+AUDIT_DOWN = (
+    "The audit store cannot be written, so sign-in is refused until it is back "
+    "(see /readyz and the service log)."
+)
 
 
 def throttle(request: Request) -> SignInThrottle:
@@ -103,6 +108,7 @@ def _attempt(db: Session, username: str, password: str, policy: SessionPolicy,
         user = db.get(AdminUser, result.user_id)
         assert user is not None
         token = start_session(db, user, policy, address)
+        purge_expired(db, policy)  # housekeeping: sign-ins are rare, expired rows pile up
     db.commit()
     return SignInAttempt(result, token)
 
@@ -123,7 +129,9 @@ async def signin(request: Request) -> Response:
                                f"again in {wait} seconds.", 429, username)  # fmt: skip
         response.headers["Retry-After"] = str(wait)
         return response
-    ensure_audit_writable(request)
+    if not getattr(request.app.state.audit, "healthy", True):
+        # Fail closed: a sign-in that cannot be audited does not happen.
+        return signin_page(request, AUDIT_DOWN, 503, username)
     attempt = await run_db(request, _attempt, username, password, session_policy(request), address)
     result = attempt.result
     if attempt.token is None:

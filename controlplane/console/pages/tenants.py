@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from controlplane import operations, services
+from controlplane.audit.content import ContentVault
 from controlplane.console.deps import AdminAction, AdminViewer, Viewer
 from controlplane.console.forms import (
     TENANT_FIELD_HELP,
@@ -21,7 +23,9 @@ from controlplane.console.notices import notice_text
 from controlplane.console.sessions import ActiveSession
 from controlplane.console.web import (
     admin_context,
+    bad_request,
     ensure_audit_writable,
+    record,
     redirect,
     render,
     run_db,
@@ -29,6 +33,7 @@ from controlplane.console.web import (
 from controlplane.models import TenantLimits, TenantPublic, TenantUpdate
 
 router = APIRouter()
+CONTENT_KEY_FILE = "audit-content.key"  # the audit package's suggested master key path
 
 
 def _public_tenants(db: Session) -> list[TenantPublic]:
@@ -116,3 +121,34 @@ async def tenant_disable(request: Request, name: str, active: AdminAction) -> Re
 async def tenant_enable(request: Request, name: str, active: AdminAction) -> Response:
     await _apply_update(request, active, name, TenantUpdate.model_validate({"disabled": False}))
     return redirect(f"/tenants/{name}", notice="tenant_enabled")
+
+
+def content_vault(request: Request) -> ContentVault:
+    """The appliance's content vault (the control plane's, or one on the same master key)."""
+    state = request.app.state
+    vault: ContentVault | None = getattr(state, "content_vault", None)
+    if vault is None:
+        vault = ContentVault(state.db_engine, Path(state.settings.data_dir) / CONTENT_KEY_FILE)
+        state.content_vault = vault
+    return vault
+
+
+@router.post("/tenants/{name}/erase")
+async def tenant_erase(request: Request, name: str, active: AdminAction) -> Response:
+    """Revoke every key, disable, destroy the content key; typed confirmation required."""
+    form = await request.form()
+    if str(form.get("confirm_name", "")).strip() != name:
+        raise bad_request("confirm_name: type the tenant's name exactly to erase it",
+                          "confirm_name")  # fmt: skip
+    ensure_audit_writable(request)
+    ctx = admin_context(request, active)
+    keys = await run_db(request, lambda db: [k.id for k in services.list_keys(db, name)
+                                             if k.revoked_at is None])  # fmt: skip
+    for key_id in keys:
+        await operations.revoke_key_async(ctx, key_id)
+    await operations.update_tenant_async(ctx, name, TenantUpdate.model_validate({"disabled": True}))
+    shred_seq = await content_vault(request).shred(name, request.app.state.audit,
+                                                   actor=active.username)  # fmt: skip
+    await record(request, "admin.tenant_erase", active, tenant=name, target=name,
+                 keys_revoked=len(keys), content_shred_seq=shred_seq)  # fmt: skip
+    return redirect(f"/tenants/{name}", notice="tenant_erased")

@@ -24,3 +24,11 @@ for (const input of document.querySelectorAll("input[data-confirm-value]")) {
   input.addEventListener("input", sync);
   sync();
 }
+
+// Ask before one-click destructive actions (revoke, disable). Without JavaScript they just run.
+document.addEventListener("submit", (event) => {
+  const button = event.submitter;
+  if (button && button.dataset.confirm && !window.confirm(button.dataset.confirm)) {
+    event.preventDefault();
+  }
+});

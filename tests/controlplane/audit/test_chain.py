@@ -45,8 +45,8 @@ def test_entry_hash_is_domain_separated_sha256_over_prev_and_envelope():
 
 
 def test_export_line_is_json_and_splits_back_to_the_exact_bytes():
-    data = canonical_json({"prompt": "a,\"d\":x}", "n": 1})
-    entry = build_entry(GENESIS_HASH, 7, "api.completion", "t,\"d\":", data, MOMENT)
+    data = canonical_json({"prompt": 'a,"d":x}', "n": 1})
+    entry = build_entry(GENESIS_HASH, 7, "api.completion", 't,"d":', data, MOMENT)
     line = export_line(entry.hash, entry.envelope, entry.data)
     parsed = orjson.loads(line)
     assert parsed["h"] == entry.hash.hex() and parsed["e"]["seq"] == 7

@@ -18,7 +18,7 @@ from controlplane.audit.export import export_audit, sign_header
 from controlplane.audit.verify import verify_export
 from tests.controlplane.audit.conftest import sqlite_store
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Export:
@@ -28,7 +28,9 @@ class Export:
         self.lines = path.read_bytes().splitlines(keepends=True)
         self.pubkey = pubkey
         self.entry_lines = [i for i, line in enumerate(self.lines) if line.startswith(b'{"h":"')]
-        self.checkpoint_lines = [i for i, ln in enumerate(self.lines) if ln.startswith(b'{"checkpoint"')]
+        self.checkpoint_lines = [
+            i for i, ln in enumerate(self.lines) if ln.startswith(b'{"checkpoint"')
+        ]
 
     def seq_at(self, index: int) -> int:
         return orjson.loads(self.lines[index])["e"]["seq"]
@@ -116,14 +118,17 @@ def test_inserted_entries_are_reported(export, tmp_path_factory, data):
     line = export.lines[source]
     if data.draw(st.booleans()):  # a forged entry, internally consistent with its predecessor
         previous = export.lines[source - 1]
-        prev_hash = bytes.fromhex(orjson.loads(previous)["h"]) if previous.startswith(b'{"h"') \
+        prev_hash = (
+            bytes.fromhex(orjson.loads(previous)["h"])
+            if previous.startswith(b'{"h"')
             else bytes.fromhex(orjson.loads(export.lines[0])["header"]["prev_hash"])
+        )
         forged_data = canonical_json({"n": 999, "status": 500})
         fields = orjson.loads(split_line(line)[1])
         fields["data"] = data_digest(forged_data).hex()
         envelope = canonical_json(fields)
         line = export_line(link_hash(prev_hash, envelope), envelope, forged_data)
-    tampered = export.lines[: after + 1] + [line] + export.lines[after + 1 :]
+    tampered = [*export.lines[: after + 1], line, *export.lines[after + 1 :]]
     report = export.verify(tampered, tmp_path_factory.mktemp("t"))
     assert located(report, line=after + 2, kinds={"inserted"}), report.as_dict()
 

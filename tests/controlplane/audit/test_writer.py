@@ -11,7 +11,9 @@ from tests.controlplane.audit.conftest import sqlite_store
 
 
 async def test_concurrent_records_get_contiguous_durable_seqs(writer, sqlite_engine, tmp_path):
-    seqs = await asyncio.gather(*(writer.record("api.request", tenant="acme", n=i) for i in range(500)))
+    seqs = await asyncio.gather(
+        *(writer.record("api.request", tenant="acme", n=i) for i in range(500))
+    )
     assert sorted(seqs) == list(range(1, 501))
     # A separate engine (a fresh connection) sees every acknowledged entry.
     other = sqlite_store(tmp_path)
@@ -30,7 +32,9 @@ async def test_group_commit_batches_many_entries_per_transaction(writer, sqlite_
 
 
 async def test_checkpoints_every_n_entries_and_after_t_seconds(sqlite_engine, tmp_path):
-    audit = AuditWriter(sqlite_engine, tmp_path / "k.key", checkpoint_every=5, checkpoint_seconds=0.3)
+    audit = AuditWriter(
+        sqlite_engine, tmp_path / "k.key", checkpoint_every=5, checkpoint_seconds=0.3
+    )
     await audit.start()
     for i in range(12):
         await audit.record("api.request", n=i)  # one per transaction
@@ -95,7 +99,9 @@ async def test_key_rotation_is_recorded_and_both_keys_verify(sqlite_engine, tmp_
     await audit.close()
     with sqlite_engine.connect() as conn:
         key_ids = set(conn.execute(select(AuditCheckpoint.key_id)).scalars())
-        kinds = list(conn.execute(select(AuditEntry.kind).where(AuditEntry.kind.like("audit.%"))).scalars())
+        kinds = list(
+            conn.execute(select(AuditEntry.kind).where(AuditEntry.kind.like("audit.%"))).scalars()
+        )
     assert key_ids == {old_id, new_id} and kinds == ["audit.key_rotated"]
     (tmp_path / "old.pub").write_bytes(first_pub)
     for trusted in ("old.pub", "audit-signing.pub"):  # either key leads to the other

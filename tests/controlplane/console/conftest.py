@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from controlplane.core.db import init_db, make_engine, session_factory
+from tests.controlplane.console.appliance import lay_out_appliance
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.server import ConsoleServer, start_console_server
 
@@ -24,7 +25,8 @@ def db(tmp_path: Path) -> Iterator[Session]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    running = start_console_server(tmp_path_factory.mktemp("console-data"))
+    layout = lay_out_appliance(tmp_path_factory.mktemp("appliance"))
+    running = start_console_server(layout.controlplane_data)
     yield running
     running.stop()
 

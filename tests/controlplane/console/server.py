@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +40,7 @@ class ConsoleServer:
     settings: Settings
     sim: SimHandle
     sessions: sessionmaker[Session]
+    app: FastAPI
     _server: uvicorn.Server
     _thread: threading.Thread
     _counter: list[int] = field(default_factory=lambda: [0])
@@ -77,7 +79,11 @@ class ConsoleServer:
         self.sim.stop()
 
 
-def start_console_server(data_dir: Path, **settings: Any) -> ConsoleServer:
+def start_console_server(
+    data_dir: Path, tls: tuple[Path, Path] | None = None, **settings: Any
+) -> ConsoleServer:
+    """Start the server; `tls` = (certificate, key) PEM files serves it over HTTPS."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     sim = start_simulator(max_num_seqs=4, time_scale=0.01)
     port = free_port()
     config = Settings(
@@ -86,16 +92,18 @@ def start_console_server(data_dir: Path, **settings: Any) -> ConsoleServer:
     )  # fmt: skip
     engine = make_engine(config.database_url)
     init_db(engine)
+    app = create_app(config)
+    ssl: dict[str, Any] = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **ssl)
     )
     thread = threading.Thread(target=server.run, name="console-uvicorn", daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/console/signin", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/console/signin", timeout=2, verify=False).status_code == 200:
                 break
         except httpx.TransportError:
             pass
@@ -106,4 +114,4 @@ def start_console_server(data_dir: Path, **settings: Any) -> ConsoleServer:
         server.should_exit = True
         sim.stop()
         raise RuntimeError("the control plane did not answer within 30 s")
-    return ConsoleServer(url, config, sim, session_factory(engine), server, thread)
+    return ConsoleServer(url, config, sim, session_factory(engine), app, server, thread)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.console.auth import LOCKOUT_THRESHOLD
+from controlplane.console.auth import LOCKOUT_THRESHOLD, SignInThrottle
 from tests.controlplane.console.client import ConsoleClient, csrf_of
 from tests.controlplane.console.server import PASSWORD, ConsoleServer
 
@@ -97,3 +97,23 @@ def test_open_redirect_is_not_followed(server: ConsoleServer) -> None:
         "next": "//evil.example/console/"})  # fmt: skip
     assert response.headers["location"] == "/console/"
     client.close()
+
+
+def test_one_address_spraying_usernames_is_throttled(server: ConsoleServer) -> None:
+    state = server.app.state
+    saved = getattr(state, "console_signin_throttle", None)
+    state.console_signin_throttle = SignInThrottle(max_failures=3, window_seconds=60)
+    client = ConsoleClient(server.url)
+    try:
+        for number in range(3):
+            assert client.signin(f"sprayed{number}", "guess").status_code == 401
+        throttled = client.signin("sprayed9", "guess")
+        assert throttled.status_code == 429
+        assert 0 < int(throttled.headers["retry-after"]) <= 61
+        assert "Too many failed sign-ins from your address" in throttled.text
+    finally:
+        client.close()
+        if saved is None:
+            del state.console_signin_throttle
+        else:
+            state.console_signin_throttle = saved

@@ -7,6 +7,7 @@ import re
 import openai
 import pytest
 
+from controlplane.audit.content import ContentShredded, ContentVault
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.server import ConsoleServer
 
@@ -133,3 +134,28 @@ def test_post_without_csrf_token_is_refused(admin: ConsoleClient, server: Consol
         error = response.json()["error"]
         assert error["code"] == "csrf_failed" and error["type"] == "permission_error"
     assert name not in admin.get("/tenants").text
+
+
+def test_erase_needs_the_typed_name_then_shreds(
+    admin: ConsoleClient, server: ConsoleServer
+) -> None:
+    tenant = create_tenant(admin, server, capture_content="on")
+    secret = create_key(admin, tenant)
+    vault = ContentVault(server.sessions.kw["bind"], server.settings.data_dir / "audit-content.key")
+    sealed = vault.seal(tenant, "a captured prompt")
+    wrong = admin.post(f"/tenants/{tenant}/erase", {"confirm_name": tenant + "x"},
+                       page=f"/tenants/{tenant}")  # fmt: skip
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "confirm_name"
+    assert vault.open(tenant, sealed) == b"a captured prompt"
+    erased = admin.post(f"/tenants/{tenant}/erase", {"confirm_name": tenant},
+                        page=f"/tenants/{tenant}")  # fmt: skip
+    assert erased.status_code == 303
+    with pytest.raises(ContentShredded):
+        vault.open(tenant, sealed)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key=secret, max_retries=0).models.list()
+    page = admin.get(f"/tenants/{tenant}").text
+    assert "disabled" in page and "revoked" in page
+    kinds = [kind for kind, t, _ in server.audit_entries() if t == tenant]
+    assert kinds[-3:] == ["admin.tenant_disable", "admin.tenant_content_shredded",
+                          "admin.tenant_erase"]  # fmt: skip

@@ -44,7 +44,9 @@ def test_keygen_build_verify_round_trip(tmp_path):
     }
 
 
-def test_usage_errors_exit_2(tmp_path):
+def test_usage_errors_exit_2(tmp_path, keypair):
+    result = run("bundle", "verify", tmp_path / "absent", "--trust", keypair[1])
+    assert result.returncode == 2 and "not a bundle directory" in result.stderr
     assert run("bundle", "verify", tmp_path, "--trust", tmp_path / "nope.pub").returncode == 2
     empty = tmp_path / "empty-trust"
     empty.mkdir()

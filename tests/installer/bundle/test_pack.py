@@ -115,6 +115,8 @@ def test_cli_round_trip_and_refusals(packed, keypair, tmp_path):
     result = run("bundle", "unpack", packed, "--out", tmp_path / "b", "--trust", keypair[1])
     assert result.returncode == 0, result.stderr
     assert "unpacked and verified tiny 1.0" in result.stdout
+    result = run("bundle", "verify", packed, "--trust", keypair[1])
+    assert result.returncode == 2 and "bundle unpack" in result.stderr
     # Unpacking over a non-empty directory is refused.
     result = run("bundle", "unpack", packed, "--out", tmp_path / "b", "--trust", keypair[1])
     assert result.returncode == 1 and "not empty" in result.stderr
@@ -173,3 +175,39 @@ def test_plan_covers_every_byte_once_within_the_limit(sizes, limit):
         assert pieces[0][0] == 0
         assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(pieces))
         assert pieces[-1][0] + pieces[-1][1] == size
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(0, 3 << 20), min_size=1, max_size=6),
+    limit=st.integers(1 << 20, 2 << 20),
+)
+def test_pack_unpack_round_trip_property(keypair, trusted, sizes, limit):
+    import tempfile
+
+    from installer.bundle.build import build_bundle
+    from installer.bundle.pack import pack_bundle
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        for index, size in enumerate(sizes):
+            path = root / "src" / f"d{index % 2}" / f"file{index}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes([index]) * size)
+        spec = root / "spec.yaml"
+        spec.write_text(
+            "schema: 1\nname: rt\nversion: '1'\nplatform: {arch: x86_64, accelerator: cpu}\n"
+            "components:\n  - {name: data, role: files, source: src, dest: data}\n"
+        )
+        bundle = build_bundle(spec, keypair[0], root / "bundle").path
+        index = pack_bundle(bundle, root / "media", limit, signing.load_private_key(keypair[0]))
+        assert all(part["size"] <= limit for part in index["parts"])
+        assert unpack(root / "media", root / "out", trusted).ok
+        originals = sorted(p.relative_to(bundle) for p in bundle.rglob("*") if p.is_file())
+        copies = sorted(
+            p.relative_to(root / "out") for p in (root / "out").rglob("*") if p.is_file()
+        )
+        assert originals == copies
+        assert all(filecmp.cmp(bundle / p, root / "out" / p, shallow=False) for p in originals)

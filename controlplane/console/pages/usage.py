@@ -1,0 +1,74 @@
+"""Usage per tenant per day (requests and tokens), as a table and as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from controlplane.console.deps import Viewer
+from controlplane.console.queries import UsageRow, usage_rows
+from controlplane.console.web import SECURITY_HEADERS, bad_request, render, run_db
+from controlplane.core.db import utcnow
+
+router = APIRouter()
+DEFAULT_DAYS = 30
+MAX_DAYS = 3660
+
+
+def _day(raw: str, param: str, default: date) -> date:
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise bad_request(f"{param}: expected a date like 2026-11-26", param) from None
+
+
+def _window(request: Request) -> tuple[date, date, str]:
+    today = utcnow().date()
+    params = request.query_params
+    end = _day(params.get("end", ""), "end", today)
+    start = _day(params.get("start", ""), "start", end - timedelta(days=DEFAULT_DAYS - 1))
+    if start > end:
+        raise bad_request("start: must not be after end", "start")
+    if (end - start).days >= MAX_DAYS:
+        raise bad_request(f"the window may span at most {MAX_DAYS} days", "start")
+    return start, end, params.get("tenant", "").strip()
+
+
+@router.get("/usage")
+async def usage(request: Request, active: Viewer) -> Response:
+    start, end, tenant = _window(request)
+    rows: list[UsageRow] = await run_db(request, usage_rows, start, end, tenant or None)
+    totals = {
+        "requests": sum(r.requests for r in rows),
+        "prompt_tokens": sum(r.prompt_tokens for r in rows),
+        "completion_tokens": sum(r.completion_tokens for r in rows),
+    }
+    return render(
+        request, "usage.html", active, section="usage", title="Usage", rows=rows, totals=totals,
+        start=start.isoformat(), end=end.isoformat(), tenant=tenant,
+    )  # fmt: skip
+
+
+@router.get("/usage.csv")
+async def usage_csv(request: Request, active: Viewer) -> Response:
+    start, end, tenant = _window(request)
+    rows: list[UsageRow] = await run_db(request, usage_rows, start, end, tenant or None)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["day", "tenant", "requests", "prompt_tokens", "completion_tokens",
+                     "total_tokens"])  # fmt: skip
+    for row in rows:
+        writer.writerow([row.day.isoformat(), row.tenant, row.requests, row.prompt_tokens,
+                         row.completion_tokens, row.total_tokens])  # fmt: skip
+    name = f"sparkplane-usage-{start.isoformat()}-{end.isoformat()}"
+    name += f"-{tenant}.csv" if tenant else ".csv"
+    return Response(
+        buffer.getvalue(), media_type="text/csv; charset=utf-8",
+        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
+    )  # fmt: skip

@@ -1,0 +1,129 @@
+"""Every error path answers in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.controlplane.conftest import new_tenant
+from tests.controlplane.harness import ThreadGateway, make_settings
+from tests.enginesim import SimHandle
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str) and error["type"]
+    if code is not None:
+        assert error["code"] == code, error
+    return dict(error)
+
+
+@pytest.fixture(scope="module")
+def key(gateway: ThreadGateway) -> str:
+    with gateway.admin() as admin:
+        return new_tenant(admin, "shape", max_tokens=10)
+
+
+def post(gateway: ThreadGateway, key: str, body: object = None, **kwargs: object) -> httpx.Response:
+    return httpx.post(gateway.url + "/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {key}"}, **kwargs)  # type: ignore[arg-type]
+
+
+def test_unknown_route_and_method(gateway: ThreadGateway) -> None:
+    assert_error(httpx.get(gateway.url + "/nope"), 404, "not_found")
+    assert_error(httpx.get(gateway.url + "/v1/chat/completions"), 405, "method_not_allowed")
+
+
+def test_inference_request_errors(gateway: ThreadGateway, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    url = gateway.url + "/v1/chat/completions"
+    assert_error(httpx.post(url, content=b"{not json", headers=headers), 400, "invalid_json")
+    assert_error(post(gateway, key, [1, 2]), 400, "invalid_body")
+    error = assert_error(post(gateway, key, {"messages": []}), 400, "missing_model")
+    assert error["param"] == "model"
+    assert_error(post(gateway, key, {"model": "nope"}), 404, "model_not_found")
+    error = assert_error(post(gateway, key, {"model": "sim-model", "max_tokens": 11}), 400,
+                         "max_tokens_exceeded")  # fmt: skip
+    assert error["param"] == "max_tokens"
+    assert_error(post(gateway, key, {"model": "sim-model", "stream": "yes"}), 400,
+                 "invalid_value")  # fmt: skip
+    big = b'{"model": "sim-model", "x": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    assert_error(httpx.post(url, content=big, headers=headers), 413, "body_too_large")
+
+
+def test_auth_errors(gateway: ThreadGateway) -> None:
+    url = gateway.url + "/v1/models"
+    assert_error(httpx.get(url), 401, "missing_api_key")
+    assert_error(httpx.get(url, headers={"Authorization": "Bearer sk-sp-" + "x" * 43}), 401,
+                 "invalid_api_key")  # fmt: skip
+    assert_error(httpx.get(gateway.url + "/api/tenants"), 401, "not_authenticated")
+    assert_error(httpx.get(gateway.url + "/api/tenants", headers={"Authorization": "Bearer no"}),
+                 401, "invalid_admin_token")  # fmt: skip
+
+
+def test_disabled_tenant_is_refused(gateway: ThreadGateway) -> None:
+    with gateway.admin() as admin:
+        key = new_tenant(admin, "gone-soon")
+        assert admin.post("/api/tenants/gone-soon/disable").status_code == 200
+    assert_error(httpx.get(gateway.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}),
+                 403, "tenant_disabled")  # fmt: skip
+
+
+def test_admin_errors(gateway: ThreadGateway) -> None:
+    with gateway.admin() as admin:
+        assert_error(admin.post("/api/tenants", json={"name": "Bad Name"}), 422, "invalid_value")
+        assert_error(admin.post("/api/tenants", json={"name": "ok", "weight": -1}), 422,
+                     "invalid_value")  # fmt: skip
+        admin.post("/api/tenants", json={"name": "twice"})
+        assert_error(admin.post("/api/tenants", json={"name": "twice"}), 409, "conflict")
+        assert_error(admin.get("/api/tenants/absent"), 404, "not_found")
+        assert_error(admin.patch("/api/tenants/twice", json={"max_concurrency": None}), 422,
+                     "invalid_value")  # fmt: skip
+        assert_error(admin.post("/api/keys/999999/revoke"), 404, "not_found")
+        assert_error(admin.post("/api/keys", json={"tenant": "absent"}), 404, "not_found")
+
+
+def test_engine_down_gives_503(sim: SimHandle, tmp_path_factory: pytest.TempPathFactory) -> None:
+    dead = "http://127.0.0.1:9/v1"  # discard port: nothing listens
+    server = ThreadGateway(make_settings(tmp_path_factory.mktemp("dead"), [dead]))
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "orphan")
+        assert_error(post(server, key, {"model": "sim-model"}), 503, "engine_unavailable")
+        assert_error(httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}),
+                     503, "engine_unavailable")  # fmt: skip
+        ready = httpx.get(server.url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["engine"] != "ok"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fragile(sim: SimHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadGateway]:
+    server = ThreadGateway(make_settings(tmp_path_factory.mktemp("fragile"), [sim.url]))
+    yield server
+    server.stop()
+
+
+def test_audit_unavailable_fails_closed(fragile: ThreadGateway) -> None:
+    with fragile.admin() as admin:
+        key = new_tenant(admin, "audited")
+    body = {"model": "sim-model", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}
+    assert post(fragile, key, body).status_code == 200
+    audit = fragile.app.state.audit
+    import asyncio
+
+    asyncio.run_coroutine_threadsafe(audit.close(), fragile.loop).result(timeout=30)
+    assert_error(post(fragile, key, {"model": "sim-model"}), 503, "audit_unavailable")
+    with fragile.admin() as admin:
+        assert_error(admin.post("/api/tenants", json={"name": "later"}), 503, "audit_unavailable")
+    ready = httpx.get(fragile.url + "/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["audit"] != "ok"

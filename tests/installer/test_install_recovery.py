@@ -1,0 +1,113 @@
+"""An install killed with SIGKILL mid-way completes on re-run; one inventory, two roots."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from installer import signing
+from installer.layout import Layout
+from installer.status import appliance_status
+from tests.installer.fixtures.bundles import make_bundle
+
+pytestmark = pytest.mark.slow
+SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("recovery")
+    signing.generate_keypair(base / "keys")
+    return make_bundle(base / "bundle", base / "keys/bundle.key"), base / "keys/bundle.pub"
+
+
+def cli_install(bundle: Path, root: Path, pub: Path, *extra: str) -> list[str]:
+    return [
+        SPARKPLANE,
+        "install",
+        str(bundle),
+        "--root",
+        str(root),
+        "--trust",
+        str(pub),
+        "--yes",
+        "--engine-port",
+        "18200",
+        "--port",
+        "18280",
+        *extra,
+    ]
+
+
+def wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "install ended before the kill point"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_killed_install_never_activates_and_completes_on_rerun(signed, tmp_path: Path) -> None:
+    bundle, pub = signed
+    root = tmp_path / "root"
+    layout = Layout.at(root)
+    process = subprocess.Popen(
+        cli_install(bundle, root, pub),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Kill the whole process group (installer + ansible-playbook + pip) while the engine venv
+    # is being filled: the worst moment, a venv that exists but is not complete.
+    wait_for(layout.release("1.0.0") / "engine-venv" / "bin" / "python", process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (layout.release("1.0.0") / ".complete").exists()
+    assert not layout.current.exists() and not layout.current.is_symlink()
+    status = appliance_status(root, probe_health=False)
+    assert status["current"] is None and status["half_installed"] == ["1.0.0"]
+
+    done = subprocess.run(cli_install(bundle, root, pub), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert layout.active_version() == "1.0.0"
+    python = layout.current / "engine-venv/bin/python"
+    subprocess.run([str(python), "-c", "import tinyengine"], check=True)
+    assert (layout.current / "engine-venv/.sparkplane-installed").read_text() == "1.0.0\n"
+
+
+def test_one_inventory_provisions_two_roots_in_one_run(signed, tmp_path: Path) -> None:
+    bundle, pub = signed
+    roots = {"spark-a": tmp_path / "a", "spark-b": tmp_path / "b"}
+    lines = ["[sparkplane]"]
+    for index, (host, root) in enumerate(roots.items()):
+        lines.append(
+            f"{host} ansible_connection=local ansible_python_interpreter={sys.executable}"
+            f" sparkplane_root={root} sparkplane_engine_port={18300 + index}"
+        )
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("\n".join(lines) + "\n")
+    command = [
+        SPARKPLANE,
+        "install",
+        str(bundle),
+        "--inventory",
+        str(inventory),
+        "--root",
+        str(tmp_path / "control"),
+        "--trust",
+        str(pub),
+        "--yes",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for index, (host, root) in enumerate(roots.items()):
+        layout = Layout.at(root)
+        assert layout.active_version() == "1.0.0", host
+        assert f"--port\n{18300 + index}\n" in layout.engine_args.read_text()
+        assert f"installed 1.0.0 on {host}: changed=" in done.stdout

@@ -1,0 +1,256 @@
+"""templates/ rendered with Jinja2 the way Ansible's template module does, then checked exactly.
+
+The container runtime cannot run here (no GPU, no podman), so its unit is checked by the exact
+command line it would execute; nftables rules are checked by `nft -c`; units by systemd-analyze.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+MODEL = "/var/lib/sparkplane/models/gemma"
+STATE = "/var/lib/sparkplane/engine"
+SPEC = '{"model":"/var/lib/sparkplane/models/draft","num_speculative_tokens":3}'
+
+
+def render(name: str, **overrides: object) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,  # Ansible's template module default
+        keep_trailing_newline=True,
+    )
+    variables: dict[str, object] = {
+        "ansible_managed": "Ansible managed",
+        "sparkplane_engine_runtime": "wheelhouse",
+        "sparkplane_engine_profile": "latency",
+        "sparkplane_engine_profile_args": [
+            "--max-model-len",
+            "32768",
+            "--speculative-config",
+            SPEC,
+        ],
+        "sparkplane_engine_profile_env": {"VLLM_NVFP4_GEMM_BACKEND": "marlin"},
+        "sparkplane_engine_port": 8000,
+        "sparkplane_engine_max_num_seqs": 8,
+        "sparkplane_engine_state_dir": STATE,
+        "sparkplane_engine_urls": ["http://127.0.0.1:8000/v1"],
+        "sparkplane_model_dir": MODEL,
+        "sparkplane_models_dir": "/var/lib/sparkplane/models",
+        "sparkplane_served_model_name": "gemma",
+        "sparkplane_current_dir": "/opt/sparkplane/current",
+        "sparkplane_etc_dir": "/etc/sparkplane",
+        "sparkplane_data_dir": "/var/lib/sparkplane/controlplane",
+        "sparkplane_user": "sparkplane",
+        "sparkplane_flashinfer_cubin_dir": "",
+        "sparkplane_container_engine": "podman",
+        "sparkplane_container_name": "sparkplane-engine",
+        "sparkplane_container_image": "nvcr.io/nvidia/vllm:26.01-py3",
+        "sparkplane_container_shm_size": "16g",
+        "sparkplane_controlplane_bind": "0.0.0.0",
+        "sparkplane_controlplane_port": 443,
+        "sparkplane_controlplane_environment": "production",
+        "sparkplane_firewall_ssh_port": 22,
+        "sparkplane_firewall_deny_egress": False,
+        "sparkplane_firewall_egress_allow": [],
+    }
+    variables.update(overrides)
+    return env.get_template(name).render(**variables)
+
+
+def exec_start(unit: str) -> list[str]:
+    """The ExecStart command line, continuation lines joined, systemd's %% unescaped."""
+    joined = unit.replace("\\\n", " ")
+    line = next(row for row in joined.splitlines() if row.startswith("ExecStart="))
+    return [arg.replace("%%", "%") for arg in shlex.split(line.removeprefix("ExecStart="))]
+
+
+ENGINE_TAIL = [
+    "-m",
+    "vllm.entrypoints.openai.api_server",
+    "--model",
+    MODEL,
+    "--served-model-name",
+    "gemma",
+    "--host",
+    "0.0.0.0",
+    "--port",
+    "8000",
+    "--max-model-len",
+    "32768",
+    "--speculative-config",
+    SPEC,
+]
+
+
+def test_podman_engine_command_line_is_exact() -> None:
+    unit = render("sparkplane-engine.service.j2", sparkplane_engine_runtime="container")
+    assert exec_start(unit) == [
+        "/usr/bin/podman",
+        "run",
+        "--rm",
+        "--name",
+        "sparkplane-engine",
+        "--device",
+        "nvidia.com/gpu=all",
+        "--shm-size",
+        "16g",
+        "--ulimit",
+        "memlock=-1",
+        "--ulimit",
+        "stack=67108864",
+        "--publish",
+        "127.0.0.1:8000:8000",
+        "--env-file",
+        "/etc/sparkplane/engine.env",
+        "--volume",
+        f"{MODEL}:{MODEL}:ro",
+        "--volume",
+        f"{STATE}:{STATE}",
+        "--entrypoint",
+        "python3",
+        "nvcr.io/nvidia/vllm:26.01-py3",
+        *ENGINE_TAIL,
+    ]
+    assert "ExecStartPre=-/usr/bin/podman rm --force sparkplane-engine" in unit
+    assert "ExecStop=/usr/bin/podman stop --time 30 sparkplane-engine" in unit
+
+
+def test_docker_uses_gpus_all_and_the_same_engine_arguments() -> None:
+    unit = render(
+        "sparkplane-engine.service.j2",
+        sparkplane_engine_runtime="container",
+        sparkplane_container_engine="docker",
+    )
+    argv = exec_start(unit)
+    assert argv[:7] == [
+        "/usr/bin/docker",
+        "run",
+        "--rm",
+        "--name",
+        "sparkplane-engine",
+        "--gpus",
+        "all",
+    ]
+    assert argv[-len(ENGINE_TAIL) :] == ENGINE_TAIL
+
+
+def test_wheelhouse_unit_and_args_file_carry_the_same_arguments() -> None:
+    unit = render("sparkplane-engine.service.j2")
+    args_file = [line for line in render("engine.args.j2").splitlines() if not line.startswith("#")]
+    argv = exec_start(unit)
+    assert argv[:3] == [
+        "/opt/sparkplane/current/engine-venv/bin/python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+    ]
+    assert argv[3:] == args_file
+    assert args_file[args_file.index("--host") + 1] == "127.0.0.1"
+    assert json.loads(args_file[args_file.index("--speculative-config") + 1])["model"]
+
+
+def test_percent_and_dollar_are_escaped_for_systemd() -> None:
+    unit = render(
+        "sparkplane-engine.service.j2",
+        sparkplane_engine_profile_args=["--chat-template-kwargs", "100%$HOME"],
+    )
+    assert "'100%%$$HOME'" in unit
+
+
+def test_engine_unit_is_hardened_and_cannot_reach_the_network() -> None:
+    unit = render("sparkplane-engine.service.j2")
+    for directive in (
+        "User=sparkplane",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={STATE}",
+        "PrivateTmp=yes",
+        "IPAddressDeny=any",
+        "IPAddressAllow=localhost",
+    ):
+        assert directive in unit.splitlines(), directive
+
+
+def test_controlplane_unit_is_hardened() -> None:
+    unit = render("sparkplane-controlplane.service.j2")
+    lines = unit.splitlines()
+    for directive in (
+        "User=sparkplane",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/sparkplane/controlplane",
+        "PrivateTmp=yes",
+    ):
+        assert directive in lines, directive
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    current = tmp_path / "current"
+    for venv, program in (("engine-venv", "python"), ("controlplane-venv", "sparkplane")):
+        (current / venv / "bin").mkdir(parents=True)
+        (current / venv / "bin" / program).symlink_to(shutil.which("true") or "/bin/true")
+    paths = []
+    for name in ("sparkplane-engine.service", "sparkplane-controlplane.service"):
+        path = tmp_path / name
+        path.write_text(render(f"{name}.j2", sparkplane_current_dir=str(current)))
+        paths.append(str(path))
+    done = subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    broken = tmp_path / "broken.service"
+    broken.write_text(Path(paths[0]).read_text().replace("ProtectSystem=strict", "ProtectSystem=x"))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(broken)], capture_output=True, text=True
+    )
+    assert "protect system" in done.stderr.lower()  # verify really reads the directives
+
+
+def test_engine_env_has_the_air_gap_variables() -> None:
+    lines = render("engine.env.j2").splitlines()
+    for line in (
+        "HF_HUB_OFFLINE=1",
+        "TRANSFORMERS_OFFLINE=1",
+        "VLLM_NO_USAGE_STATS=1",
+        "VLLM_DO_NOT_TRACK=1",
+        "DO_NOT_TRACK=1",
+        "VLLM_HOST_IP=127.0.0.1",
+        f"VLLM_CACHE_ROOT={STATE}/cache",
+        f"TMPDIR={STATE}/tmp",
+        "VLLM_NVFP4_GEMM_BACKEND=marlin",
+    ):
+        assert line in lines, line
+    with_cubins = render("engine.env.j2", sparkplane_flashinfer_cubin_dir="/opt/fi/cubins")
+    assert "FLASHINFER_CUBIN_DIR=/opt/fi/cubins" in with_cubins.splitlines()
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nft not installed")
+@pytest.mark.parametrize("deny_egress", [False, True])
+def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
+    tmp_path, deny_egress
+) -> None:
+    text = render(
+        "nftables.conf.j2",
+        sparkplane_firewall_deny_egress=deny_egress,
+        sparkplane_firewall_egress_allow=["10.20.0.0/16"],
+    )
+    rules = tmp_path / "nftables.conf"
+    rules.write_text(text)
+    done = subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True, text=True)
+    if "Operation not permitted" in done.stderr:
+        pytest.skip("nft -c needs CAP_NET_ADMIN here")
+    assert done.returncode == 0, done.stderr
+    accepted = [line.split()[2] for line in text.splitlines() if "tcp dport" in line]
+    assert accepted == ["22", "443"]
+    assert "policy drop" in text
+    assert ("chain output" in text) is deny_egress
+    if deny_egress:
+        assert "ip daddr 10.20.0.0/16 accept" in text
+    rules.write_text(text.replace("policy drop", "policy maybe"))
+    assert subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True).returncode != 0
