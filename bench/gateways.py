@@ -28,11 +28,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll `url` until it answers 2xx; fail early if `proc` exits."""
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Poll `url` until it answers 2xx; kill `proc` and raise if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
+        if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {url} was up")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
@@ -41,6 +41,8 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
+    proc.kill()
+    proc.wait()
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
@@ -166,8 +168,6 @@ def start_sparkplane(env: dict[str, str]) -> Proc:
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 60, popen)
     except RuntimeError as exc:
-        popen.kill()
-        popen.wait()
         raise RuntimeError(f"{exc}\n--- {log}:\n{log.read_text()[-3000:]}") from None
     return Proc("sparkplane", popen, url=f"http://127.0.0.1:{port}/v1")
 

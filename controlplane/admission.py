@@ -59,14 +59,18 @@ class Slot:
     engine: Engine
     queue_wait: float
     released: bool = False
+    lease_id: int | None = None  # the cross-replica lease (admission_pg), if any
 
     def release(self) -> None:
         self.admission.release(self)
 
 
 class Admission:
-    def __init__(self, pool: EnginePool, usage: UsageLedger, metrics: Metrics) -> None:
+    def __init__(
+        self, pool: EnginePool, usage: UsageLedger, metrics: Metrics, *, local_rates: bool = True
+    ) -> None:
         self.pool = pool
+        self.local_rates = local_rates  # False when replicas share rate buckets in the database
         self.usage = usage
         self.metrics = metrics
         self.tenants: dict[int, TenantState] = {}
@@ -117,8 +121,9 @@ class Admission:
         elif state.policy != policy:  # limits changed: keep counters, adopt the new limits
             state.policy = policy
             self._dispatch()
-        state.requests = TokenBucket.resize(state.requests, policy.rpm)
-        state.tokens = TokenBucket.resize(state.tokens, policy.tpm)
+        if self.local_rates:
+            state.requests = TokenBucket.resize(state.requests, policy.rpm)
+            state.tokens = TokenBucket.resize(state.tokens, policy.tpm)
         return state
 
     def _check_rates_and_quotas(self, state: TenantState) -> None:
@@ -201,8 +206,9 @@ class Admission:
         state.in_flight += 1
 
     def _admitted(self, state: TenantState, engine: Engine, waited: float) -> Slot:
-        self.metrics.admitted.labels(state.policy.name).inc()
-        self.metrics.queue_wait.labels(state.policy.name).observe(waited)
+        children = self.metrics.tenant(state.policy.name)
+        children.admitted.inc()
+        children.queue_wait.observe(waited)
         return Slot(self, state, engine, waited)
 
     def _dispatch(self) -> None:

@@ -153,11 +153,12 @@ class Exchange:
         if self.slot is not None:
             services.usage.record(tenant.tenant_id, self.prompt_tokens, self.completion_tokens)
             services.admission.charge_tokens(self.slot.tenant, tokens)
-            services.metrics.prompt_tokens.labels(tenant.name).inc(self.prompt_tokens)
-            services.metrics.completion_tokens.labels(tenant.name).inc(self.completion_tokens)
-            services.metrics.latency.labels(tenant.name).observe(elapsed)
+            children = services.metrics.tenant(tenant.name)
+            children.prompt_tokens.inc(self.prompt_tokens)
+            children.completion_tokens.inc(self.completion_tokens)
+            children.latency.observe(elapsed)
             if self.first_byte_at is not None and self.stream:
-                services.metrics.ttft.labels(tenant.name).observe(self.first_byte_at - self.started)
+                children.ttft.observe(self.first_byte_at - self.started)
         services.usage.touch_key(self.principal.key_id)
         services.metrics.requests.labels(tenant.name, self.endpoint, self.outcome.value).inc()
         try:

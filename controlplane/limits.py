@@ -61,6 +61,7 @@ class RejectReason(StrEnum):
     DAILY_QUOTA = "daily_token_quota"
     MONTHLY_QUOTA = "monthly_token_quota"
     ENGINE_UNAVAILABLE = "engine_unavailable"
+    COORDINATION_UNAVAILABLE = "coordination_unavailable"
 
 
 class Rejected(Exception):
@@ -74,7 +75,8 @@ class Rejected(Exception):
 
     @property
     def status(self) -> int:
-        return 503 if self.reason is RejectReason.ENGINE_UNAVAILABLE else 429
+        unavailable = {RejectReason.ENGINE_UNAVAILABLE, RejectReason.COORDINATION_UNAVAILABLE}
+        return 503 if self.reason in unavailable else 429
 
     @property
     def retry_after_header(self) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 import controlplane
@@ -125,6 +126,11 @@ def _include_console(app: FastAPI) -> None:
     if routes is None:
         return
     app.include_router(routes.router)
+
+    @app.get("/", include_in_schema=False)
+    async def to_console() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=303)
+
     static = Path(routes.__file__).resolve().parent / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")

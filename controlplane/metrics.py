@@ -8,6 +8,7 @@ request path nothing and can never drift from the truth.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -50,8 +51,21 @@ class _LiveGauges(Collector):
         yield from (in_flight, queued, healthy, engine_in_flight, capacity)
 
 
+@dataclass(frozen=True)
+class TenantMetrics:
+    """One tenant's metric children, resolved once: `labels()` costs more than the update."""
+
+    admitted: Any
+    queue_wait: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    ttft: Any
+    latency: Any
+
+
 class Metrics:
     def __init__(self) -> None:
+        self._tenants: dict[str, TenantMetrics] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.admitted = Counter("sparkplane_admitted", "requests admitted", ["tenant"], registry=r)
@@ -94,6 +108,19 @@ class Metrics:
         self.auth_failures = Counter(
             "sparkplane_auth_failures", "requests refused for a bad key", ["reason"], registry=r
         )
+
+    def tenant(self, name: str) -> TenantMetrics:
+        children = self._tenants.get(name)
+        if children is None:
+            children = self._tenants[name] = TenantMetrics(
+                admitted=self.admitted.labels(name),
+                queue_wait=self.queue_wait.labels(name),
+                prompt_tokens=self.prompt_tokens.labels(name),
+                completion_tokens=self.completion_tokens.labels(name),
+                ttft=self.ttft.labels(name),
+                latency=self.latency.labels(name),
+            )
+        return children
 
     def watch(self, read: Callable[[], dict[str, Any]]) -> None:
         """Register the scrape-time reader of admission and engine state."""

@@ -62,8 +62,9 @@ class RelayResponse(Response):
             x.outcome, x.status = Outcome.REJECTED, rejected.status
             x.reject_reason = rejected.reason
             headers = {"Retry-After": rejected.retry_after_header}
-            error = ApiError(rejected.status, rejected.message, code=rejected.reason.value,
-                             headers=headers)  # fmt: skip
+            error = ApiError(
+                rejected.status, rejected.message, code=rejected.reason.value, headers=headers
+            )
             await self._reply_error(send, error)
             return
         try:
@@ -98,9 +99,11 @@ class RelayResponse(Response):
         }
         try:
             response = await engine.session.post(
-                f"{engine.url}/{x.endpoint}", data=x.upstream_body(), headers=headers,
+                f"{engine.url}/{x.endpoint}",
+                data=x.upstream_body(),
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=remaining),
-            )  # fmt: skip
+            )
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             x.services.engines.mark_failed(engine, f"request failed: {exc}")
             x.outcome = Outcome.ENGINE_ERROR

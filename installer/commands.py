@@ -14,7 +14,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
-from installer import host_commands, lifecycle_commands, signing
+from installer import host_commands, lifecycle_commands, ops_commands, signing
 from installer.bundle.manifest import Manifest
 from installer.bundle.trust import TrustError, TrustStore, load_key_source, resolve_trust
 from installer.fleet import install_inventory
@@ -140,3 +140,4 @@ def register(app: typer.Typer) -> None:
     app.command("install")(install_command)
     host_commands.register(app)
     lifecycle_commands.register(app)
+    ops_commands.register(app)

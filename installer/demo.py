@@ -74,14 +74,18 @@ def engine_base_url(root: Path) -> str:
 def provision_demo_identities(root: Path) -> dict[str, str]:
     """Create the demo tenant, its key and an admin login through the installed CLI."""
     env = read_env_file(Layout.at(root).controlplane_env)
-    tenants = run_installed_cli(root, env, ["tenants", "list", "--json"])
-    if not any(t.get("name") == DEMO_TENANT for t in json.loads(tenants or "[]")):
+    listing = run_installed_cli(root, env, ["tenants", "list"])
+    names = {line.split("\t", 1)[0] for line in listing.splitlines() if line.strip()}
+    if DEMO_TENANT not in names:
         run_installed_cli(root, env, ["tenants", "create", DEMO_TENANT, "--max-concurrency", "8"])
     api_key = run_installed_cli(root, env, ["keys", "create", "--tenant", DEMO_TENANT])
     password = run_installed_cli(
         root, env, ["admins", "create", DEMO_ADMIN, "--role", "admin", "--reset"]
     )
-    return {"api_key": api_key.strip().splitlines()[-1], "admin_password": password.strip()}
+    return {
+        "api_key": api_key.strip().splitlines()[-1],
+        "admin_password": password.strip().splitlines()[-1],
+    }
 
 
 def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) -> None:

@@ -15,14 +15,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
+from installer.apply import BundleFacts, InstallError, playbook_vars, raise_for_run
 from installer.hostfacts import box_memory_bytes
-from installer.install import (
-    BundleFacts,
-    InstallError,
-    playbook_vars,
-    raise_for_run,
-    verify_or_raise,
-)
+from installer.install import verify_or_raise
 from installer.kvcache import ModelConfigError
 from installer.layout import Layout
 from installer.plan import PlanError, make_plan

@@ -37,6 +37,8 @@ class HostFacts:
     nvidia_error: str | None = None  # why nvidia-smi gave nothing usable
     ntp_synchronized: str | None = None  # "yes" / "no" / None when unknown
     tools: dict[str, str | None] = field(default_factory=dict)  # name -> path or None
+    # docker/podman found but not usable (no daemon, no permission): name -> first error line
+    tool_errors: dict[str, str] = field(default_factory=dict)
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -118,6 +120,21 @@ def collect_host_facts() -> HostFacts:
         facts.ntp_synchronized = out.strip() if rc == 0 and out.strip() in ("yes", "no") else None
     for tool in ("docker", "podman", "nvidia-ctk", "nvidia-container-runtime"):
         facts.tools[tool] = shutil.which(tool)
+    for engine in ("docker", "podman"):
+        path = facts.tools[engine]
+        if path is not None:
+            rc, out = _run([path, "info"])
+            if rc != 0:
+                lines = (
+                    [
+                        line
+                        for line in out.splitlines()
+                        if "error" in line.lower() or "cannot" in line.lower()
+                    ]
+                    or out.splitlines()
+                    or [f"exit {rc}"]
+                )
+                facts.tool_errors[engine] = lines[0].strip()
     return facts
 
 

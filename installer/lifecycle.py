@@ -20,9 +20,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
+from installer.apply import RELEASE_VARS, InstallError, raise_for_run
 from installer.events import record_event
-from installer.install import RELEASE_VARS, InstallError, InstallResult, install, raise_for_run
+from installer.install import InstallResult, install
 from installer.layout import Layout
+from installer.lock import installer_lock
 from installer.runner import run_playbook
 
 HealthCheck = Callable[[Layout], None]  # raises on an unhealthy appliance
@@ -91,9 +93,10 @@ def rollback(root: Path, to: str | None = None, console: Console | None = None) 
         raise InstallError("no earlier complete release to roll back to")
     if target == active:
         raise InstallError(f"release {target} is already current")
-    record_event(layout, "rollback", phase="started", version=target, previous=active)
-    reapply_release(layout, target, console, "rollback")
-    record_event(layout, "rollback", phase="succeeded", version=target, previous=active)
+    with installer_lock(layout):
+        record_event(layout, "rollback", phase="started", version=target, previous=active)
+        reapply_release(layout, target, console, "rollback")
+        record_event(layout, "rollback", phase="succeeded", version=target, previous=active)
     return target
 
 
@@ -121,39 +124,44 @@ def upgrade(
         "controlplane_bind": host["sparkplane_controlplane_bind"],
         **install_options,
     }
-    staged = install(
-        bundle,
-        root,
-        trusted_keys,
-        profile,
-        activate=False,
-        console=console,
-        action="upgrade",
-        **install_options,
-    )
-    if staged.version == previous:
-        raise InstallError(f"release {previous} is already current; nothing to upgrade")
-    backup = backup_data(layout, previous)
-    record_event(layout, "upgrade", phase="switching", version=staged.version, backup=str(backup))
-    changed = reapply_release(layout, staged.version, console, "upgrade")
-    try:
-        if health_check is not None:
-            health_check(layout)
-    except Exception as exc:
-        record_event(
-            layout, "upgrade", phase="rolling_back", version=staged.version, error=str(exc)
+    with installer_lock(layout):
+        staged = install(
+            bundle,
+            root,
+            trusted_keys,
+            profile,
+            activate=False,
+            console=console,
+            action="upgrade",
+            **install_options,
         )
-        reapply_release(layout, previous, console, "rollback")
-        restore_data(layout, backup)
+        if staged.version == previous:
+            raise InstallError(f"release {previous} is already current; nothing to upgrade")
+        backup = backup_data(layout, previous)
         record_event(
-            layout, "upgrade", phase="rolled_back", version=staged.version, current=previous
+            layout, "upgrade", phase="switching", version=staged.version, backup=str(backup)
         )
-        raise InstallError(
-            f"upgrade to {staged.version} failed its health check; rolled back to {previous}",
-            [str(exc)],
-        ) from exc
-    record_event(layout, "upgrade", phase="succeeded", version=staged.version, previous=previous)
-    return InstallResult(**{**staged.__dict__, "changed": staged.changed + changed})
+        changed = reapply_release(layout, staged.version, console, "upgrade")
+        try:
+            if health_check is not None:
+                health_check(layout)
+        except Exception as exc:
+            record_event(
+                layout, "upgrade", phase="rolling_back", version=staged.version, error=str(exc)
+            )
+            reapply_release(layout, previous, console, "rollback")
+            restore_data(layout, backup)
+            record_event(
+                layout, "upgrade", phase="rolled_back", version=staged.version, current=previous
+            )
+            raise InstallError(
+                f"upgrade to {staged.version} failed its health check; rolled back to {previous}",
+                [str(exc)],
+            ) from exc
+        record_event(
+            layout, "upgrade", phase="succeeded", version=staged.version, previous=previous
+        )
+        return InstallResult(**{**staged.__dict__, "changed": staged.changed + changed})
 
 
 def _make_writable(path: Path) -> None:

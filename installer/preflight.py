@@ -174,12 +174,15 @@ def check_disk(layout: Layout, needs: BundleNeeds) -> list[Check]:
 def check_container_runtime(facts: HostFacts, needs: BundleNeeds) -> list[Check]:
     if needs.runtime != "container":
         return []
-    engines = [tool for tool in ("podman", "docker") if facts.tools.get(tool)]
-    checks = [
-        Check("container runtime", PASS, ", ".join(engines))
-        if engines
-        else Check("container runtime", FAIL, "none", "install podman or docker")
-    ]
+    found = [tool for tool in ("podman", "docker") if facts.tools.get(tool)]
+    engines = [tool for tool in found if tool not in facts.tool_errors]
+    if engines:
+        checks = [Check("container runtime", PASS, ", ".join(engines))]
+    elif found:
+        problems = "; ".join(f"{tool}: {facts.tool_errors[tool]}" for tool in found)
+        checks = [Check("container runtime", FAIL, problems, "start the container service")]
+    else:
+        checks = [Check("container runtime", FAIL, "none", "install podman or docker")]
     toolkit = facts.tools.get("nvidia-ctk") or facts.tools.get("nvidia-container-runtime")
     checks.append(
         Check("nvidia container toolkit", PASS, toolkit)

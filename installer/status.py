@@ -10,8 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from installer.apply import RELEASE_VARS
 from installer.events import read_events
-from installer.install import RELEASE_VARS
 from installer.layout import Layout, read_args_file, read_env_file
 
 UNITS = ("sparkplane-engine.service", "sparkplane-controlplane.service")
@@ -95,9 +95,33 @@ def wait_healthy(layout: Layout, timeout: float = 900.0, interval: float = 2.0) 
         engine = status.get("engine", {}).get("health")
         ready = status.get("controlplane", {}).get("ready")
         if engine == "ok" and ready == "ok":
+            engine_completion(status["engine"]["url"], status["model"]["served_name"])
             return
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"not healthy after {timeout:.0f}s: engine {engine}, control plane {ready}"
             )
         time.sleep(interval)
+
+
+def engine_completion(engine_url: str, model: str, timeout: float = 120.0) -> str:
+    """One real (1-token) chat completion on the engine: /health alone does not load a batch."""
+    body = {
+        "model": model,
+        "max_tokens": 1,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "ping"}],
+    }
+    if not engine_url.startswith("http://127.0.0.1:"):
+        raise ValueError(f"the engine is reached on loopback only, not {engine_url}")
+    request = urllib.request.Request(  # noqa: S310 - checked above: http on loopback
+        f"{engine_url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
+        answer = json.loads(response.read())
+    if not answer.get("choices"):
+        raise RuntimeError(f"engine answered without choices: {answer}")
+    return str(answer["choices"][0].get("message", {}).get("content", ""))

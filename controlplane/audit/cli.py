@@ -58,7 +58,9 @@ def _engine(settings: Any) -> Engine:
         init_db(engine)
         install_guards(engine)
     except SQLAlchemyError as exc:
-        raise _fail(f"cannot open the database {engine.url!r}: {exc.orig or exc}", 1) from None
+        raise _fail(
+            f"cannot open the database {engine.url!r}: {getattr(exc, 'orig', None) or exc}", 1
+        ) from None
     return engine
 
 
@@ -138,14 +140,23 @@ def verify_command(
     database_url: DatabaseOption = None,
 ) -> None:
     """Check hashes, order, checkpoint signatures and coverage. Exit 0 valid, 1 invalid."""
-    from controlplane.audit.verify import verify_export, verify_live
+    from controlplane.audit.verify import format_report, verify_export, verify_live
     from installer.signing import SigningKeyError
 
     try:
         if live:
             settings = _settings(config, database_url)
             keys = pubkey or sorted(Path(settings.data_dir).glob("audit-signing*.pub"))
-            report = verify_live(_engine(settings), keys)
+            from controlplane.core.db import make_engine
+
+            engine = make_engine(settings.database_url)  # read only: no table creation
+            try:
+                report = verify_live(engine, keys)
+            except SQLAlchemyError as exc:
+                problem = getattr(exc, "orig", None) or exc
+                raise _fail(f"cannot read the audit tables: {problem}", 1) from None
+            finally:
+                engine.dispose()
         elif file is None or not pubkey:
             raise _fail("give an export FILE and --pubkey PUB (or --live)")
         elif not file.is_file():
@@ -157,31 +168,8 @@ def verify_command(
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        typer.echo(_summary(report))
+        typer.echo(format_report(report))
     raise typer.Exit(0 if report.valid else 1)
-
-
-def _summary(report: Any) -> str:
-    lines = [
-        f"entries {report.first_seq}..{report.last_seq}: {report.entries_valid}/{report.entries} "
-        f"valid ({report.entries_withheld} with data withheld)",
-        f"checkpoints: {report.checkpoints_valid}/{report.checkpoints} valid; "
-        f"signed coverage up to entry {report.covered_to}"
-        + (f", {report.uncovered} newer entries not yet checkpointed" if report.uncovered else ""),
-    ]
-    for problem in report.problems:
-        where = ", ".join(
-            f"{name} {value}"
-            for name, value in (("seq", problem.seq), ("line", problem.line),
-                                ("checkpoint", problem.checkpoint))
-            if value is not None
-        )  # fmt: skip
-        lines.append(f"  {problem.kind} ({where}): {problem.detail}")
-    hidden = report.problems_total - len(report.problems)
-    if hidden:
-        lines.append(f"  ... and {hidden} more problems")
-    lines.append("VALID" if report.valid else f"INVALID: {report.problems_total} problem(s)")
-    return "\n".join(lines)
 
 
 @audit_app.command("checkpoint")

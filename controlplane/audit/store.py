@@ -124,3 +124,26 @@ def write_probe(conn: Connection, moment: datetime) -> None:
     ).rowcount
     if not changed:
         conn.execute(insert(AuditHealthProbe).values(id=1, checked_at=moment))
+
+
+def append_and_checkpoint(
+    conn: Connection,
+    signer: CheckpointSigner,
+    items: Sequence[tuple[str, str | None, bytes]],
+    *,
+    every: int,
+    seconds: float,
+    force: bool,
+) -> tuple[list[ChainEntry], int, bool]:
+    """One group commit's work under the chain lock: (entries, new head seq, checkpointed?).
+
+    `force` signs a checkpoint whenever the head moved past the last one."""
+    lock_chain(conn)
+    moment = datetime.now(UTC)
+    head = read_head(conn)
+    linked = append_entries(conn, head, items, moment)
+    size, root = (linked[-1].seq, linked[-1].hash) if linked else head
+    due = checkpoint_due(conn, size, 1 if force else every, 0.0 if force else seconds, moment)
+    if due:
+        add_checkpoint(conn, signer, size, root, moment)
+    return linked, size, due

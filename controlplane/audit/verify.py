@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
-from binascii import unhexlify
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,16 +11,15 @@ import orjson
 from sqlalchemy import Engine, func, select
 
 from controlplane.audit.chain import (
-    DATA_SEPARATOR,
-    ENVELOPE_OFFSET,
     GENESIS_HASH,
-    LINE_START,
     canonical_json,
 )
-from controlplane.audit.checker import KIND_AT, ROTATION_KIND, ChainChecker, Report, TrustedKeys
-from controlplane.audit.checkpoint import Checkpoint, CheckpointError, key_id, parse_checkpoint
+from controlplane.audit.checker import ChainChecker, Report, TrustedKeys
+from controlplane.audit.checkpoint import Checkpoint, key_id, parse_checkpoint
 from controlplane.audit.export import FORMAT, HEADER_SIGNATURE_CONTEXT
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
+from controlplane.audit.parallel import parallel_scan
+from controlplane.audit.scan import scan_lines
 from installer.signing import load_public_key, verify
 
 DEFAULT_ORIGIN = "sparkplane/audit"
@@ -40,7 +36,8 @@ def trusted_keys(pubkeys: Iterable[Path], origin: str = DEFAULT_ORIGIN) -> Trust
 
 def verify_export(path: Path, pubkeys: Iterable[Path]) -> Report:
     """Verify an export file; every problem is located by seq and line number."""
-    with Path(path).open("rb", buffering=1 << 20) as handle:
+    path = Path(path)
+    with path.open("rb", buffering=1 << 20) as handle:
         header_line = handle.readline()
         header, header_problem = _parse_header(header_line)
         origin = header.get("origin", DEFAULT_ORIGIN)
@@ -49,74 +46,17 @@ def verify_export(path: Path, pubkeys: Iterable[Path]) -> Report:
         checker = ChainChecker(base, anchor, trusted_keys(pubkeys, origin))
         if header_problem:
             checker.problem("bad_header", header_problem, line=1)
-        checkpoints = _scan(handle, checker)
+        checkpoints = None if header_problem else parallel_scan(path, len(header_line), checker)
+        if checkpoints is None:
+            checkpoints = scan_lines(handle, checker)
     if not header_problem:
         _check_header_signature(header, header_line, checker)
-    return checker.finish(checkpoints, header.get("last_seq"))
-
-
-def _scan(handle: Iterable[bytes], checker: ChainChecker) -> list[tuple[Checkpoint, int | None]]:
-    """The hot loop: slice each entry line, never re-serialise it (docs/audit.md).
-
-    In-order entries whose hashes match are handled inline (1,000,000 lines must verify in a
-    few seconds); anything unusual goes to `checker.entry`, which locates the problem.
-    """
-    checkpoints: list[tuple[Checkpoint, int | None]] = []
-    sha256, unhex = hashlib.sha256, unhexlify
-    hashes, expected, prev = checker.hashes, checker.expected, checker.prev
-    fast = withheld = 0
-    for number, line in enumerate(handle, start=2):
-        if line.startswith(LINE_START):
-            end = line.find(DATA_SEPARATOR, ENVELOPE_OFFSET)
-            envelope = line[ENVELOPE_OFFSET:end]
-            at = envelope.find(b'"seq":', 73)
-            try:
-                seq = int(envelope[at + 6 : envelope.index(b",", at)])
-                stored = unhex(line[6:70])
-            except (ValueError, binascii.Error):
-                checker.problem("malformed", "unreadable entry line", line=number)
-                continue
-            if line.endswith(b"}\n"):
-                data = line[end + 5 : -2]
-            elif line.endswith(b"}"):  # the last line may lack its newline
-                data = line[end + 5 : -1]
-            else:
-                end = -1
-            if end < 0 or at < 0:
-                checker.problem("malformed", "unreadable entry line", line=number, seq=seq)
-                continue
-            try:
-                intact = (
-                    seq == expected
-                    and prev is not None
-                    and sha256(b"\x00" + prev + envelope).digest() == stored
-                    and (
-                        data == b"null" or sha256(b"\x01" + data).digest() == unhex(envelope[9:73])
-                    )
-                    and not envelope.startswith(ROTATION_KIND, KIND_AT)
-                )
-            except binascii.Error:  # a damaged digest: let the checker name the problem
-                intact = False
-            if intact:
-                hashes += stored
-                prev, expected, fast = stored, expected + 1, fast + 1
-                withheld += data == b"null"
-                continue
-            checker.expected, checker.prev = expected, prev
-            checker.entry(seq, stored, envelope, None if data == b"null" else data, number)
-            expected, prev = checker.expected, checker.prev
-        elif line.startswith(b'{"checkpoint":'):
-            try:
-                checkpoints.append((parse_checkpoint(orjson.loads(line)["checkpoint"]), number))
-            except (CheckpointError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                checker.problem("malformed", f"unreadable checkpoint: {exc}", line=number)
-        elif not line.startswith(b'{"public_key":') and line.strip():
-            checker.problem("malformed", "line is neither entry, checkpoint nor key", line=number)
-    checker.expected, checker.prev = expected, prev
-    report = checker.report
-    report.entries, report.entries_valid = report.entries + fast, report.entries_valid + fast
-    report.entries_withheld += withheld
-    return checkpoints
+    report = checker.finish(checkpoints, header.get("last_seq"))
+    if report.uncovered:  # an export always ends on a checkpoint: anything past it was added
+        first = report.covered_to + 1 if report.covered_to else report.first_seq
+        checker.problem("uncovered", f"{report.uncovered} entries from {first} on are not "
+                        "covered by any valid checkpoint", seq=first)  # fmt: skip
+    return report
 
 
 def _parse_header(line: bytes) -> tuple[dict[str, Any], str | None]:
@@ -179,3 +119,27 @@ def verify_live(engine: Engine, pubkeys: Iterable[Path], origin: str = DEFAULT_O
         for seq, stored, envelope, data in rows:
             checker.entry(int(seq), bytes(stored), bytes(envelope), data and bytes(data), None)
     return checker.finish(checkpoints, None)
+
+
+def format_report(report: Report) -> str:
+    """The human summary: counts, then one line per located problem, then VALID/INVALID."""
+    lines = [
+        f"entries {report.first_seq}..{report.last_seq}: {report.entries_valid}/{report.entries} "
+        f"valid ({report.entries_withheld} with data withheld)",
+        f"checkpoints: {report.checkpoints_valid}/{report.checkpoints} valid; "
+        f"signed coverage up to entry {report.covered_to}"
+        + (f", {report.uncovered} newer entries not yet checkpointed" if report.uncovered else ""),
+    ]
+    for problem in report.problems:
+        where = ", ".join(
+            f"{name} {value}"
+            for name, value in (("seq", problem.seq), ("line", problem.line),
+                                ("checkpoint", problem.checkpoint))
+            if value is not None
+        )  # fmt: skip
+        lines.append(f"  {problem.kind} ({where}): {problem.detail}")
+    hidden = report.problems_total - len(report.problems)
+    if hidden:
+        lines.append(f"  ... and {hidden} more problems")
+    lines.append("VALID" if report.valid else f"INVALID: {report.problems_total} problem(s)")
+    return "\n".join(lines)

@@ -53,6 +53,12 @@ def _settle(future: asyncio.Future[int], result: int | BaseException) -> None:
         future.set_result(result)
 
 
+def _resolve(batch: list[_Item], results: list[int | BaseException]) -> None:
+    for item, result in zip(batch, results, strict=True):
+        with contextlib.suppress(RuntimeError):  # that event loop is closed; nobody waits
+            item.loop.call_soon_threadsafe(_settle, item.future, result)
+
+
 class AuditWriter:
     def __init__(
         self,
@@ -103,8 +109,7 @@ class AuditWriter:
             self._cond.notify()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
-        self.healthy = False
-        self.last_error = "audit writer closed"
+        self.healthy, self.last_error = False, "audit writer closed"
 
     async def record(self, kind: str, **fields: Any) -> int:
         """Append one entry; returns its sequence number once committed.
@@ -124,11 +129,10 @@ class AuditWriter:
 
     async def rotate_key(self) -> str:
         """Switch to a new signing key; the chain records it under the old key's checkpoint."""
-        assert self._signer is not None, "start() first"
         new_key = Ed25519PrivateKey.generate()
-        data = canonical_json(rotation_fields(self._signer, new_key))
+        data = canonical_json(rotation_fields(self.signer, new_key))
         await self._submit("audit.key_rotated", None, data, new_key=new_key)
-        return self._signer.key_id.hex()
+        return self.signer.key_id.hex()
 
     async def _submit(self, kind: str, tenant: str | None, data: bytes, **extra: Any) -> int:
         if self._thread is None or self._stopping:
@@ -142,8 +146,6 @@ class AuditWriter:
             self._cond.notify()
         return await item.future
 
-    # --- writer thread -------------------------------------------------------------------
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -152,12 +154,16 @@ class AuditWriter:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: len(batch)]
                 finished = self._stopping and not self._queue
-            if not self.healthy:
-                self._probe()
-            if not self.healthy:
-                self._fail(batch, AuditUnavailable(f"audit store unavailable: {self.last_error}"))
-            elif batch or finished or self._timer_due():
-                self._commit(batch, final=finished)
+            try:
+                if not self.healthy:
+                    self._probe()
+                if not self.healthy:
+                    self._fail(batch)
+                elif batch or finished or self._timer_due():
+                    self._commit(batch, final=finished)
+            except Exception as exc:  # never let the thread die with callers waiting
+                self._mark_unavailable(exc)
+                self._fail(batch)
             if finished:
                 self._drop_connection(invalidate=False)
                 return
@@ -186,12 +192,10 @@ class AuditWriter:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # it is being discarded anyway
             if invalidate:
                 conn.invalidate()  # never hand a broken DBAPI connection back to the pool
             conn.close()
-        except Exception:  # noqa: S110 - the connection is being discarded anyway
-            pass
 
     def _mark_unavailable(self, exc: BaseException) -> None:
         self._drop_connection(invalidate=True)
@@ -210,36 +214,27 @@ class AuditWriter:
         self.healthy, self.last_error = True, None
 
     def _commit(self, batch: list[_Item], *, final: bool = False) -> None:
-        assert self._signer is not None
-        signer, new_key = self._signer, None
+        signer, new_key = self.signer, None
         entries = [item for item in batch if item.kind]
+        rotating = [item.new_key for item in entries if item.new_key is not None]
+        forced = final or bool(rotating) or any(item.force_checkpoint for item in batch)
         try:
             conn = self._connection()
-            store.lock_chain(conn)
-            moment = datetime.now(UTC)
-            head = store.read_head(conn)
-            linked = store.append_entries(
-                conn, head, [(i.kind, i.tenant, i.data) for i in entries], moment
+            linked, size, due = store.append_and_checkpoint(
+                conn,
+                signer,
+                [(i.kind, i.tenant, i.data) for i in entries],
+                every=self.checkpoint_every,
+                seconds=self.checkpoint_seconds,
+                force=forced or self._timer_due(),
             )
-            size = linked[-1].seq if linked else head[0]
-            root = linked[-1].hash if linked else head[1]
-            rotating = [item.new_key for item in entries if item.new_key is not None]
-            forced = final or rotating or any(item.force_checkpoint for item in batch)
-            if size and (forced or self._timer_due()):
-                due = store.checkpoint_due(conn, size, 1, 0.0, moment)
-            else:
-                due = store.checkpoint_due(
-                    conn, size, self.checkpoint_every, self.checkpoint_seconds, moment
-                )
-            if due:
-                store.add_checkpoint(conn, signer, size, root, moment)
             if rotating:
                 new_key = rotating[-1]
                 stage_private_key(self.key_path, new_key)  # on disk before the chain names it
             conn.commit()
         except Exception as exc:
             self._mark_unavailable(exc)
-            self._fail(batch, AuditUnavailable(f"audit store unavailable: {self.last_error}"))
+            self._fail(batch)
             return
         if new_key is not None:
             activate_staged_key(self.key_path)
@@ -249,11 +244,8 @@ class AuditWriter:
         elif self._dirty_since is None:
             self._dirty_since = time.monotonic()
         by_item = dict(zip(entries, (e.seq for e in linked), strict=True))
-        for item in batch:
-            item.loop.call_soon_threadsafe(_settle, item.future, by_item.get(item, size))
+        _resolve(batch, [by_item.get(item, size) for item in batch])
 
-    @staticmethod
-    def _fail(batch: list[_Item], error: AuditUnavailable) -> None:
-        for item in batch:
-            with contextlib.suppress(RuntimeError):  # that loop is closed; nobody waits
-                item.loop.call_soon_threadsafe(_settle, item.future, error)
+    def _fail(self, batch: list[_Item]) -> None:
+        error = AuditUnavailable(f"audit store unavailable: {self.last_error}")
+        _resolve(batch, [error] * len(batch))

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         default=15.0, gt=1, description="seconds before a dead replica's slots expire"
     )
     usage_flush_interval: float = Field(default=1.0, gt=0)
+    # Console (controlplane/console): session lifetimes and the appliance root for its system page.
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    appliance_root: Path | None = None
 
     @field_validator("engine_urls", mode="before")
     @classmethod

@@ -89,7 +89,7 @@ def build_bundle(
         log("hashing files")
         digests = _hash_all(staging)
         created = _created()
-        packages, items = _inventory(staged, digests)
+        packages, items = _inventory(staged, digests, staging)
         sbom_bytes = sbom.build_sbom(spec.name, spec.version, created, tool_version(), items)
         (staging / sbom.SBOM_PATH).write_bytes(sbom_bytes)
         digests[sbom.SBOM_PATH] = Digest(len(sbom_bytes), hashlib.sha256(sbom_bytes).hexdigest())
@@ -145,7 +145,7 @@ def _hash_all(root: Path) -> dict[str, Digest]:
 
 
 def _inventory(
-    staged: list[components.Staged], digests: dict[str, Digest]
+    staged: list[components.Staged], digests: dict[str, Digest], root: Path
 ) -> tuple[list[Package], list[sbom.SbomItem]]:
     packages, items = [], []
     for part in staged:
@@ -153,13 +153,14 @@ def _inventory(
         for wheel_path in part.wheels:
             project, version = wheel_identity(wheel_path.rsplit("/", 1)[-1])
             packages.append(Package(name=project, version=version, file=wheel_path, component=name))
+            sha = digests[wheel_path].sha256
             items.append(
-                sbom.wheel_item(project, version, wheel_path, digests[wheel_path].sha256, name)
+                sbom.wheel_item(project, version, wheel_path, sha, name, root / wheel_path)
             )
         for kind, label, path in part.artifacts:
             digest = digests.get(path)  # a single-file artifact (an image) has its own hash
-            sha = digest.sha256 if digest else None
-            items.append(sbom.SbomItem(kind, label, "", path, sha, name))
+            artifact_sha = digest.sha256 if digest else None
+            items.append(sbom.SbomItem(kind, label, "", path, artifact_sha, name))
     return sorted(packages, key=lambda p: (p.file, p.name)), items
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from installer import signing
 from installer.bundle import pack_cli
 from installer.bundle import trust as trust_mod
+from installer.bundle.appliance import model_trust_of
 from installer.bundle.build import BuildError, build_bundle
 from installer.bundle.components import ComponentError
 from installer.bundle.modelsig import ModelSignatureError, ModelTrust
@@ -23,7 +24,7 @@ from installer.bundle.spec import SpecError
 from installer.bundle.verify import verify_bundle
 from installer.bundle.wheelhouse import WheelhouseError
 
-DEFAULT_TRUST_DIR = Path("/etc/sparkplane/trust")
+DEFAULT_TRUST_DIR = trust_mod.appliance_trust_dir(Path("/"))
 bundle_app = typer.Typer(
     help="Build, verify and move signed offline bundles.", no_args_is_help=True
 )
@@ -102,9 +103,15 @@ def build(
 def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
     trust: Annotated[
-        Path | None, typer.Option(help="Trusted key file, or a trust directory")
+        Path | None,
+        typer.Option(
+            help="Trusted key file, or a trust directory [default: /etc/sparkplane/trust]"
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result")] = False,
+    root: Annotated[Path, typer.Option(help="Appliance root whose trust directory to use")] = Path(
+        "/"
+    ),
     workers: Annotated[int | None, typer.Option(min=1, help="Hashing threads")] = None,
     model_trust: Annotated[
         list[Path], typer.Option(help="OpenSSF model-signing public key or CA certificate (PEM)")
@@ -118,12 +125,12 @@ def verify(
         err.print(f"error: {bundle} holds packed parts; run `sparkplane bundle unpack` first")
         raise typer.Exit(2)
     try:
-        source = trust or DEFAULT_TRUST_DIR
+        source = trust or trust_mod.appliance_trust_dir(root)
         keys, revoked = trust_mod.load_trust_source(source)
-        model_paths = list(model_trust)
+        models = ModelTrust.from_paths(list(model_trust))
         if source.is_dir():  # a trust directory may also hold model-signing keys and CAs
-            model_paths += sorted((source / "model-signing").glob("*.pem"))
-        models = ModelTrust.from_paths(model_paths)
+            from_dir = model_trust_of(source)
+            models = ModelTrust(models.keys + from_dir.keys, models.roots + from_dir.roots)
     except (trust_mod.TrustError, signing.SigningKeyError, ModelSignatureError, ValueError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc
@@ -163,6 +170,30 @@ def print_report(report: VerifyReport) -> None:
         out.print(f"[red]{len(report.findings)} problem(s):[/red]")
         for finding in report.sorted_findings():
             out.print(f"  {finding.problem:<18} {finding.path}  {finding.detail}", markup=False)
+
+
+@bundle_app.command("trusted")
+def trusted(
+    trust_dir: Annotated[Path | None, typer.Option(help="Trust directory")] = None,
+    root: Annotated[Path, typer.Option(help="Appliance root")] = Path("/"),
+) -> None:
+    """List the trusted bundle-signing keys (fingerprints) and the revoked ones."""
+    store = trust_mod.TrustStore(trust_dir or trust_mod.appliance_trust_dir(root))
+    try:
+        revoked = store.revoked_fingerprints()
+        keys = store.all_keys()
+    except trust_mod.TrustError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    out.print(f"trust directory {store.trust_dir}")
+    for key in keys:
+        fingerprint = signing.fingerprint(key)
+        state = "REVOKED" if fingerprint in revoked else "trusted"
+        out.print(f"  {state:<8} {fingerprint}")
+    for fingerprint in sorted(revoked - {signing.fingerprint(k) for k in keys}):
+        out.print(f"  {'REVOKED':<8} {fingerprint} (no key file)")
+    if not keys and not revoked:
+        out.print("  (empty: the first install takes --trust KEY)")
 
 
 @bundle_app.command("revoke")

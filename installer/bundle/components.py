@@ -58,58 +58,82 @@ def component_path(component: specs.ComponentSpec) -> str:
 
 
 def stage(spec: specs.BundleSpec, component: specs.ComponentSpec, root: Path) -> Staged:
+    """Copy or fetch one component into the bundle under construction at `root`."""
     rel = component_path(component)
-    entry: dict[str, Any] = {"name": component.name, "role": component.role, "path": rel}
-    staged = Staged(entry)
-    python = spec.platform.python
+    staged = Staged({"name": component.name, "role": component.role, "path": rel})
     if isinstance(component, specs.EngineSpec):
-        entry["runtime"] = component.runtime
-        if component.runtime == "wheelhouse":
-            assert component.requirements is not None
-            reqs = _requirements(spec, component.requirements)
-            cached = fetch_wheelhouse(reqs, platform_tags=component.platform_tags, python=python)
-            wheels = copy_wheels(cached, root / rel, component.exclude)
-            staged.wheels = [f"{rel}/{w.name}" for w in wheels]
-            entry |= {"requirements": reqs, "excluded": sorted(component.exclude)}
-            entry["platform_tags"] = component.platform_tags
-        else:
-            assert component.image is not None
-            entry |= {
-                "image_ref": component.image_ref,
-                "image_format": _copy_image(spec, component.image, root / rel),
-            }
-            staged.artifacts.append(("container", component.image_ref or component.name, rel))
+        _stage_engine(spec, component, root, staged)
     elif isinstance(component, specs.ModelSpec):
-        _stage_model(spec, component, root / rel, entry)
+        _stage_model(spec, component, root / rel, staged.entry)
         staged.artifacts.append(("machine-learning-model", component.name, rel))
     elif isinstance(component, specs.FlashinferSpec):
-        if component.source:
-            _copy_tree(spec.resolve(component.source), root / rel / "cache", component.name)
-            entry["cache_dir"] = f"{rel}/cache"
-            staged.artifacts.append(("data", f"{component.name}-cache", f"{rel}/cache"))
-        if component.requirements:
-            reqs = _requirements(spec, component.requirements)
-            cached = fetch_wheelhouse(reqs, platform_tags=component.platform_tags, python=python)
-            wheels = copy_wheels(cached, root / rel / "wheelhouse", [])
-            staged.wheels = [f"{rel}/wheelhouse/{w.name}" for w in wheels]
-            entry |= {"wheelhouse": f"{rel}/wheelhouse", "requirements": reqs}
+        _stage_flashinfer(spec, component, root, staged)
     elif isinstance(component, specs.ControlplaneSpec):
-        project = spec.resolve(component.project)
-        deps = _project_dependencies(project)
-        cached = fetch_wheelhouse(deps, platform_tags=component.platform_tags, python=python)
-        wheels = copy_wheels(cached, root / rel, [])
-        if component.wheel:
-            prebuilt = spec.resolve(component.wheel)
-            if not prebuilt.is_file() or not prebuilt.name.startswith("sparkplane-"):
-                raise ComponentError(f"controlplane wheel {prebuilt} is not a sparkplane wheel")
-            wheels.append(Path(shutil.copyfile(prebuilt, root / rel / prebuilt.name)))
-        else:
-            wheels.append(build_project_wheel(project, root / rel))
-        staged.wheels = sorted(f"{rel}/{w.name}" for w in wheels)
-        entry["requirements"] = deps
+        _stage_controlplane(spec, component, root, staged)
     else:
         _copy_tree(spec.resolve(component.source), root / rel, component.name)
     return staged
+
+
+def _stage_engine(
+    spec: specs.BundleSpec, component: specs.EngineSpec, root: Path, staged: Staged
+) -> None:
+    rel, entry = staged.entry["path"], staged.entry
+    entry["runtime"] = component.runtime
+    if component.runtime == "wheelhouse":
+        assert component.requirements is not None
+        reqs = _requirements(spec, component.requirements)
+        cached = fetch_wheelhouse(
+            reqs, platform_tags=component.platform_tags, python=spec.platform.python
+        )
+        wheels = copy_wheels(cached, root / rel, component.exclude)
+        staged.wheels = [f"{rel}/{w.name}" for w in wheels]
+        entry |= {"requirements": reqs, "excluded": sorted(component.exclude)}
+        entry["platform_tags"] = component.platform_tags
+    else:
+        assert component.image is not None
+        entry["image_ref"] = component.image_ref
+        entry["image_format"] = _copy_image(spec, component.image, root / rel)
+        staged.artifacts.append(("container", component.image_ref or component.name, rel))
+
+
+def _stage_flashinfer(
+    spec: specs.BundleSpec, component: specs.FlashinferSpec, root: Path, staged: Staged
+) -> None:
+    rel, entry = staged.entry["path"], staged.entry
+    if component.source:
+        _copy_tree(spec.resolve(component.source), root / rel / "cache", component.name)
+        entry["cache_dir"] = f"{rel}/cache"
+        staged.artifacts.append(("data", f"{component.name}-cache", f"{rel}/cache"))
+    if component.requirements:
+        reqs = _requirements(spec, component.requirements)
+        cached = fetch_wheelhouse(
+            reqs, platform_tags=component.platform_tags, python=spec.platform.python
+        )
+        wheels = copy_wheels(cached, root / rel / "wheelhouse", [])
+        staged.wheels = [f"{rel}/wheelhouse/{w.name}" for w in wheels]
+        entry |= {"wheelhouse": f"{rel}/wheelhouse", "requirements": reqs}
+
+
+def _stage_controlplane(
+    spec: specs.BundleSpec, component: specs.ControlplaneSpec, root: Path, staged: Staged
+) -> None:
+    rel = staged.entry["path"]
+    project = spec.resolve(component.project)
+    deps = _project_dependencies(project)
+    cached = fetch_wheelhouse(
+        deps, platform_tags=component.platform_tags, python=spec.platform.python
+    )
+    wheels = copy_wheels(cached, root / rel, [])
+    if component.wheel:
+        prebuilt = spec.resolve(component.wheel)
+        if not prebuilt.is_file() or not prebuilt.name.startswith("sparkplane-"):
+            raise ComponentError(f"controlplane wheel {prebuilt} is not a sparkplane wheel")
+        wheels.append(Path(shutil.copyfile(prebuilt, root / rel / prebuilt.name)))
+    else:
+        wheels.append(build_project_wheel(project, root / rel))
+    staged.wheels = sorted(f"{rel}/{w.name}" for w in wheels)
+    staged.entry["requirements"] = deps
 
 
 def _requirements(spec: specs.BundleSpec, relative: str) -> list[str]:

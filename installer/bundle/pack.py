@@ -27,6 +27,7 @@ from installer.bundle.manifest import (
     SIGNER_NAME,
     canonical_json,
     parse_manifest,
+    unsafe_path_reason,
 )
 
 INDEX_NAME = "index.json"
@@ -173,6 +174,8 @@ def extract_part(part_path: Path, expected: list[list[Any]], out: Path) -> None:
         for info in tar:
             offset = int(info.pax_headers.get("SPARKPLANE.offset", "-1"))
             key = (info.name, offset)
+            if unsafe_path_reason(info.name) is not None:  # even a trusted index gets no "../"
+                raise PackError(f"{part_path.name}: unsafe member name {info.name!r}")
             if not info.isreg() or key not in planned or planned[key][0] != info.size:
                 raise PackError(f"{part_path.name}: member {info.name!r} is not in the index")
             source = tar.extractfile(info)

@@ -13,7 +13,7 @@ from installer import signing
 from installer.bundle.manifest import SIGNER_NAME
 from installer.bundle.pack import PackError, pack_bundle, parse_size
 from installer.bundle.progress import byte_progress
-from installer.bundle.trust import TrustError, load_trust_source
+from installer.bundle.trust import TrustError, appliance_trust_dir, load_trust_source
 from installer.bundle.unpack import PartsError, unpack
 from installer.bundle.verify import verify_bundle
 
@@ -61,13 +61,19 @@ def pack(
 def unpack_command(
     parts_dir: Annotated[Path, typer.Argument(help="Directory holding the parts and index.json")],
     out_dir: Annotated[Path, typer.Option("--out", help="Bundle directory to create")],
-    trust: Annotated[Path, typer.Option(help="Trusted key file or trust directory")] = Path(
-        "/etc/sparkplane/trust"
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trusted key file or trust directory [default: ROOT/etc/sparkplane/trust]"
+        ),
+    ] = None,
+    root: Annotated[Path, typer.Option(help="Appliance root whose trust directory to use")] = Path(
+        "/"
     ),
 ) -> None:
     """Check every part against the signed index, then unpack; re-run to resume."""
     try:
-        keys, revoked = load_trust_source(trust)
+        keys, revoked = load_trust_source(trust or appliance_trust_dir(root))
     except TrustError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc

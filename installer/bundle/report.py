@@ -48,6 +48,7 @@ class VerifyReport:
     files_checked: int = 0
     bytes_hashed: int = 0
     elapsed: float = 0.0
+    _seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -59,7 +60,9 @@ class VerifyReport:
 
     def add(self, path: str, problem: str, detail: str) -> None:
         assert problem in PROBLEMS, problem
-        self.findings.append(Finding(path, problem, detail))
+        if (path, problem) not in self._seen:  # one finding per path and problem
+            self._seen.add((path, problem))
+            self.findings.append(Finding(path, problem, detail))
 
     def problems(self) -> set[str]:
         return {finding.problem for finding in self.findings}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email.parser
 import uuid
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from installer.bundle.manifest import canonical_json
@@ -21,12 +24,36 @@ class SbomItem:
     sha256: str | None = None
     component: str = ""  # the bundle component it belongs to
     purl: str | None = None
+    license: dict[str, Any] | None = None  # a CycloneDX license choice
 
 
-def wheel_item(name: str, version: str, path: str, sha256: str, component: str) -> SbomItem:
-    return SbomItem(
-        "library", name, version, path, sha256, component, purl=f"pkg:pypi/{name}@{version}"
-    )
+def wheel_item(
+    name: str, version: str, path: str, sha256: str, component: str, wheel: Path
+) -> SbomItem:
+    purl = f"pkg:pypi/{name}@{version}"
+    return SbomItem("library", name, version, path, sha256, component, purl, wheel_license(wheel))
+
+
+def wheel_license(wheel: Path) -> dict[str, Any] | None:
+    """The licence a wheel declares in its METADATA (expression, OSI classifier or short text)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+            if len(names) != 1:
+                return None
+            meta = email.parser.BytesHeaderParser().parsebytes(archive.read(names[0]))
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None  # not a readable wheel: the SBOM simply has no licence for it
+    if expression := (meta.get("License-Expression") or "").strip():
+        return {"expression": expression}
+    osi = "License :: OSI Approved :: "
+    classifiers = [c[len(osi) :] for c in meta.get_all("Classifier") or [] if c.startswith(osi)]
+    if classifiers:
+        return {"license": {"name": classifiers[0]}}
+    text = (meta.get("License") or "").strip()
+    if text and "\n" not in text and len(text) <= 80:
+        return {"license": {"name": text}}
+    return None
 
 
 def build_sbom(
@@ -74,4 +101,6 @@ def _component(item: SbomItem) -> dict[str, Any]:
         entry["purl"] = item.purl
     if item.sha256:
         entry["hashes"] = [{"alg": "SHA-256", "content": item.sha256}]
+    if item.license:
+        entry["licenses"] = [item.license]
     return entry

@@ -16,6 +16,12 @@ from installer import signing
 from installer.bundle.signature import check_endorsement
 
 REVOKED_NAME = "revoked"
+TRUST_SUBDIR = Path("etc/sparkplane/trust")
+
+
+def appliance_trust_dir(root: Path) -> Path:
+    """The trust directory of an appliance installed under `root` (`/` on a real box)."""
+    return Path(root) / TRUST_SUBDIR
 
 
 class TrustError(RuntimeError):

@@ -63,8 +63,15 @@ def read_index(
         endorsement.is_file() and check_endorsement(endorsement.read_bytes(), signer, usable)
     ):
         raise PackError(f"index signer {fingerprint} is not a trusted key")
-    index = json.loads(data)
-    if index.get("kind") != "sparkplane-bundle-parts" or index.get("schema") != 1:
+    try:
+        index = json.loads(data)
+        well_formed = index["kind"] == "sparkplane-bundle-parts" and index["schema"] == 1
+        well_formed = well_formed and all(
+            {"file", "size", "sha256", "members"} <= set(p) for p in index["parts"]
+        )
+    except (ValueError, KeyError, TypeError):
+        well_formed = False
+    if not well_formed:
         raise PackError(f"{parts_dir}/{INDEX_NAME}: not a sparkplane part index")
     return index, data
 

@@ -59,8 +59,8 @@ def verify_bundle(
             report.add(MANIFEST_NAME, "malformed-manifest", str(exc))
         check_signature(bundle_dir, manifest_bytes, trusted, revoked, report)
     regular, odd = _walk(bundle_dir)
-    for path, why in sorted(odd.items()):
-        report.add(path, "unsafe-path", why)
+    for path, (problem, why) in sorted(odd.items()):
+        report.add(path, problem, why)
     if report.manifest is not None:
         _check_files(bundle_dir, report, regular, odd, workers, progress)
         _check_model_signatures(bundle_dir, report, regular, model_trust)
@@ -81,25 +81,29 @@ def _read_control(bundle_dir: Path, name: str, report: VerifyReport) -> bytes | 
     return path.read_bytes()
 
 
-def _walk(root: Path) -> tuple[dict[str, int], dict[str, str]]:
-    """Regular files (path -> size) and everything else (path -> why it is unsafe), no follow."""
+def _walk(root: Path) -> tuple[dict[str, int], dict[str, tuple[str, str]]]:
+    """Regular files (path -> size) and everything else (path -> (problem, why)), no follow."""
     regular: dict[str, int] = {}
-    odd: dict[str, str] = {}
+    odd: dict[str, tuple[str, str]] = {}
     pending = [("", root)]
     while pending:
         prefix, directory = pending.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                rel = prefix + entry.name
-                if entry.is_symlink():
-                    odd[rel] = f"symlink to {os.readlink(entry.path)!r} (not followed)"
-                elif entry.is_dir(follow_symlinks=False):
-                    pending.append((rel + "/", Path(entry.path)))
-                elif entry.is_file(follow_symlinks=False):
-                    if not (prefix == "" and entry.name in CONTROL_FILES):
-                        regular[rel] = entry.stat(follow_symlinks=False).st_size
-                else:
-                    odd[rel] = "not a regular file or directory"
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            odd[prefix.rstrip("/") or "."] = ("unreadable", f"directory: {exc.strerror}")
+            continue
+        for entry in entries:
+            rel = prefix + entry.name
+            if entry.is_symlink():
+                odd[rel] = ("unsafe-path", f"symlink to {os.readlink(entry.path)!r} (not followed)")
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append((rel + "/", Path(entry.path)))
+            elif entry.is_file(follow_symlinks=False):
+                if not (prefix == "" and entry.name in CONTROL_FILES):
+                    regular[rel] = entry.stat(follow_symlinks=False).st_size
+            elif not (prefix == "" and entry.name in CONTROL_FILES):
+                odd[rel] = ("unsafe-path", "not a regular file or directory")
     return regular, odd
 
 
@@ -107,7 +111,7 @@ def _check_files(
     root: Path,
     report: VerifyReport,
     regular: dict[str, int],
-    odd: dict[str, str],
+    odd: dict[str, tuple[str, str]],
     workers: int | None,
     progress: ProgressSink | None,
 ) -> None:

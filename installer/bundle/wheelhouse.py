@@ -38,7 +38,7 @@ def cache_root() -> Path:
 def requirement_lines(text: str) -> list[str]:
     """Requirement lines without comments and blanks, in their order."""
     lines = []
-    for raw in text.splitlines():
+    for raw in text.replace("\\\n", " ").splitlines():  # join backslash continuations
         line = raw.split(" #", 1)[0].strip()
         if line and not line.startswith("#"):
             lines.append(line)

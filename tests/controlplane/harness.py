@@ -48,8 +48,15 @@ class ThreadGateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, loop="uvloop",
-                                http="httptools", log_level="warning", lifespan="on")  # fmt: skip
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self.url = f"http://127.0.0.1:{settings.port}"
         self.loop = uvloop.new_event_loop()
@@ -77,8 +84,9 @@ class ThreadGateway:
         self.thread.join(timeout=30)
 
     def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                            timeout=30)  # fmt: skip
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        )
 
     def state(self) -> Any:
         return self.app.state.gateway
@@ -87,8 +95,11 @@ class ThreadGateway:
 def wait_until_up(url: str, thread_or_proc: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = (thread_or_proc.is_alive() if isinstance(thread_or_proc, threading.Thread)
-                 else thread_or_proc.poll() is None)  # fmt: skip
+        alive = (
+            thread_or_proc.is_alive()
+            if isinstance(thread_or_proc, threading.Thread)
+            else thread_or_proc.poll() is None
+        )
         if not alive:
             raise RuntimeError(f"gateway at {url} died while starting")
         try:
@@ -109,8 +120,11 @@ class ProcessGateway:
         full_env = {**os.environ, **env, "SPARKPLANE_PORT": str(port)}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from installer.cli import main; main()", "serve"],
-            cwd=REPO_ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until_up(self.url, self.proc)
         except RuntimeError:

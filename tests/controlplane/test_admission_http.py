@@ -29,8 +29,9 @@ def sim() -> Iterator[SimHandle]:
 
 @pytest.fixture(scope="module")
 def gateway(sim: SimHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadGateway]:
-    settings = make_settings(tmp_path_factory.mktemp("gw"), [sim.url],
-                             engine_capacity=ENGINE_CAPACITY)  # fmt: skip
+    settings = make_settings(
+        tmp_path_factory.mktemp("gw"), [sim.url], engine_capacity=ENGINE_CAPACITY
+    )
     server = ThreadGateway(settings)
     yield server
     server.stop()
@@ -47,7 +48,9 @@ def live_counts(gateway: ThreadGateway) -> dict[str, tuple[int, int]]:
 def wait_for_idle(gateway: ThreadGateway, sim: SimHandle, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        engines = gateway.call_in_loop(lambda: [e.in_flight for e in gateway.state().engines.engines])
+        engines = gateway.call_in_loop(
+            lambda: [e.in_flight for e in gateway.state().engines.engines]
+        )
         busy = any(v != (0, 0) for v in live_counts(gateway).values()) or any(engines)
         if not busy and sim.stats()["in_flight"] == 0:
             return
@@ -56,14 +59,20 @@ def wait_for_idle(gateway: ThreadGateway, sim: SimHandle, timeout: float = 10.0)
 
 
 def chat(model: str = "sim-model", max_tokens: int = 20, stream: bool = False) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hello there"}],
-            "max_tokens": max_tokens, "stream": stream}  # fmt: skip
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
 
 
 async def test_caps_hold_under_500_concurrent_clients(gateway: ThreadGateway, sim: SimHandle):
     with gateway.admin() as admin:
-        keys = {name: new_tenant(admin, name, max_concurrency=5, queue_size=1000,
-                                 queue_timeout=120) for name in ("cap-a", "cap-b", "cap-c")}  # fmt: skip
+        keys = {
+            name: new_tenant(admin, name, max_concurrency=5, queue_size=1000, queue_timeout=120)
+            for name in ("cap-a", "cap-b", "cap-c")
+        }
     sim.reset()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(gateway.url, connector=connector) as session:
@@ -71,8 +80,9 @@ async def test_caps_hold_under_500_concurrent_clients(gateway: ThreadGateway, si
         async def one(index: int) -> int:
             name = list(keys)[index % 3]
             headers = {"Authorization": f"Bearer {keys[name]}"}
-            async with session.post("/v1/chat/completions", json=chat(max_tokens=4),
-                                    headers=headers) as response:  # fmt: skip
+            async with session.post(
+                "/v1/chat/completions", json=chat(max_tokens=4), headers=headers
+            ) as response:
                 await response.read()
                 return response.status
 
@@ -88,8 +98,10 @@ async def test_caps_hold_under_500_concurrent_clients(gateway: ThreadGateway, si
 async def test_a_thousand_random_disconnects_leak_nothing(gateway: ThreadGateway, sim: SimHandle):
     cap = 8
     with gateway.admin() as admin:
-        keys = [new_tenant(admin, f"leak-{i}", max_concurrency=cap, queue_size=1000,
-                           queue_timeout=60) for i in range(3)]  # fmt: skip
+        keys = [
+            new_tenant(admin, f"leak-{i}", max_concurrency=cap, queue_size=1000, queue_timeout=60)
+            for i in range(3)
+        ]
     sim.reset()
     rng = random.Random(1234)
     outcomes: dict[str, int] = {"completed": 0, "cut": 0}
@@ -117,15 +129,21 @@ async def test_a_thousand_random_disconnects_leak_nothing(gateway: ThreadGateway
             await asyncio.gather(*(one(session, batch * 50 + i) for i in range(50)))
     assert outcomes["cut"] > 300 and outcomes["completed"] > 50, outcomes
     wait_for_idle(gateway, sim)
-    assert sim.stats()["aborted"] > 100, (outcomes, {k: v for k, v in sim.stats().items() if k != "tenants"})
+    assert sim.stats()["aborted"] > 100, (
+        outcomes,
+        {k: v for k, v in sim.stats().items() if k != "tenants"},
+    )
 
     # A full cap of new requests is admitted at once, with nothing queued.
     sim.reset()
     headers = {"Authorization": f"Bearer {keys[0]}"}
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-        requests = [asyncio.create_task(client.post("/v1/chat/completions", headers=headers,
-                                                    json=chat(max_tokens=40)))  # fmt: skip
-                    for _ in range(cap)]
+        requests = [
+            asyncio.create_task(
+                client.post("/v1/chat/completions", headers=headers, json=chat(max_tokens=40))
+            )
+            for _ in range(cap)
+        ]
         await asyncio.sleep(0.1)
         assert live_counts(gateway)["leak-0"] == (cap, 0)
         responses = await asyncio.gather(*requests)
@@ -140,8 +158,9 @@ def test_queue_timeout_gives_429_with_retry_after(gateway: ThreadGateway) -> Non
     with httpx.Client(base_url=gateway.url, timeout=30, headers=headers) as client:
         import threading
 
-        slow = threading.Thread(target=client.post, args=("/v1/chat/completions",),
-                                kwargs={"json": chat(max_tokens=60)})  # fmt: skip
+        slow = threading.Thread(
+            target=client.post, args=("/v1/chat/completions",), kwargs={"json": chat(max_tokens=60)}
+        )
         slow.start()
         time.sleep(0.1)
         response = client.post("/v1/chat/completions", json=chat())
@@ -157,8 +176,12 @@ def test_rpm_limit_gives_429(gateway: ThreadGateway) -> None:
     with gateway.admin() as admin:
         key = new_tenant(admin, "chatty", rpm=2)
     headers = {"Authorization": f"Bearer {key}"}
-    statuses = [httpx.post(gateway.url + "/v1/chat/completions", json=chat(max_tokens=1),
-                           headers=headers).status_code for _ in range(3)]  # fmt: skip
+    statuses = [
+        httpx.post(
+            gateway.url + "/v1/chat/completions", json=chat(max_tokens=1), headers=headers
+        ).status_code
+        for _ in range(3)
+    ]
     assert statuses == [200, 200, 429]
 
 
@@ -166,7 +189,10 @@ def test_engine_errors_pass_through_with_their_status(gateway: ThreadGateway, si
     with gateway.admin() as admin:
         key = new_tenant(admin, "unlucky")
     sim.set_faults(fail_next=1, error_status=500)
-    response = httpx.post(gateway.url + "/v1/chat/completions", json=chat(),
-                          headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=chat(),
+        headers={"Authorization": f"Bearer {key}"},
+    )
     assert response.status_code == 500
     assert "error" in response.json()

@@ -22,11 +22,21 @@ from controlplane.usage import UsageLedger
 
 def policy(tenant_id: int, **limits: object) -> TenantPolicy:
     values: dict[str, object] = dict(
-        tenant_id=tenant_id, name=f"t{tenant_id}", max_concurrency=100, weight=1.0, rpm=None,
-        tpm=None, daily_tokens=None, monthly_tokens=None, max_tokens=None,
-        allowed_models=frozenset(), queue_size=1000, queue_timeout=30.0, disabled=False,
+        tenant_id=tenant_id,
+        name=f"t{tenant_id}",
+        max_concurrency=100,
+        weight=1.0,
+        rpm=None,
+        tpm=None,
+        daily_tokens=None,
+        monthly_tokens=None,
+        max_tokens=None,
+        allowed_models=frozenset(),
+        queue_size=1000,
+        queue_timeout=30.0,
+        disabled=False,
         capture_content=False,
-    )  # fmt: skip
+    )
     values.update(limits)
     return TenantPolicy(**values)  # type: ignore[arg-type]
 

@@ -33,8 +33,12 @@ def key(gateway: ThreadGateway) -> str:
 
 
 def post(gateway: ThreadGateway, key: str, body: object = None, **kwargs: object) -> httpx.Response:
-    return httpx.post(gateway.url + "/v1/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {key}"}, **kwargs)  # type: ignore[arg-type]
+    return httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def test_unknown_route_and_method(gateway: ThreadGateway) -> None:
@@ -50,11 +54,11 @@ def test_inference_request_errors(gateway: ThreadGateway, key: str) -> None:
     error = assert_error(post(gateway, key, {"messages": []}), 400, "missing_model")
     assert error["param"] == "model"
     assert_error(post(gateway, key, {"model": "nope"}), 404, "model_not_found")
-    error = assert_error(post(gateway, key, {"model": "sim-model", "max_tokens": 11}), 400,
-                         "max_tokens_exceeded")  # fmt: skip
+    error = assert_error(
+        post(gateway, key, {"model": "sim-model", "max_tokens": 11}), 400, "max_tokens_exceeded"
+    )
     assert error["param"] == "max_tokens"
-    assert_error(post(gateway, key, {"model": "sim-model", "stream": "yes"}), 400,
-                 "invalid_value")  # fmt: skip
+    assert_error(post(gateway, key, {"model": "sim-model", "stream": "yes"}), 400, "invalid_value")
     big = b'{"model": "sim-model", "x": "' + b"a" * (17 * 1024 * 1024) + b'"}'
     assert_error(httpx.post(url, content=big, headers=headers), 413, "body_too_large")
 
@@ -62,31 +66,42 @@ def test_inference_request_errors(gateway: ThreadGateway, key: str) -> None:
 def test_auth_errors(gateway: ThreadGateway) -> None:
     url = gateway.url + "/v1/models"
     assert_error(httpx.get(url), 401, "missing_api_key")
-    assert_error(httpx.get(url, headers={"Authorization": "Bearer sk-sp-" + "x" * 43}), 401,
-                 "invalid_api_key")  # fmt: skip
+    assert_error(
+        httpx.get(url, headers={"Authorization": "Bearer sk-sp-" + "x" * 43}),
+        401,
+        "invalid_api_key",
+    )
     assert_error(httpx.get(gateway.url + "/api/tenants"), 401, "not_authenticated")
-    assert_error(httpx.get(gateway.url + "/api/tenants", headers={"Authorization": "Bearer no"}),
-                 401, "invalid_admin_token")  # fmt: skip
+    assert_error(
+        httpx.get(gateway.url + "/api/tenants", headers={"Authorization": "Bearer no"}),
+        401,
+        "invalid_admin_token",
+    )
 
 
 def test_disabled_tenant_is_refused(gateway: ThreadGateway) -> None:
     with gateway.admin() as admin:
         key = new_tenant(admin, "gone-soon")
         assert admin.post("/api/tenants/gone-soon/disable").status_code == 200
-    assert_error(httpx.get(gateway.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}),
-                 403, "tenant_disabled")  # fmt: skip
+    assert_error(
+        httpx.get(gateway.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}),
+        403,
+        "tenant_disabled",
+    )
 
 
 def test_admin_errors(gateway: ThreadGateway) -> None:
     with gateway.admin() as admin:
         assert_error(admin.post("/api/tenants", json={"name": "Bad Name"}), 422, "invalid_value")
-        assert_error(admin.post("/api/tenants", json={"name": "ok", "weight": -1}), 422,
-                     "invalid_value")  # fmt: skip
+        assert_error(
+            admin.post("/api/tenants", json={"name": "ok", "weight": -1}), 422, "invalid_value"
+        )
         admin.post("/api/tenants", json={"name": "twice"})
         assert_error(admin.post("/api/tenants", json={"name": "twice"}), 409, "conflict")
         assert_error(admin.get("/api/tenants/absent"), 404, "not_found")
-        assert_error(admin.patch("/api/tenants/twice", json={"max_concurrency": None}), 422,
-                     "invalid_value")  # fmt: skip
+        assert_error(
+            admin.patch("/api/tenants/twice", json={"max_concurrency": None}), 422, "invalid_value"
+        )
         assert_error(admin.post("/api/keys/999999/revoke"), 404, "not_found")
         assert_error(admin.post("/api/keys", json={"tenant": "absent"}), 404, "not_found")
 
@@ -98,8 +113,11 @@ def test_engine_down_gives_503(sim: SimHandle, tmp_path_factory: pytest.TempPath
         with server.admin() as admin:
             key = new_tenant(admin, "orphan")
         assert_error(post(server, key, {"model": "sim-model"}), 503, "engine_unavailable")
-        assert_error(httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}),
-                     503, "engine_unavailable")  # fmt: skip
+        assert_error(
+            httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}),
+            503,
+            "engine_unavailable",
+        )
         ready = httpx.get(server.url + "/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["engine"] != "ok"
     finally:

@@ -31,7 +31,9 @@ def test_models_filtered_by_allow_list(gateway: ThreadGateway) -> None:
     sdk = client(gateway, limited)
     assert [model.id for model in sdk.models.list()] == ["sim-model"]
     with pytest.raises(openai.NotFoundError) as caught:
-        sdk.chat.completions.create(model="other-model", messages=[{"role": "user", "content": "x"}])
+        sdk.chat.completions.create(
+            model="other-model", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.code == "model_not_found"
 
 
@@ -44,9 +46,14 @@ def test_chat_plain_reports_usage(gateway: ThreadGateway, key: str) -> None:
 
 
 def test_stream_strips_usage_the_client_did_not_ask_for(gateway: ThreadGateway, key: str) -> None:
-    chunks = list(client(gateway, key).chat.completions.create(
-        model="sim-model", messages=[{"role": "user", "content": "hi"}], max_tokens=7, stream=True,
-    ))  # fmt: skip
+    chunks = list(
+        client(gateway, key).chat.completions.create(
+            model="sim-model",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=7,
+            stream=True,
+        )
+    )
     assert chunks, "no chunks relayed"
     assert all(chunk.usage is None for chunk in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -54,10 +61,15 @@ def test_stream_strips_usage_the_client_did_not_ask_for(gateway: ThreadGateway, 
 
 
 def test_stream_keeps_usage_when_asked(gateway: ThreadGateway, key: str) -> None:
-    chunks = list(client(gateway, key).chat.completions.create(
-        model="sim-model", messages=[{"role": "user", "content": "hi"}], max_tokens=7, stream=True,
-        stream_options={"include_usage": True},
-    ))  # fmt: skip
+    chunks = list(
+        client(gateway, key).chat.completions.create(
+            model="sim-model",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=7,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     usage = [chunk.usage for chunk in chunks if chunk.usage is not None]
     assert len(usage) == 1 and usage[0].completion_tokens == 7
 
@@ -65,9 +77,12 @@ def test_stream_keeps_usage_when_asked(gateway: ThreadGateway, key: str) -> None
 def test_tools_and_response_format_pass_through(gateway: ThreadGateway, key: str) -> None:
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     reply = client(gateway, key).chat.completions.create(
-        model="sim-model", messages=[{"role": "user", "content": "x"}], max_tokens=4,
-        tools=tools, response_format={"type": "json_object"},  # type: ignore[arg-type]
-    )  # fmt: skip
+        model="sim-model",
+        messages=[{"role": "user", "content": "x"}],
+        max_tokens=4,
+        tools=tools,
+        response_format={"type": "json_object"},  # type: ignore[arg-type]
+    )
     assert reply.choices
 
 
@@ -81,8 +96,11 @@ def test_completions_and_embeddings(gateway: ThreadGateway, key: str) -> None:
 
 @pytest.mark.parametrize("api_key", ["", "sk-sp-not-a-real-key-0000000000000000", "junk"])
 def test_bad_keys_get_401(gateway: ThreadGateway, api_key: str) -> None:
-    response = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "sim-model"},
-                          headers={"Authorization": f"Bearer {api_key}"} if api_key else {})  # fmt: skip
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": "sim-model"},
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+    )
     assert response.status_code == 401
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}

@@ -155,3 +155,38 @@ def test_stop_kills_streams_at_once_and_the_port_can_be_reused() -> None:
     with start_simulator(port=sim.port, time_scale=0.01) as again:  # the engine comes back
         assert again.url == sim.url
         assert httpx.get(again.base_url + "/health").status_code == 200
+
+
+async def test_a_thousand_clients_leaving_at_random_points_leak_nothing() -> None:
+    import random
+
+    with start_simulator(mode="subprocess", max_num_seqs=32, time_scale=0.05) as sim:
+        body = {"model": "sim-model", "prompt": "go", "max_tokens": 64}
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def client(index: int) -> None:
+                stream = index % 2 == 0
+                async with session.post(
+                    sim.url + "/completions", json={**body, "stream": stream}
+                ) as resp:
+                    if stream:
+                        async for _ in resp.content:
+                            pass
+                    else:
+                        await resp.read()
+
+            tasks = [asyncio.create_task(client(i)) for i in range(1000)]
+            while (await asyncio.to_thread(sim.stats))["requests"] < 1000:
+                await asyncio.sleep(0.05)  # every request has reached the engine
+            for task in random.sample(tasks, 700):  # queued, prefilling or mid-decode
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        stats = await asyncio.to_thread(sim.wait_idle, 30)
+        assert (stats["in_flight"], stats["running"], stats["waiting"]) == (0, 0, 0)
+        assert stats["max_running"] == 32
+        finished = sum(1 for r in results if r is None)
+        # A client may leave just after the engine finished its answer: counted as completed.
+        assert stats["completed"] + stats["aborted"] == stats["requests"] == 1000
+        assert stats["completed"] >= finished
+        assert stats["aborted"] >= 400  # most were still queued or decoding

@@ -30,7 +30,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("b") / "bundle", keys / "bundle.key")
+    return make_bundle(
+        tmp_path_factory.mktemp("b") / "bundle", keys / "bundle.key", flashinfer=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,17 @@ def test_install_lays_out_the_appliance_file_system(installed) -> None:
         assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
     for unit in ("sparkplane-engine.service", "sparkplane-controlplane.service"):
         assert (layout.systemd / unit).is_file()
+
+
+def test_flashinfer_kernels_ship_with_the_release(installed) -> None:
+    root, _, _ = installed
+    layout = Layout.at(root)
+    _, env = engine_command(layout)
+    cubins = Path(env["FLASHINFER_CUBIN_DIR"])
+    assert cubins == layout.current / "flashinfer-cache"
+    assert (cubins / "cubins/gemm_sm121.cubin").read_bytes() == b"\x7fELF cubin"
+    python = str(layout.current / "engine-venv/bin/python")
+    subprocess.run([python, "-c", "import tinyflashinfer"], check=True)
 
 
 def test_second_run_changes_nothing(installed) -> None:

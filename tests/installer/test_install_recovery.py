@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,6 +54,32 @@ def wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 300)
         time.sleep(0.05)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (ansible-playbook runs in a session of its own)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def power_cut(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the installer and everything it started, all at the same moment."""
+    victims = [process.pid, *descendants(process.pid)]
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
 def test_killed_install_never_activates_and_completes_on_rerun(signed, tmp_path: Path) -> None:
     bundle, pub = signed
     root = tmp_path / "root"
@@ -66,8 +93,7 @@ def test_killed_install_never_activates_and_completes_on_rerun(signed, tmp_path:
     # Kill the whole process group (installer + ansible-playbook + pip) while the engine venv
     # is being filled: the worst moment, a venv that exists but is not complete.
     wait_for(layout.release("1.0.0") / "engine-venv" / "bin" / "python", process)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    power_cut(process)
     assert not (layout.release("1.0.0") / ".complete").exists()
     assert not layout.current.exists() and not layout.current.is_symlink()
     status = appliance_status(root, probe_health=False)

@@ -106,6 +106,10 @@ def test_container_runtime_needs_an_engine_and_the_toolkit(tmp_path: Path) -> No
     facts.tools = {"podman": "/usr/bin/podman", "nvidia-ctk": "/usr/bin/nvidia-ctk"}
     report = run_preflight(facts, needs, Layout.at(tmp_path), {})
     assert by_name(report, "container runtime").status == PASS
+    facts.tools = {"docker": "/usr/bin/docker", "nvidia-ctk": "/usr/bin/nvidia-ctk"}
+    facts.tool_errors = {"docker": "Cannot connect to the Docker daemon"}
+    runtime = by_name(run_preflight(facts, needs, Layout.at(tmp_path), {}), "container runtime")
+    assert runtime.status == FAIL and "Cannot connect" in runtime.value
 
 
 def test_disk_check_fails_when_the_bundle_cannot_fit(tmp_path: Path) -> None:
@@ -160,3 +164,21 @@ def test_cli_prints_json_for_a_cpu_bundle(tmp_path: Path) -> None:
     names = {check["name"] for check in report["checks"]}
     assert {"os", "architecture", "gpu", "memory", "disk", "clock sync"} <= names
     assert not (tmp_path / "r").exists()
+
+
+def test_install_of_a_container_bundle_without_podman_stops_at_preflight(tmp_path: Path) -> None:
+    import shutil as _shutil
+
+    from installer import signing
+    from installer.install import InstallError, install
+    from tests.installer.fixtures.bundles import make_bundle
+
+    if _shutil.which("nvidia-ctk"):
+        pytest.skip("the NVIDIA container toolkit is installed here")
+    signing.generate_keypair(tmp_path / "k")
+    bundle = make_bundle(tmp_path / "bundle", tmp_path / "k/bundle.key", runtime="container")
+    with pytest.raises(InstallError, match="preflight failed") as caught:
+        install(bundle, tmp_path / "root", [signing.load_public_key(tmp_path / "k/bundle.pub")])
+    details = "\n".join(caught.value.details)
+    assert "nvidia container toolkit: not found" in details
+    assert not (tmp_path / "root").exists()

@@ -49,7 +49,7 @@ def project(tmp_path: Path) -> Path:
 
 def test_counts_and_progress_lines_come_from_runner_events(project: Path, tmp_path: Path) -> None:
     out = io.StringIO()
-    console = Console(file=out, force_terminal=True, width=200)
+    console = Console(file=out, force_terminal=True, color_system=None, width=200)
     target = tmp_path / "hello.txt"
     result = run_playbook(
         project,
@@ -73,7 +73,7 @@ def test_counts_and_progress_lines_come_from_runner_events(project: Path, tmp_pa
 
 def test_failure_names_the_task_and_its_message(project: Path, tmp_path: Path) -> None:
     out = io.StringIO()
-    console = Console(file=out, force_terminal=True, width=200)
+    console = Console(file=out, force_terminal=True, color_system=None, width=200)
     target = tmp_path / "hello.txt"
     result = run_playbook(
         project,

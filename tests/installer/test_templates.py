@@ -52,6 +52,7 @@ def render(name: str, **overrides: object) -> str:
         "sparkplane_user": "sparkplane",
         "sparkplane_flashinfer_cubin_dir": "",
         "sparkplane_container_engine": "podman",
+        "sparkplane_container_bin": "/usr/bin/podman",
         "sparkplane_container_name": "sparkplane-engine",
         "sparkplane_container_image": "nvcr.io/nvidia/vllm:26.01-py3",
         "sparkplane_container_shm_size": "16g",
@@ -129,6 +130,7 @@ def test_docker_uses_gpus_all_and_the_same_engine_arguments() -> None:
         "sparkplane-engine.service.j2",
         sparkplane_engine_runtime="container",
         sparkplane_container_engine="docker",
+        sparkplane_container_bin="/usr/bin/docker",
     )
     argv = exec_start(unit)
     assert argv[:7] == [
@@ -254,3 +256,15 @@ def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
         assert "ip daddr 10.20.0.0/16 accept" in text
     rules.write_text(text.replace("policy drop", "policy maybe"))
     assert subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True).returncode != 0
+
+
+def test_container_mounts_the_bundled_flashinfer_kernels_read_only() -> None:
+    cubins = "/opt/sparkplane/current/flashinfer-cache"
+    unit = render(
+        "sparkplane-engine.service.j2",
+        sparkplane_engine_runtime="container",
+        sparkplane_flashinfer_cubin_dir=cubins,
+    )
+    argv = exec_start(unit)
+    mount = argv.index(f"{cubins}:{cubins}:ro")
+    assert argv[mount - 1] == "--volume" and argv[mount + 1] == "--entrypoint"

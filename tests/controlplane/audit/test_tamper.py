@@ -201,3 +201,30 @@ def _now():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def test_dropping_every_checkpoint_and_rewriting_is_reported(export, tmp_path_factory):
+    """Without checkpoints nothing is signed over the entries: that alone is a failure."""
+    kept = [line for line in export.lines if not line.startswith(b'{"checkpoint"')]
+    report = export.verify(kept, tmp_path_factory.mktemp("t"))
+    assert located(report, seqs={1}, kinds={"uncovered"}), report.as_dict()
+
+
+@PROPERTY
+@given(data=st.data())
+def test_entries_appended_after_the_last_checkpoint_are_reported(export, tmp_path_factory, data):
+    count = data.draw(st.integers(1, 3))
+    last = export.lines[export.entry_lines[-1]]
+    stored, envelope, _ = split_line(last)
+    prev, added = stored, []
+    for extra in range(count):
+        fields = orjson.loads(envelope)
+        payload = canonical_json({"n": 1000 + extra})
+        fields |= {"seq": fields["seq"] + 1 + extra, "data": data_digest(payload).hex()}
+        forged = canonical_json(fields)
+        prev = link_hash(prev, forged)
+        added.append(export_line(prev, forged, payload))
+    tampered = [*export.lines[:-1], *added, export.lines[-1]]  # before the public key line
+    report = export.verify(tampered, tmp_path_factory.mktemp("t"))
+    first_added = export.seq_at(export.entry_lines[-1]) + 1
+    assert located(report, seqs={first_added}, kinds={"uncovered", "inserted"}), report.as_dict()

@@ -2,6 +2,7 @@ import hashlib
 import json
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,12 @@ def _seed_cache(
     target = cache / "wheels" / wheelhouse_key(requirements, tags, python)
     target.mkdir(parents=True)
     for name in wheels:
-        (target / name).write_bytes(name.encode() * 10)
+        if name.startswith("helper_lib"):  # a real (tiny) wheel, whose METADATA declares a licence
+            with zipfile.ZipFile(target / name, "w") as archive:
+                metadata = "Metadata-Version: 2.4\nName: helper-lib\nLicense-Expression: MIT\n"
+                archive.writestr("helper_lib-0.4.dist-info/METADATA", metadata)
+        else:
+            (target / name).write_bytes(name.encode() * 10)
     (target / COMPLETE_MARKER).write_text("{}")
 
 
@@ -127,6 +133,8 @@ def test_wheelhouse_engine_from_cache_with_excludes_and_sbom(tmp_path, keypair, 
     assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
     purls = {c["purl"] for c in sbom["components"] if "purl" in c}
     assert purls == {"pkg:pypi/fakeengine@1.2.3", "pkg:pypi/helper-lib@0.4"}
+    licences = {c["name"]: c.get("licenses") for c in sbom["components"]}
+    assert licences == {"fakeengine": None, "helper-lib": [{"expression": "MIT"}]}
     trusted = [signing.load_public_key(keypair[1])]
     assert verify_bundle(result.path, trusted).ok
     # An exclude that names no wheel is a spec mistake, reported as such.
@@ -162,3 +170,12 @@ def test_container_engine_requires_an_image_archive(tmp_path, keypair):
     assert engine.model_extra["image_format"] == "oci-archive"
     assert _sha(result.path / "engine/image.oci.tar") == _sha(good)
     shutil.rmtree(result.path)
+
+
+def test_source_date_epoch_makes_the_signed_manifest_reproducible(tmp_path, keypair, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    first = build_bundle(write_tiny_sources(tmp_path / "a"), keypair[0], tmp_path / "b1").path
+    second = build_bundle(write_tiny_sources(tmp_path / "b"), keypair[0], tmp_path / "b2").path
+    for name in ("manifest.json", "manifest.json.sig", "sbom.cdx.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert parse_manifest((first / "manifest.json").read_bytes()).created == "2026-01-01T00:00:00Z"

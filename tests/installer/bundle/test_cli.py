@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,10 @@ def test_keygen_build_verify_round_trip(tmp_path):
     assert "VALID" in result.stdout and "tiny-model" in result.stdout and "MB/s" in result.stdout
     result = run("bundle", "verify", bundle, "--trust", keys, "--json")
     assert result.returncode == 0
+    trust_dir = tmp_path / "root/etc/sparkplane/trust"  # the appliance's trust dir under --root
+    trust_dir.mkdir(parents=True)
+    (trust_dir / "publisher.pub").write_bytes((keys / "bundle.pub").read_bytes())
+    assert run("bundle", "verify", bundle, "--root", tmp_path / "root").returncode == 0
     data = json.loads(result.stdout)
     assert data["ok"] and data["name"] == "tiny" and data["findings"] == []
 
@@ -70,3 +75,11 @@ def test_keygen_with_endorsement_and_revoke(tmp_path):
     result = run("bundle", "revoke", fingerprint, "--trust-dir", tmp_path / "trust")
     assert result.returncode == 0
     assert (tmp_path / "trust/revoked").read_text().strip() == fingerprint
+    shutil.copyfile(tmp_path / "old/bundle.pub", tmp_path / "trust/old.pub")
+    listing = run("bundle", "trusted", "--trust-dir", tmp_path / "trust").stdout
+    old = json.loads(
+        run("bundle", "verify", tmp_path, "--trust", tmp_path / "old/bundle.pub", "--json").stdout
+        or "{}"
+    )
+    assert f"REVOKED  {fingerprint} (no key file)" in listing
+    assert "trusted  SHA256:" in listing

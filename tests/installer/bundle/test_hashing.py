@@ -33,3 +33,9 @@ def test_symlinks_are_an_error_not_followed(tmp_path):
     results = hash_tree_files(tmp_path, [("link", 4), ("real", 4), ("absent", 1)])
     assert isinstance(results["link"], OSError) and isinstance(results["absent"], OSError)
     assert results["real"].sha256 == hashlib.sha256(b"data").hexdigest()
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="not a regular file"):
+        hash_file(tmp_path / "pipe")

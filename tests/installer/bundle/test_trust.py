@@ -85,3 +85,20 @@ def test_unreadable_key_in_trust_dir_is_an_error(tmp_path):
     (tmp_path / "bad.pub").write_text("garbage")
     with pytest.raises(TrustError, match=r"bad\.pub"):
         TrustStore(tmp_path).keys()
+
+
+def test_verify_with_trust_dir_records_rotation_only_when_asked(tmp_path):
+    from installer.bundle.appliance import verify_with_trust_dir
+
+    _old_path, old_key, old_pub = _keys(tmp_path, "old")
+    new_path, _new_key, new_pub = _keys(tmp_path, "new")
+    trust_dir = tmp_path / "root/etc/sparkplane/trust"
+    TrustStore(trust_dir).add(old_pub)
+    endorsement = tmp_path / "endorsement"
+    endorsement.write_bytes(make_endorsement(old_key, new_pub))
+    spec = write_tiny_sources(tmp_path / "src")
+    bundle = build_bundle(spec, new_path, tmp_path / "b", endorsement=endorsement).path
+    assert verify_with_trust_dir(bundle, trust_dir).ok
+    assert not TrustStore(trust_dir).is_trusted(new_pub)
+    assert verify_with_trust_dir(bundle, trust_dir, record_rotation=True).ok
+    assert TrustStore(trust_dir).is_trusted(new_pub)

@@ -106,7 +106,9 @@ def test_symlinks_are_never_followed(tiny_bundle, trusted, tmp_path):
     outside_dir = tmp_path / "outside-dir"
     shutil.move(tiny_bundle / "extras/site/nested", outside_dir)
     (tiny_bundle / "extras/site/nested").symlink_to(outside_dir, target_is_directory=True)
+    os.mkfifo(tiny_bundle / "extras/site/pipe")  # would block a naive reader forever
     problems = _findings(tiny_bundle, trusted)
+    assert ("extras/site/pipe", "unsafe-path") in problems
     assert ("extras/site/README.txt", "unsafe-path") in problems
     assert ("extras/site/nested", "unsafe-path") in problems
     assert ("extras/site/nested/a.bin", "missing") in problems
@@ -179,3 +181,13 @@ def test_progress_sink_sees_every_byte(built_tiny, trusted):
     report = verify_bundle(built_tiny, trusted, progress=sink, workers=3)
     assert report.ok
     assert sink.total == sink.done == report.manifest.total_bytes() == report.bytes_hashed
+
+
+def test_control_files_that_are_symlinks_are_refused_once(tiny_bundle, trusted, tmp_path):
+    real = tmp_path / "elsewhere.json"
+    real.write_bytes((tiny_bundle / "manifest.json").read_bytes())
+    (tiny_bundle / "manifest.json").unlink()
+    (tiny_bundle / "manifest.json").symlink_to(real)
+    report = verify_bundle(tiny_bundle, trusted)
+    assert [(f.path, f.problem) for f in report.findings] == [("manifest.json", "unsafe-path")]
+    assert report.manifest is None and not report.ok

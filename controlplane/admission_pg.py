@@ -1,0 +1,291 @@
+"""Admission that holds across replicas sharing one PostgreSQL database.
+
+Each replica first admits locally (its own weighted fair queue, the same caps), then takes a
+lease row through `sparkplane_admit` (see admission_pg_schema.py), which counts every replica's
+leases under an advisory lock. A request that cannot have a lease yet waits in this replica's
+gate, ordered by its tenant's virtual time; the gate retries when any replica releases a lease
+(LISTEN/NOTIFY) and at least every `POLL_SECONDS`. Releases run in the background so that the
+client never waits for them; a crashed replica's leases expire with its heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine as DbEngine
+
+from controlplane.admission import Admission, Slot, TenantState
+from controlplane.admission_pg_schema import (
+    ADMIT_FUNCTION,
+    CHARGE_TOKENS_SQL,
+    HEARTBEAT_SQL,
+    NOTIFY_CHANNEL,
+    RELEASE_SQL,
+)
+from controlplane.core.config import Settings
+from controlplane.engines import EnginePool
+from controlplane.limits import Rejected, RejectReason, TenantPolicy
+from controlplane.metrics import Metrics
+from controlplane.usage import UsageLedger
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+ADMIT_SQL = (
+    "SELECT lease_id, reason, retry_after FROM sparkplane_admit(%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+@dataclass(eq=False)
+class _GateWaiter:
+    slot: Slot
+    future: asyncio.Future[int]
+    reason: RejectReason
+    abandoned: bool = False
+    priority: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.priority = self.slot.tenant.vtime
+
+
+class CoordinatedAdmission(Admission):
+    def __init__(
+        self,
+        pool: EnginePool,
+        usage: UsageLedger,
+        metrics: Metrics,
+        db_engine: DbEngine,
+        settings: Settings,
+    ) -> None:
+        super().__init__(pool, usage, metrics, local_rates=False)
+        url = db_engine.url.set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._replica = settings.replica_id
+        self._ttl = settings.lease_ttl
+        self._gate: list[_GateWaiter] = []
+        self._wake = asyncio.Event()
+        self._conns: dict[str, psycopg.AsyncConnection[Any]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._connecting = asyncio.Lock()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        conn = await self._conn("admit")
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sparkplane_schema'))")
+            await conn.execute(ADMIT_FUNCTION)
+        await conn.execute(HEARTBEAT_SQL, {"replica": self._replica})
+        for loop in (self._heartbeat_loop, self._listen_loop, self._gate_loop):
+            self._loops.append(asyncio.create_task(loop(), name=loop.__name__))
+
+    async def close(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._background, return_exceptions=True)
+        with contextlib.suppress(psycopg.Error):
+            conn = await self._conn("admit")
+            await conn.execute(
+                "DELETE FROM admission_leases WHERE replica_id = %s", [self._replica]
+            )
+            await conn.execute(
+                "DELETE FROM admission_replicas WHERE replica_id = %s", [self._replica]
+            )
+        for conn in self._conns.values():
+            await conn.close()
+
+    async def _conn(self, role: str) -> psycopg.AsyncConnection[Any]:
+        """One connection per role (admit, release, heartbeat, listen), reopened if broken."""
+        async with self._connecting:
+            conn = self._conns.get(role)
+            if conn is None or conn.closed or conn.broken:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                self._conns[role] = conn
+            return conn
+
+    # ---- admission -----------------------------------------------------------------------
+
+    async def acquire(self, policy: TenantPolicy, model: str | None) -> Slot:
+        arrived = time.monotonic()
+        slot = await super().acquire(policy, model)
+        try:
+            slot.lease_id = await self._lease(slot, policy, arrived + policy.queue_timeout)
+        except Rejected as rejected:
+            self.metrics.rejected.labels(policy.name, rejected.reason.value).inc()
+            self.release(slot)
+            raise
+        except BaseException:
+            self.release(slot)
+            raise
+        return slot
+
+    def release(self, slot: Slot) -> None:
+        if slot.released:
+            return
+        super().release(slot)
+        if slot.lease_id is not None:
+            self._spawn(self._release_lease(slot.lease_id))
+
+    def charge_tokens(self, state: TenantState, tokens: int) -> None:
+        tpm = state.policy.tpm
+        if tpm is not None and tokens > 0:
+            params = {"tpm": tpm, "tokens": tokens, "tenant": state.policy.tenant_id}
+            self._spawn(self._execute("release", CHARGE_TOKENS_SQL, params))
+
+    async def _lease(self, slot: Slot, policy: TenantPolicy, deadline: float) -> int:
+        reason = RejectReason.CONCURRENCY
+        if not self._gate:  # nobody waits here: try at once, without a hop through the gate
+            lease, reason = await self._admit(slot)
+            if lease is not None:
+                return lease
+        waiter = _GateWaiter(slot, asyncio.get_running_loop().create_future(), reason)
+        self._gate.append(waiter)
+        self._wake.set()
+        handed_over = False
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                lease = await asyncio.shield(waiter.future)
+            handed_over = True
+            return lease
+        except TimeoutError:
+            raise Rejected(
+                waiter.reason,
+                self._timeout_message(waiter, policy),
+                max(1.0, min(policy.queue_timeout, 30.0)),
+            ) from None
+        finally:
+            waiter.abandoned = True
+            future = waiter.future
+            granted = future.done() and not future.cancelled() and future.exception() is None
+            if granted and not handed_over:  # granted as we timed out or were cancelled
+                self._spawn(self._release_lease(future.result()))
+            with contextlib.suppress(ValueError):
+                self._gate.remove(waiter)
+
+    @staticmethod
+    def _timeout_message(waiter: _GateWaiter, policy: TenantPolicy) -> str:
+        if waiter.reason is RejectReason.CONCURRENCY:
+            limit = f"tenant concurrency limit of {policy.max_concurrency} reached on all replicas"
+        else:
+            limit = "engine capacity is in use by other requests"
+        return f"{limit}; waited {policy.queue_timeout:g} s"
+
+    async def _admit(self, slot: Slot) -> tuple[int | None, RejectReason]:
+        """One `sparkplane_admit` call: (lease id, None) or (None, why not); raises Rejected
+        at once for rate limits and for an unreachable database."""
+        policy = slot.tenant.policy
+        params = [
+            policy.tenant_id,
+            slot.engine.url,
+            self._replica,
+            policy.max_concurrency,
+            slot.engine.capacity,
+            policy.rpm,
+            policy.tpm,
+            self._ttl,
+        ]
+        try:
+            conn = await self._conn("admit")
+            cursor = await conn.execute(ADMIT_SQL, params)
+            row = await cursor.fetchone()
+        except psycopg.Error as exc:
+            log.error("admission database unreachable: %s", exc)
+            raise Rejected(
+                RejectReason.COORDINATION_UNAVAILABLE,
+                "the shared admission database cannot be reached",
+                5.0,
+            ) from None
+        assert row is not None
+        lease, reason, retry_after = row
+        if lease is not None:
+            return int(lease), RejectReason.CONCURRENCY
+        why = RejectReason(reason)
+        if why in (RejectReason.RPM, RejectReason.TPM):
+            limit = policy.rpm if why is RejectReason.RPM else policy.tpm
+            name = "requests" if why is RejectReason.RPM else "tokens"
+            raise Rejected(
+                why,
+                f"{name}-per-minute limit of {limit} reached on all replicas",
+                float(retry_after or 1.0),
+            )
+        return None, why
+
+    # ---- background ----------------------------------------------------------------------
+
+    async def _gate_loop(self) -> None:
+        while True:
+            timeout = POLL_SECONDS if self._gate else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            blocked_engines: set[str] = set()
+            blocked_tenants: set[int] = set()
+            for waiter in sorted(self._gate, key=lambda w: w.priority):
+                tenant, engine = waiter.slot.tenant.policy.tenant_id, waiter.slot.engine.url
+                if waiter.abandoned or waiter.future.done():
+                    continue
+                if engine in blocked_engines or tenant in blocked_tenants:
+                    continue
+                try:
+                    lease, reason = await self._admit(waiter.slot)
+                except Rejected as rejected:
+                    if not waiter.future.done():
+                        waiter.future.set_exception(rejected)
+                    continue
+                if lease is None:
+                    waiter.reason = reason
+                    if reason is RejectReason.ENGINE_CAPACITY:
+                        blocked_engines.add(engine)
+                    else:
+                        blocked_tenants.add(tenant)
+                elif waiter.abandoned or waiter.future.done():
+                    self._spawn(self._release_lease(lease))
+                else:
+                    waiter.future.set_result(lease)
+
+    async def _listen_loop(self) -> None:
+        while True:
+            try:
+                conn = await self._conn("listen")
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                async for _ in conn.notifies():
+                    self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("admission LISTEN connection lost: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await self._execute("heartbeat", HEARTBEAT_SQL, {"replica": self._replica})
+            except psycopg.Error as exc:
+                log.warning("admission heartbeat failed: %s", exc)
+
+    async def _release_lease(self, lease_id: int) -> None:
+        for attempt in range(3):
+            try:
+                await self._execute("release", RELEASE_SQL, {"lease": lease_id})
+            except psycopg.Error as exc:
+                # The heartbeat TTL frees it in the end; until then the slot stays taken.
+                log.warning("could not release lease %s (try %d): %s", lease_id, attempt + 1, exc)
+                await asyncio.sleep(0.5)
+            else:
+                self._wake.set()
+                return
+
+    async def _execute(self, role: str, sql: str, params: Any) -> None:
+        conn = await self._conn(role)
+        await conn.execute(sql, params)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
