@@ -95,7 +95,8 @@ async def one_request(
     except TimeoutError:
         result.errors["timeout"] += 1
     except aiohttp.ClientError as exc:
-        result.errors[type(exc).__name__] += 1
+        errno = getattr(exc, "errno", None)  # e.g. ECONNRESET (104) inside ClientOSError
+        result.errors[type(exc).__name__ + (f" errno {errno}" if errno else "")] += 1
 
 
 async def closed_loop(

@@ -25,8 +25,7 @@ from controlplane.limits import (
     RejectReason,
     TenantPolicy,
     TokenBucket,
-    seconds_until_next_utc_day,
-    seconds_until_next_utc_month,
+    check_rates_and_quotas,
 )
 from controlplane.metrics import Metrics
 from controlplane.usage import UsageLedger
@@ -82,7 +81,7 @@ class Admission:
     async def acquire(self, policy: TenantPolicy, model: str | None) -> Slot:
         state = self._state(policy)
         try:
-            self._check_rates_and_quotas(state)
+            check_rates_and_quotas(policy, state.requests, state.tokens, self.usage)
             if not self.pool.any_healthy():
                 raise Rejected(RejectReason.ENGINE_UNAVAILABLE, "no engine is healthy", 5.0)
             if not state.queue and state.in_flight < policy.max_concurrency:
@@ -103,6 +102,20 @@ class Admission:
         slot.tenant.in_flight -= 1
         self.pool.give_back(slot.engine)
         self._dispatch()
+
+    def switch_engine(self, slot: Slot, model: str | None) -> bool:
+        """Move an admitted request to another engine with room (its engine just failed).
+
+        Not with a cross-replica lease: the lease counts the engine it was taken for.
+        """
+        if slot.lease_id is not None or slot.released:
+            return False
+        other = self.pool.take(model)  # the failed engine is unhealthy now: never chosen again
+        if other is None:
+            return False
+        self.pool.give_back(slot.engine)
+        slot.engine = other
+        return True
 
     def charge_tokens(self, state: TenantState, tokens: int) -> None:
         """Count a finished request's tokens against tpm (the bucket may go into debt)."""
@@ -125,34 +138,6 @@ class Admission:
             state.requests = TokenBucket.resize(state.requests, policy.rpm)
             state.tokens = TokenBucket.resize(state.tokens, policy.tpm)
         return state
-
-    def _check_rates_and_quotas(self, state: TenantState) -> None:
-        policy = state.policy
-        daily, monthly = policy.daily_tokens, policy.monthly_tokens
-        if daily is not None and self.usage.tokens_today(policy.tenant_id) >= daily:
-            raise Rejected(
-                RejectReason.DAILY_QUOTA,
-                f"daily token quota of {daily} used up",
-                seconds_until_next_utc_day(),
-            )
-        if monthly is not None and self.usage.tokens_this_month(policy.tenant_id) >= monthly:
-            raise Rejected(
-                RejectReason.MONTHLY_QUOTA,
-                f"monthly token quota of {monthly} used up",
-                seconds_until_next_utc_month(),
-            )
-        if state.tokens is not None and state.tokens.level() <= 0:
-            raise Rejected(
-                RejectReason.TPM,
-                f"tokens-per-minute limit of {policy.tpm} reached",
-                state.tokens.seconds_until(1),
-            )
-        if state.requests is not None and not state.requests.try_take(1):
-            raise Rejected(
-                RejectReason.RPM,
-                f"requests-per-minute limit of {policy.rpm} reached",
-                state.requests.seconds_until(1),
-            )
 
     async def _wait(self, state: TenantState, model: str | None) -> tuple[Engine, float]:
         policy = state.policy

@@ -15,23 +15,17 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from sqlalchemy import Engine as DbEngine
 
 from controlplane.admission import Admission, Slot, TenantState
-from controlplane.admission_pg_schema import (
-    ADMIT_FUNCTION,
-    CHARGE_TOKENS_SQL,
-    HEARTBEAT_SQL,
-    NOTIFY_CHANNEL,
-    RELEASE_SQL,
-)
+from controlplane.admission_pg_schema import CHARGE_TOKENS_SQL, RELEASE_SQL
 from controlplane.core.config import Settings
 from controlplane.engines import EnginePool
 from controlplane.limits import Rejected, RejectReason, TenantPolicy
 from controlplane.metrics import Metrics
+from controlplane.replica_link import ReplicaLink
 from controlplane.usage import UsageLedger
 
 log = logging.getLogger(__name__)
@@ -64,51 +58,18 @@ class CoordinatedAdmission(Admission):
         settings: Settings,
     ) -> None:
         super().__init__(pool, usage, metrics, local_rates=False)
-        url = db_engine.url.set(drivername="postgresql")
-        self._conninfo = url.render_as_string(hide_password=False)
-        self._replica = settings.replica_id
-        self._ttl = settings.lease_ttl
+        self._link = ReplicaLink(db_engine.url, settings.replica_id, settings.lease_ttl)
         self._gate: list[_GateWaiter] = []
         self._wake = asyncio.Event()
-        self._conns: dict[str, psycopg.AsyncConnection[Any]] = {}
-        self._loops: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
-        self._connecting = asyncio.Lock()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        conn = await self._conn("admit")
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sparkplane_schema'))")
-            await conn.execute(ADMIT_FUNCTION)
-        await conn.execute(HEARTBEAT_SQL, {"replica": self._replica})
-        for loop in (self._heartbeat_loop, self._listen_loop, self._gate_loop):
-            self._loops.append(asyncio.create_task(loop(), name=loop.__name__))
+        await self._link.start(on_notify=self._wake.set)
+        self._link.add_loop(self._gate_loop(), "admission-gate")
 
     async def close(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, *self._background, return_exceptions=True)
-        with contextlib.suppress(psycopg.Error):
-            conn = await self._conn("admit")
-            await conn.execute(
-                "DELETE FROM admission_leases WHERE replica_id = %s", [self._replica]
-            )
-            await conn.execute(
-                "DELETE FROM admission_replicas WHERE replica_id = %s", [self._replica]
-            )
-        for conn in self._conns.values():
-            await conn.close()
-
-    async def _conn(self, role: str) -> psycopg.AsyncConnection[Any]:
-        """One connection per role (admit, release, heartbeat, listen), reopened if broken."""
-        async with self._connecting:
-            conn = self._conns.get(role)
-            if conn is None or conn.closed or conn.broken:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-                self._conns[role] = conn
-            return conn
+        await self._link.close()
 
     # ---- admission -----------------------------------------------------------------------
 
@@ -131,13 +92,13 @@ class CoordinatedAdmission(Admission):
             return
         super().release(slot)
         if slot.lease_id is not None:
-            self._spawn(self._release_lease(slot.lease_id))
+            self._link.spawn(self._release_lease(slot.lease_id))
 
     def charge_tokens(self, state: TenantState, tokens: int) -> None:
         tpm = state.policy.tpm
         if tpm is not None and tokens > 0:
             params = {"tpm": tpm, "tokens": tokens, "tenant": state.policy.tenant_id}
-            self._spawn(self._execute("release", CHARGE_TOKENS_SQL, params))
+            self._link.spawn(self._link.execute("release", CHARGE_TOKENS_SQL, params))
 
     async def _lease(self, slot: Slot, policy: TenantPolicy, deadline: float) -> int:
         reason = RejectReason.CONCURRENCY
@@ -165,7 +126,7 @@ class CoordinatedAdmission(Admission):
             future = waiter.future
             granted = future.done() and not future.cancelled() and future.exception() is None
             if granted and not handed_over:  # granted as we timed out or were cancelled
-                self._spawn(self._release_lease(future.result()))
+                self._link.spawn(self._release_lease(future.result()))
             with contextlib.suppress(ValueError):
                 self._gate.remove(waiter)
 
@@ -184,15 +145,15 @@ class CoordinatedAdmission(Admission):
         params = [
             policy.tenant_id,
             slot.engine.url,
-            self._replica,
+            self._link.replica_id,
             policy.max_concurrency,
             slot.engine.capacity,
             policy.rpm,
             policy.tpm,
-            self._ttl,
+            self._link.lease_ttl,
         ]
         try:
-            conn = await self._conn("admit")
+            conn = await self._link.conn("admit")
             cursor = await conn.execute(ADMIT_SQL, params)
             row = await cursor.fetchone()
         except psycopg.Error as exc:
@@ -246,33 +207,14 @@ class CoordinatedAdmission(Admission):
                     else:
                         blocked_tenants.add(tenant)
                 elif waiter.abandoned or waiter.future.done():
-                    self._spawn(self._release_lease(lease))
+                    self._link.spawn(self._release_lease(lease))
                 else:
                     waiter.future.set_result(lease)
-
-    async def _listen_loop(self) -> None:
-        while True:
-            try:
-                conn = await self._conn("listen")
-                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                async for _ in conn.notifies():
-                    self._wake.set()
-            except psycopg.Error as exc:
-                log.warning("admission LISTEN connection lost: %s", exc)
-                await asyncio.sleep(1.0)
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            try:
-                await self._execute("heartbeat", HEARTBEAT_SQL, {"replica": self._replica})
-            except psycopg.Error as exc:
-                log.warning("admission heartbeat failed: %s", exc)
 
     async def _release_lease(self, lease_id: int) -> None:
         for attempt in range(3):
             try:
-                await self._execute("release", RELEASE_SQL, {"lease": lease_id})
+                await self._link.execute("release", RELEASE_SQL, {"lease": lease_id})
             except psycopg.Error as exc:
                 # The heartbeat TTL frees it in the end; until then the slot stays taken.
                 log.warning("could not release lease %s (try %d): %s", lease_id, attempt + 1, exc)
@@ -280,12 +222,3 @@ class CoordinatedAdmission(Admission):
             else:
                 self._wake.set()
                 return
-
-    async def _execute(self, role: str, sql: str, params: Any) -> None:
-        conn = await self._conn(role)
-        await conn.execute(sql, params)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)

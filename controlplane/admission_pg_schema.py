@@ -55,7 +55,7 @@ _REFILL = "least({lim}::float8, level + extract(epoch FROM (ts - updated_at)) * 
 ADMIT_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION sparkplane_admit(
     p_tenant integer, p_engine text, p_replica text, p_cap integer, p_capacity integer,
-    p_rpm integer, p_tpm integer, p_ttl double precision)
+    p_rpm integer, p_tpm bigint, p_ttl double precision)
 RETURNS TABLE(lease_id bigint, reason text, retry_after double precision)
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE

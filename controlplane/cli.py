@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from controlplane import operations
+from controlplane.audit import AuditUnavailable
 from controlplane.core.config import ConfigError, Settings, load_settings
 from controlplane.models import TenantPublic
 from controlplane.services import ServiceError
@@ -45,6 +46,8 @@ def _guarded(call: Any) -> Any:
         return call()
     except ServiceError as exc:
         raise _fail(exc.message) from None
+    except AuditUnavailable as exc:  # fail closed: nothing was changed
+        raise _fail(f"{exc}; nothing was changed") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise _fail(problems) from None

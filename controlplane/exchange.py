@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -25,10 +26,21 @@ from controlplane.usage import UsageLedger
 log = logging.getLogger(__name__)
 
 
+# Request ids: a random per-process prefix and a counter. Unique across replicas and restarts
+# without a getrandom() system call per request (it releases the GIL on the hot path).
+_ID_PREFIX = "req_" + secrets.token_hex(6)
+_id_counter = itertools.count(1)
+
+
+def next_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):010x}"
+
+
 class Outcome(StrEnum):
     OK = "ok"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    REFUSED = "refused"  # invalid for the gateway (400/404/413): never reached admission
     UPSTREAM_ERROR = "upstream_error"
     ENGINE_ERROR = "engine_error"
     TIMEOUT = "timeout"
@@ -65,7 +77,7 @@ class Exchange:
         self.body = body
         self.raw = raw
         self.client = client
-        self.request_id = "req_" + secrets.token_hex(12)
+        self.request_id = next_request_id()
         self.model = str(body.get("model", ""))
         self.stream = body.get("stream") is True
         options = body.get("stream_options")

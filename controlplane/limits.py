@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from controlplane.models import Tenant
 
@@ -135,3 +136,45 @@ def seconds_until_next_utc_month(now: datetime | None = None) -> float:
     year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
     start = datetime(year, month, 1, tzinfo=UTC)
     return (start - now).total_seconds()
+
+
+class UsageCounts(Protocol):
+    def tokens_today(self, tenant_id: int) -> int: ...
+    def tokens_this_month(self, tenant_id: int) -> int: ...
+
+
+def check_rates_and_quotas(
+    policy: TenantPolicy,
+    requests: TokenBucket | None,
+    tokens: TokenBucket | None,
+    usage: UsageCounts,
+) -> None:
+    """Raise Rejected naming the first quota or rate limit the request would break.
+
+    Quotas before rates, and rpm last: a request refused for another reason takes no rpm token.
+    """
+    daily, monthly = policy.daily_tokens, policy.monthly_tokens
+    if daily is not None and usage.tokens_today(policy.tenant_id) >= daily:
+        raise Rejected(
+            RejectReason.DAILY_QUOTA,
+            f"daily token quota of {daily} used up",
+            seconds_until_next_utc_day(),
+        )
+    if monthly is not None and usage.tokens_this_month(policy.tenant_id) >= monthly:
+        raise Rejected(
+            RejectReason.MONTHLY_QUOTA,
+            f"monthly token quota of {monthly} used up",
+            seconds_until_next_utc_month(),
+        )
+    if tokens is not None and tokens.level() <= 0:
+        raise Rejected(
+            RejectReason.TPM,
+            f"tokens-per-minute limit of {policy.tpm} reached",
+            tokens.seconds_until(1),
+        )
+    if requests is not None and not requests.try_take(1):
+        raise Rejected(
+            RejectReason.RPM,
+            f"requests-per-minute limit of {policy.rpm} reached",
+            requests.seconds_until(1),
+        )

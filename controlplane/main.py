@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 import controlplane
 from controlplane.admission import Admission
 from controlplane.api.errors import install_error_handlers
+from controlplane.api.fastpath import RelayFastPath
 from controlplane.api.routes import docs, health, keys, openai, tenants
 from controlplane.core.config import Settings
 from controlplane.core.db import init_db, make_engine, session_factory
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(RelayFastPath)
     app.include_router(openai.router)
     app.include_router(tenants.router)
     app.include_router(keys.router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import (
@@ -33,7 +33,7 @@ class Tenant(Base):
     max_concurrency: Mapped[int] = mapped_column(Integer, default=8)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     max_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -92,7 +92,8 @@ class DailyUsage(Base):
 
 # ---- admin API schemas -------------------------------------------------------------------
 
-PositiveInt = Annotated[int, Field(ge=1)]
+PositiveInt = Annotated[int, Field(ge=1, le=2**31 - 1)]  # rpm, max_tokens: a 32-bit column
+TokenCount = Annotated[int, Field(ge=1, le=10**15)]  # tpm and quotas: a 64-bit column
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -106,9 +107,9 @@ class TenantLimits(BaseModel):
         default=1.0, gt=0, le=1000, description="share of engine capacity under load"
     )
     rpm: PositiveInt | None = Field(default=None, description="requests per minute")
-    tpm: PositiveInt | None = Field(default=None, description="tokens per minute")
-    daily_tokens: PositiveInt | None = None
-    monthly_tokens: PositiveInt | None = None
+    tpm: TokenCount | None = Field(default=None, description="tokens per minute")
+    daily_tokens: TokenCount | None = None
+    monthly_tokens: TokenCount | None = None
     max_tokens: PositiveInt | None = Field(
         default=None, description="cap on a request's max_tokens"
     )
@@ -125,17 +126,39 @@ class TenantCreate(TenantLimits):
     name: str = Field(pattern=TENANT_NAME_PATTERN, description="lower-case letters, digits, - _")
 
 
-class TenantUpdate(BaseModel):
-    """Only the fields given are changed; `null` clears an optional limit."""
+NOT_NULLABLE = (
+    "max_concurrency",
+    "weight",
+    "allowed_models",
+    "queue_size",
+    "queue_timeout",
+    "retention_days",
+    "capture_content",
+    "disabled",
+)
 
-    model_config = ConfigDict(extra="forbid")
+
+def _drop_null_from_schema(schema: dict[str, Any]) -> None:
+    """Document the fields of NOT_NULLABLE as non-null (their None means "not given")."""
+    for name in NOT_NULLABLE:
+        prop = schema.get("properties", {}).get(name, {})
+        branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+        if branches:
+            prop.update(branches[0])
+        prop.pop("default", None)
+
+
+class TenantUpdate(BaseModel):
+    """Only the fields given are changed; `null` clears an optional limit (rpm, quotas, ...)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_drop_null_from_schema)
 
     max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     weight: float | None = Field(default=None, gt=0, le=1000)
     rpm: PositiveInt | None = None
-    tpm: PositiveInt | None = None
-    daily_tokens: PositiveInt | None = None
-    monthly_tokens: PositiveInt | None = None
+    tpm: TokenCount | None = None
+    daily_tokens: TokenCount | None = None
+    monthly_tokens: TokenCount | None = None
     max_tokens: PositiveInt | None = None
     allowed_models: list[ModelName] | None = None
     queue_size: int | None = Field(default=None, ge=0, le=100_000)
@@ -144,17 +167,7 @@ class TenantUpdate(BaseModel):
     capture_content: bool | None = None
     disabled: bool | None = None
 
-    @field_validator(
-        "max_concurrency",
-        "weight",
-        "queue_size",
-        "queue_timeout",
-        "retention_days",
-        "capture_content",
-        "disabled",
-        "allowed_models",
-        mode="before",
-    )
+    @field_validator(*NOT_NULLABLE, mode="before")
     @classmethod
     def _not_null(cls, value: object) -> object:
         # These columns have no "unlimited" meaning: null would be ambiguous.

@@ -51,13 +51,22 @@ class AdminContext:
 
         return await asyncio.to_thread(call)
 
-    async def record(self, action: str, target: str, before: Any = None, after: Any = None) -> None:
+    def ensure_audit_writable(self) -> None:
+        """Refuse a change before committing it when it could not be audited (fail closed)."""
+        if not getattr(self.audit, "healthy", True):
+            unavailable = importlib.import_module("controlplane.audit").AuditUnavailable
+            raise unavailable(f"audit store unavailable: {getattr(self.audit, 'last_error', '')}")
+
+    async def record(
+        self, action: str, tenant: str, target: str, before: Any = None, after: Any = None
+    ) -> None:
+        """The `admin.<action>` event of a tenant or key change (public fields only)."""
         await self.audit.record(
             f"admin.{action}",
             actor=self.actor,
             actor_role=self.actor_role,
             target=target,
-            tenant=target.split("/")[0],
+            tenant=tenant,
             before=_jsonable(before),
             after=_jsonable(after),
         )
@@ -95,12 +104,14 @@ async def admin_context(
 
 
 async def create_tenant_async(ctx: AdminContext, spec: TenantCreate) -> TenantPublic:
+    ctx.ensure_audit_writable()
     tenant = services.tenant_public(await ctx.run(lambda s: services.create_tenant(s, spec)))
-    await ctx.record("tenant_create", tenant.name, after=tenant)
+    await ctx.record("tenant_create", tenant.name, tenant.name, after=tenant)
     return tenant
 
 
 async def update_tenant_async(ctx: AdminContext, name: str, changes: TenantUpdate) -> TenantPublic:
+    ctx.ensure_audit_writable()
     before, row = await ctx.run(lambda s: services.update_tenant(s, name, changes))
     after = services.tenant_public(row)
     diff = services.changed_fields(before.model_dump(mode="json"), after.model_dump(mode="json"))
@@ -113,6 +124,7 @@ async def update_tenant_async(ctx: AdminContext, name: str, changes: TenantUpdat
     await ctx.record(
         action,
         name,
+        name,
         before={k: v[0] for k, v in diff.items()},
         after={k: v[1] for k, v in diff.items()},
     )
@@ -122,6 +134,8 @@ async def update_tenant_async(ctx: AdminContext, name: str, changes: TenantUpdat
 async def create_key_async(
     ctx: AdminContext, tenant: str, *, expires_days: int | None = None, name: str = ""
 ) -> tuple[ApiKeyPublic, str]:
+    ctx.ensure_audit_writable()
+
     def work(session: Session) -> tuple[ApiKeyPublic, str]:
         key, secret = services.issue_key(
             session, ctx.pepper, tenant, name=name, expires_days=expires_days
@@ -129,18 +143,21 @@ async def create_key_async(
         return services.key_public(key), secret
 
     public, secret = await ctx.run(work)
-    await ctx.record("key_create", f"{tenant}/key/{public.id}", after=public)
+    await ctx.record("key_create", tenant, f"{tenant}/key/{public.id}", after=public)
     return public, secret
 
 
 async def revoke_key_async(ctx: AdminContext, key_id: int) -> ApiKeyPublic:
+    ctx.ensure_audit_writable()
+
     def work(session: Session) -> tuple[ApiKeyPublic, ApiKeyPublic]:
         before, key = services.revoke_key(session, key_id)
         return before, services.key_public(key)
 
     before, after = await ctx.run(work)
     if before.revoked_at is None:
-        await ctx.record("key_revoke", f"{after.tenant}/key/{key_id}", before=before, after=after)
+        target = f"{after.tenant}/key/{key_id}"
+        await ctx.record("key_revoke", after.tenant, target, before=before, after=after)
     return after
 
 

@@ -28,9 +28,10 @@ from controlplane.sse import StreamRelay
 class RelayResponse(Response):
     """A Starlette response whose status and headers come from the engine, decided late."""
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, refusal: ApiError | None = None) -> None:
         super().__init__()
         self.x = exchange
+        self.refusal = refusal  # the gateway's own answer to a request it will not forward
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         work = asyncio.create_task(self._run(send))
@@ -56,6 +57,10 @@ class RelayResponse(Response):
         if not x.services.audit_healthy():
             await self._audited(send)
             return
+        if self.refusal is not None:
+            x.outcome = Outcome.REFUSED
+            await self._reply_error(send, self.refusal)
+            return
         try:
             x.slot = await x.services.admission.acquire(x.principal.tenant, x.model)
         except Rejected as rejected:
@@ -73,7 +78,13 @@ class RelayResponse(Response):
             x.slot.release()
 
     async def _audited(self, send: Send) -> bool:
-        """Wait for the api.request event; if it failed, answer 503 and return False."""
+        """Wait for the api.request event; if it failed, answer 503 and return False.
+
+        With `audit_wait = "queued"` the event only has to be accepted by a healthy writer
+        (it commits with the next group commit, while the answer is already on its way).
+        """
+        if self.x.services.settings.audit_wait == "queued" and self.x.services.audit_healthy():
+            return True
         try:
             await self.x.audit_done()
         except self.x.services.audit_unavailable:
@@ -87,6 +98,11 @@ class RelayResponse(Response):
             self.x.status = error.status
             await _send_error(send, error)
 
+    async def _engine_unreachable(self, send: Send) -> None:
+        self.x.outcome = Outcome.ENGINE_ERROR
+        message = "the engine cannot be reached; try again"
+        await self._reply_error(send, ApiError(503, message, code="engine_unavailable"))
+
     async def _forward(self, send: Send) -> None:
         x = self.x
         assert x.slot is not None
@@ -97,24 +113,32 @@ class RelayResponse(Response):
             "X-Request-Id": x.request_id,
             "X-Sparkplane-Tenant": x.principal.tenant.name,
         }
-        try:
-            response = await engine.session.post(
-                f"{engine.url}/{x.endpoint}",
-                data=x.upstream_body(),
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=remaining),
-            )
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            x.services.engines.mark_failed(engine, f"request failed: {exc}")
-            x.outcome = Outcome.ENGINE_ERROR
-            message = "the engine cannot be reached; try again"
-            await self._reply_error(send, ApiError(503, message, code="engine_unavailable"))
-            return
-        except TimeoutError:
-            x.outcome = Outcome.TIMEOUT
-            message = "the engine did not answer in time"
-            await self._reply_error(send, ApiError(504, message, code="request_timeout"))
-            return
+        while True:
+            try:
+                response = await engine.session.post(
+                    f"{engine.url}/{x.endpoint}",
+                    data=x.upstream_body(),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=remaining),
+                )
+                break
+            except aiohttp.ClientConnectorError as exc:
+                # Nothing reached the engine: safe to try another healthy one, once per engine.
+                x.services.engines.mark_failed(engine, f"cannot connect: {exc}")
+                if x.services.admission.switch_engine(x.slot, x.model):
+                    engine = x.slot.engine
+                    continue
+                await self._engine_unreachable(send)
+                return
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                x.services.engines.mark_failed(engine, f"request failed: {exc}")
+                await self._engine_unreachable(send)
+                return
+            except TimeoutError:
+                x.outcome = Outcome.TIMEOUT
+                message = "the engine did not answer in time"
+                await self._reply_error(send, ApiError(504, message, code="request_timeout"))
+                return
         # `close()` drops the upstream connection: on cancellation that aborts the generation.
         try:
             x.status = response.status

@@ -6,17 +6,14 @@ command is a thin shell over a function of the installer package that tests call
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from rich.console import Console
 
 from installer import host_commands, lifecycle_commands, ops_commands, signing
-from installer.bundle.manifest import Manifest
-from installer.bundle.trust import TrustError, TrustStore, load_key_source, resolve_trust
+from installer.bundle.trust import TrustError
+from installer.cli_common import candidate_keys, console, fail, trust_after_verify
 from installer.fleet import install_inventory
 from installer.install import (
     DEFAULT_CONTROLPLANE_BIND,
@@ -25,11 +22,7 @@ from installer.install import (
     InstallError,
     install,
 )
-from installer.layout import Layout
 from installer.plan import PROFILES, PlanError
-
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 BundleArg = Annotated[Path, typer.Argument(help="Bundle directory (unpacked).")]
 RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
@@ -41,37 +34,6 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 ProfileOpt = Annotated[
     str, typer.Option("--profile", help=f"Engine profile: {', '.join(PROFILES)}.")
 ]
-
-
-def fail(message: str, details: list[str] | None = None, artifacts: Path | None = None) -> None:
-    """Print an error with every detail line, then exit 1."""
-    errors.print(f"[red]error:[/] {message}")
-    for line in details or []:
-        errors.print(f"  - {line}")
-    if artifacts is not None:
-        errors.print(f"  ansible artifacts: {artifacts}")
-    raise typer.Exit(1)
-
-
-def candidate_keys(root: Path, trust: Path | None) -> list[Ed25519PublicKey]:
-    """Keys to verify with: the trust directory's plus --trust's, without storing anything."""
-    store = TrustStore(Layout.at(root).trust)
-    keys = store.keys()
-    if trust is not None:
-        revoked = store.revoked_fingerprints()
-        keys += [k for k in load_key_source(trust) if signing.fingerprint(k) not in revoked]
-    if not keys:
-        raise TrustError(f"no trusted bundle-signing key under {store.trust_dir}; give --trust")
-    return keys
-
-
-def trust_after_verify(root: Path, trust: Path | None, yes: bool) -> Callable[[Manifest], None]:
-    """Store a --trust key only once the bundle it signed has verified (and it is confirmed)."""
-
-    def store(_: Manifest) -> None:
-        resolve_trust(Layout.at(root).trust, trust, yes, typer.confirm, notify=console.print)
-
-    return store
 
 
 def install_command(

@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = REPO_ROOT / "offline-bundle" / "demo.yaml"
 DEMO_TENANT = "demo"
 DEMO_ADMIN = "admin"
+UNIX_SOCKET_PATH_MAX = 107
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104 (only compared, never bound)
 
 console = Console(stderr=True)
@@ -53,7 +54,14 @@ def start_engine(root: Path, log_dir: Path) -> ManagedProcess:
     """Start the installed engine exactly as its systemd unit would."""
     argv, env = engine_command(Layout.at(root))
     if "TMPDIR" in env:
-        Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(env["TMPDIR"])
+        # vLLM binds unix sockets named TMPDIR/<uuid>; sun_path holds 107 bytes.
+        if len(str(tmpdir)) + 37 > UNIX_SOCKET_PATH_MAX:
+            raise DemoError(
+                f"the engine's socket directory {tmpdir} is too long for unix sockets "
+                f"(at most {UNIX_SOCKET_PATH_MAX - 37} characters): use a shorter --root"
+            )
+        tmpdir.mkdir(parents=True, exist_ok=True)
     return ManagedProcess.start("engine", argv, env, log_dir / "engine.log")
 
 

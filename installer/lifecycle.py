@@ -141,8 +141,8 @@ def upgrade(
         record_event(
             layout, "upgrade", phase="switching", version=staged.version, backup=str(backup)
         )
-        changed = reapply_release(layout, staged.version, console, "upgrade")
         try:
+            changed = reapply_release(layout, staged.version, console, "upgrade")
             if health_check is not None:
                 health_check(layout)
         except Exception as exc:

@@ -7,28 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from installer.bundle.trust import TrustError
+from installer.cli_common import candidate_keys, console, fail, trust_after_verify
 from installer.install import InstallError
 from installer.layout import Layout
 from installer.lifecycle import rollback, uninstall, upgrade
 from installer.plan import PROFILES
 from installer.status import appliance_status, wait_healthy
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
 RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
-
-
-def _fail(message: str, details: list[str] | None = None, artifacts: Path | None = None) -> None:
-    errors.print(f"[red]error:[/] {message}")
-    for line in details or []:
-        errors.print(f"  - {line}")
-    if artifacts is not None:
-        errors.print(f"  ansible artifacts: {artifacts}")
-    raise typer.Exit(1)
 
 
 def upgrade_command(
@@ -41,7 +30,6 @@ def upgrade_command(
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 900.0,
 ) -> None:
     """Install BUNDLE beside the current release, switch, health-check, roll back on failure."""
-    from installer.commands import candidate_keys, trust_after_verify
 
     def healthy(layout: Layout) -> None:
         if systemd:  # services restarted by the playbook: wait for them to answer
@@ -59,9 +47,9 @@ def upgrade_command(
             after_verify=trust_after_verify(root, trust, yes),
         )
     except InstallError as exc:
-        _fail(str(exc), exc.details, exc.artifacts)
+        fail(str(exc), exc.details, exc.artifacts)
     except TrustError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"[green]upgraded[/] to {result.version}: changed={result.changed}")
 
 
@@ -73,7 +61,7 @@ def rollback_command(
     try:
         version = rollback(root, to, console=console)
     except InstallError as exc:
-        _fail(str(exc), exc.details, exc.artifacts)
+        fail(str(exc), exc.details, exc.artifacts)
     console.print(f"[green]rolled back[/] to {version}")
 
 

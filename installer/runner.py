@@ -48,12 +48,16 @@ class RunResult:
 
 
 def _failure_message(result: Mapping[str, Any]) -> str:
-    """The most useful line of a failed task's result (msg, then stderr, then the rc)."""
-    for key in ("msg", "stderr", "reason"):
-        value = result.get(key)
-        if value:
-            return str(value).strip().splitlines()[-1] if key == "stderr" else str(value)
-    return f"rc={result.get('rc')}"
+    """The most useful line of a failed task's result: a command's own error beats
+    ansible's generic "non-zero return code"."""
+    msg = str(result.get("msg") or "").strip()
+    stderr_lines = [line for line in str(result.get("stderr") or "").splitlines() if line.strip()]
+    if stderr_lines and (not msg or msg == "non-zero return code"):
+        return f"{stderr_lines[-1].strip()} (rc={result.get('rc')})"
+    if msg:
+        return msg
+    reason = result.get("reason")
+    return str(reason) if reason else f"rc={result.get('rc')}"
 
 
 class _EventTracker:

@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -64,7 +64,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     data = _read(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise SigningKeyError(f"{path}: not a PEM private key ({exc})") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError(f"{path}: not an Ed25519 private key ({type(key).__name__})")
@@ -78,7 +78,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 def parse_public_key(data: bytes, *, source: str = "public key") -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise SigningKeyError(f"{source}: not a PEM public key ({exc})") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise SigningKeyError(f"{source}: not an Ed25519 public key ({type(key).__name__})")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hmac
-import importlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -74,45 +72,31 @@ async def tenant_key(request: Request) -> KeyPrincipal:
 TenantKeyDep = Annotated[KeyPrincipal, Depends(tenant_key)]
 
 
-async def _console_principal(request: Request) -> Principal | None:
-    """The console's signed-in user, if the console package provides `api_principal`."""
-    try:
-        auth: Any = importlib.import_module("controlplane.console.auth")
-    except ModuleNotFoundError:
-        return None
-    resolver = getattr(auth, "api_principal", None)
-    if resolver is None:
-        return None
-    found = resolver(request)
-    if inspect.isawaitable(found):
-        found = await found
-    if found is None:
-        return None
-    return Principal(name=str(found.name), role=found.role)
-
-
 async def current_principal(request: Request) -> Principal:
-    token = bearer_token(request)
+    """The admin API's caller: the holder of SPARKPLANE_ADMIN_TOKEN (people use the console)."""
     admin_token = request.app.state.settings.admin_token
-    if token is not None:
-        expected = admin_token.get_secret_value() if admin_token is not None else None
-        if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
-            return Principal(name="admin-token", role="admin")
+    if admin_token is None:
+        raise ApiError(
+            401,
+            "the admin API is off: set SPARKPLANE_ADMIN_TOKEN, or use the console",
+            code="admin_api_disabled",
+        )
+    token = bearer_token(request)
+    if token is None:
+        raise ApiError(
+            401,
+            "send 'Authorization: Bearer <admin token>'",
+            code="not_authenticated",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(token.encode(), admin_token.get_secret_value().encode()):
         raise ApiError(
             401,
             "the admin token is not valid",
             code="invalid_admin_token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = await _console_principal(request)
-    if principal is None:
-        raise ApiError(
-            401,
-            "sign in to the console or send 'Authorization: Bearer <admin token>'",
-            code="not_authenticated",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return principal
+    return Principal(name="admin-token", role="admin")
 
 
 async def current_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -36,6 +37,35 @@ _TYPE_BY_STATUS = {
     503: "service_unavailable",
     504: "timeout_error",
 }
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, all in the one error shape."""
+    reasons = {
+        400: "bad request",
+        401: "no or wrong credentials",
+        403: "not allowed",
+        404: "no such thing",
+        409: "conflicts with what exists",
+        413: "body too large",
+        422: "invalid input",
+        429: "a limit was reached",
+        503: "a dependency is down",
+    }
+    return {s: {"model": ErrorResponse, "description": reasons.get(s, "error")} for s in statuses}
 
 
 class ApiError(Exception):

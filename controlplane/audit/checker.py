@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from controlplane.audit.checkpoint import Checkpoint, check_signature, key_id
 
 ZERO = bytes(32)
-MAX_GAP = 10_000_000  # a forged seq far ahead must not make us allocate gigabytes
+MAX_GAP = 1_000_000  # a forged seq far ahead must not make us allocate gigabytes
 MAX_PROBLEMS = 1000
 KIND_AT = 83  # '{"data":"' + 64 hex + '","kind":"'
 ROTATION_KIND = b'audit.key_rotated"'
@@ -64,8 +64,14 @@ class Report:
 
 
 class ChainChecker:
-    def __init__(self, base_seq: int, anchor: bytes | None, trusted: TrustedKeys) -> None:
-        self.base = base_seq
+    def __init__(
+        self,
+        base_seq: int,
+        anchor: bytes | None,
+        trusted: TrustedKeys,
+        last_seq: int | None = None,
+    ) -> None:
+        self.base, self.last = base_seq, last_seq  # last: the signed end of an export
         self.anchor = anchor
         self.prev: bytes | None = anchor
         self.expected = base_seq
@@ -75,6 +81,7 @@ class ChainChecker:
         self.bad_computed: dict[int, bytes] = {}
         self.bad_seqs: list[int] = []
         self.rotations: list[tuple[int, bytes]] = []
+        self.rotations_done: set[int] = set()
         self.trusted = dict(trusted)
         self.report = Report(first_seq=base_seq)
         self.claimed_end = 0
@@ -104,7 +111,7 @@ class ChainChecker:
             self.expected = seq + 1
             prev, self.prev = self.prev, stored
             self._link(seq, prev, stored, envelope, line, content_ok)
-        elif seq > self.expected and seq - self.expected <= MAX_GAP:
+        elif seq > self.expected and seq - self.expected <= MAX_GAP and seq <= (self.last or seq):
             self.gaps.update(range(self.expected, seq))
             self.hashes += bytes(32 * (seq - self.expected)) + stored
             self.expected, self.prev = seq + 1, stored
@@ -212,8 +219,9 @@ class ChainChecker:
         """Keys named by a rotation entry that a trusted checkpoint covers become trusted: the
         new key and the previous one (the checkpoint authenticates the whole chain before it)."""
         for seq, data in self.rotations:
-            if seq > size:
+            if seq > size or seq in self.rotations_done:
                 continue
+            self.rotations_done.add(seq)
             try:
                 fields = orjson.loads(data)
                 name = fields["key_name"]

@@ -84,6 +84,23 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+class SigningKeyFile:
+    """The audit key on disk. `signer()` notices when the file was replaced (a rotation by this
+    or another process, e.g. `sparkplane audit rotate-key` beside a running server) and reloads."""
+
+    def __init__(self, path: Path, origin: str) -> None:
+        self.path, self.origin = Path(path), origin
+        self._stamp: tuple[int, int] | None = None
+        self._signer: CheckpointSigner | None = None
+
+    def signer(self) -> CheckpointSigner:
+        stat = self.path.stat()
+        if self._signer is None or self._stamp != (stat.st_ino, stat.st_mtime_ns):
+            self._signer = CheckpointSigner(self.origin, load_or_create_key(self.path))
+            self._stamp = (stat.st_ino, stat.st_mtime_ns)
+        return self._signer
+
+
 def rotation_fields(old: CheckpointSigner, new_key: Ed25519PrivateKey) -> dict[str, str]:
     """Data of the `audit.key_rotated` entry; the old key's checkpoint over it vouches for it."""
     new_public = new_key.public_key()

@@ -184,6 +184,20 @@ def checkpoint_command(config: ConfigOption = None, database_url: DatabaseOption
     typer.echo(f"checkpoint at entry {_run(run)}")
 
 
+@audit_app.command("rotate-key")
+def rotate_key_command(config: ConfigOption = None, database_url: DatabaseOption = None) -> None:
+    """Switch to a new signing key; the chain records it (a running server follows the file)."""
+    settings = _settings(config, database_url)
+
+    async def run() -> str:
+        async with _writer(settings) as (_, writer):
+            return str(await writer.rotate_key())
+
+    new_id = _run(run)
+    public = Path(settings.data_dir) / "audit-signing.pub"
+    typer.echo(f"new audit key {new_id}; public key {public} (give auditors the new one too)")
+
+
 @audit_app.command("prune")
 def prune_command(
     older_than_days: Annotated[int, typer.Option(help="default retention, days")] = 730,
@@ -195,20 +209,16 @@ def prune_command(
     database_url: DatabaseOption = None,
 ) -> None:
     """Delete entries past retention (a signed checkpoint stays at the cut); redact shorter ones."""
-    from controlplane.audit.checkpoint import CheckpointSigner, load_or_create_key
-    from controlplane.audit.retention import apply_retention
+    from controlplane.audit.checkpoint import SigningKeyFile
+    from controlplane.audit.retention import apply_retention, parse_tenant_days
 
-    policies: dict[str, int] = {}
-    for item in tenant_days or []:
-        name, _, days = item.partition("=")
-        if not name or not days.isdigit():
-            raise _fail(f"--tenant-days {item!r} must look like NAME=DAYS")
-        policies[name] = int(days)
+    try:
+        policies = parse_tenant_days(tenant_days or [])
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     settings = _settings(config, database_url)
     engine = _engine(settings)
-    signer = CheckpointSigner(
-        "sparkplane/audit", load_or_create_key(settings.data_dir / AUDIT_KEY_FILE)
-    )
+    signer = SigningKeyFile(settings.data_dir / AUDIT_KEY_FILE, "sparkplane/audit").signer()
     try:
         result = apply_retention(engine, signer, default_days=older_than_days,
                                  tenant_days=policies, reason=reason)  # fmt: skip

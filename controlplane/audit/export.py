@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -26,6 +27,29 @@ from installer.signing import public_pem
 
 FORMAT = "sparkplane-audit-export/v1"
 HEADER_SIGNATURE_CONTEXT = b"sparkplane audit export header v1\n"
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """Which entries' data the export discloses (all entries are present either way)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    tenant: str | None = None
+
+    def discloses(self, moment: datetime, kind: str, tenant: str | None) -> bool:
+        if kind.startswith("audit."):
+            return True  # exports, prunes and key rotations: the verifier needs them
+        if (self.start and moment < self.start) or (self.end and moment > self.end):
+            return False
+        return self.tenant is None or tenant == self.tenant
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "from": format_time(self.start) if self.start else None,
+            "to": format_time(self.end) if self.end else None,
+            "tenant": self.tenant,
+        }
 
 
 @dataclass(frozen=True)
@@ -59,124 +83,112 @@ async def export_audit(
         raise ValueError("an export needs a reason (it is recorded in the audit trail)")
     if start and end and start > end:
         raise ValueError("--from is after --to")
+    wanted = ExportFilter(start, end, tenant)
+    filters = wanted.as_json()
     export_seq = await writer.record(
         "audit.export",
         reason=reason.strip(),
         actor=actor,
         tenant_filter=tenant,
-        time_from=format_time(start) if start else None,
-        time_to=format_time(end) if end else None,
+        time_from=filters["from"],
+        time_to=filters["to"],
         file=Path(out).name,
     )
     await writer.checkpoint_now()
+    header = {"reason": reason.strip(), "export_seq": export_seq, "filter": filters}
     return await asyncio.to_thread(
-        _write_export, engine, writer.signer, Path(out), export_seq, reason, start, end, tenant
+        _write, engine, writer.signer, Path(out), header, wanted, export_seq
     )
 
 
-def _write_export(
-    engine: Engine,
-    signer: CheckpointSigner,
-    out: Path,
-    export_seq: int,
-    reason: str,
-    start: datetime | None,
-    end: datetime | None,
-    tenant: str | None,
-) -> ExportResult:
+def _write(
+    engine: Engine, signer: CheckpointSigner, out: Path, header: dict[str, object],
+    wanted: ExportFilter, export_seq: int,
+) -> ExportResult:  # fmt: skip
     with engine.connect() as conn:
-        first_query = select(func.min(AuditEntry.seq))
-        if start is not None:
-            first_query = first_query.where(AuditEntry.time >= start)
-        first = conn.execute(first_query).scalar() or export_seq
-        wanted_last = export_seq
-        if end is not None:
-            wanted_last = conn.execute(
-                select(func.max(AuditEntry.seq)).where(AuditEntry.time <= end)
-            ).scalar() or (first - 1)
-        # Extend to the first checkpoint at or after the range, so that its end is signed.
-        checkpoints = {
-            int(size): note
-            for size, note in conn.execute(
-                select(AuditCheckpoint.size, AuditCheckpoint.note).where(
-                    AuditCheckpoint.size >= first - 1
-                )
-            )
-        }
-        last = min((s for s in checkpoints if s >= max(wanted_last, first)), default=export_seq)
-        prev = _hash_before(conn, first)
-        header = {
+        first, last, checkpoints = _plan(conn, wanted, export_seq)
+        header |= {
             "format": FORMAT,
             "origin": signer.origin,
             "key_id": signer.key_id.hex(),
             "first_seq": first,
             "last_seq": last,
-            "prev_hash": prev.hex(),
+            "prev_hash": _hash_before(conn, first).hex(),
             "created": format_time(datetime.now(UTC)),
-            "reason": reason.strip(),
-            "export_seq": export_seq,
-            "filter": {
-                "from": format_time(start) if start else None,
-                "to": format_time(end) if end else None,
-                "tenant": tenant,
-            },
         }
-        tmp = out.with_name(out.name + ".partial")
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
-        )  # exports hold personal data
-        disclosed = withheld = 0
+        partial = out.with_name(out.name + ".partial")
+        # 0600 from the first byte: exports hold personal data.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             handle.write(sign_header(signer, header))
-            if first - 1 in checkpoints:
-                handle.write(canonical_json({"checkpoint": checkpoints[first - 1]}) + b"\n")
-            rows = conn.execution_options(yield_per=10_000).execute(
-                select(AuditEntry.seq, AuditEntry.time, AuditEntry.kind, AuditEntry.tenant,
-                       AuditEntry.envelope, AuditEntry.data, AuditEntry.hash)
-                .where(AuditEntry.seq >= first, AuditEntry.seq <= last)
-                .order_by(AuditEntry.seq)
-            )  # fmt: skip
-            for seq, moment, kind, entry_tenant, envelope, data, entry_hash in rows:
-                show = _disclose(as_utc(moment), kind, entry_tenant, start, end, tenant)
-                data = data if show else None
-                disclosed, withheld = disclosed + (data is not None), withheld + (data is None)
-                handle.write(export_line(bytes(entry_hash), bytes(envelope), data and bytes(data)))
-                if seq in checkpoints:
-                    handle.write(canonical_json({"checkpoint": checkpoints[seq]}) + b"\n")
+            disclosed, withheld = _write_entries(conn, handle, first, last, checkpoints, wanted)
             key = {"name": signer.origin, "key_id": signer.key_id.hex(),
                    "pem": public_pem(signer.public_key).decode()}  # fmt: skip
             handle.write(canonical_json({"public_key": key}) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, out)
+    os.replace(partial, out)
     return ExportResult(out, export_seq, first, last, disclosed, withheld)
 
 
-def _disclose(
-    moment: datetime,
-    kind: str,
-    entry_tenant: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    tenant: str | None,
-) -> bool:
-    if kind.startswith("audit."):
-        return True  # exports, prunes and key rotations: the verifier needs them
-    if (start and moment < start) or (end and moment > end):
-        return False
-    return tenant is None or entry_tenant == tenant
+def _plan(
+    conn: Connection, wanted: ExportFilter, export_seq: int
+) -> tuple[int, int, dict[int, str]]:
+    """First and last seq to export, and the checkpoint notes from just before `first` on.
+
+    The range ends at the first checkpoint at or after the wanted end, so its end is signed."""
+    first_query = select(func.min(AuditEntry.seq))
+    if wanted.start is not None:
+        first_query = first_query.where(AuditEntry.time >= wanted.start)
+    first = conn.execute(first_query).scalar() or export_seq
+    wanted_last = export_seq
+    if wanted.end is not None:
+        before_end = select(func.max(AuditEntry.seq)).where(AuditEntry.time <= wanted.end)
+        wanted_last = conn.execute(before_end).scalar() or first
+    rows = conn.execute(
+        select(AuditCheckpoint.size, AuditCheckpoint.note).where(AuditCheckpoint.size >= first - 1)
+    )
+    checkpoints = {int(size): note for size, note in rows}
+    last = min((s for s in checkpoints if s >= max(wanted_last, first)), default=export_seq)
+    return first, last, checkpoints
+
+
+def _write_entries(
+    conn: Connection, handle: BinaryIO, first: int, last: int, checkpoints: dict[int, str],
+    wanted: ExportFilter,
+) -> tuple[int, int]:  # fmt: skip
+    if first - 1 in checkpoints:  # the anchor kept at a retention cut
+        handle.write(canonical_json({"checkpoint": checkpoints[first - 1]}) + b"\n")
+    rows = conn.execution_options(yield_per=10_000).execute(
+        select(AuditEntry.seq, AuditEntry.time, AuditEntry.kind, AuditEntry.tenant,
+               AuditEntry.envelope, AuditEntry.data, AuditEntry.hash)
+        .where(AuditEntry.seq >= first, AuditEntry.seq <= last)
+        .order_by(AuditEntry.seq)
+    )  # fmt: skip
+    disclosed = withheld = 0
+    for seq, moment, kind, tenant, envelope, data, entry_hash in rows:
+        shown = data is not None and wanted.discloses(as_utc(moment), kind, tenant)
+        disclosed, withheld = disclosed + shown, withheld + (not shown)
+        handle.write(
+            export_line(
+                bytes(entry_hash),
+                bytes(envelope),
+                bytes(data) if shown and data is not None else None,
+            )
+        )
+        if seq in checkpoints:
+            handle.write(canonical_json({"checkpoint": checkpoints[seq]}) + b"\n")
+    return disclosed, withheld
 
 
 def _hash_before(conn: Connection, first: int) -> bytes:
     """The chain hash just before `first`: an entry, or the checkpoint kept at a prune cut."""
     if first <= 1:
         return GENESIS_HASH
-    execute = conn.execute
-    row = execute(select(AuditEntry.hash).where(AuditEntry.seq == first - 1)).first()
+    row = conn.execute(select(AuditEntry.hash).where(AuditEntry.seq == first - 1)).first()
     if row is None:
-        row = execute(
-            select(AuditCheckpoint.root_hash).where(AuditCheckpoint.size == first - 1)
-        ).first()
+        cut = select(AuditCheckpoint.root_hash).where(AuditCheckpoint.size == first - 1)
+        row = conn.execute(cut).first()
     if row is None:
         raise RuntimeError(f"no entry or checkpoint before seq {first}: the chain has a hole")
     return bytes(row[0])

@@ -27,6 +27,17 @@ class RetentionResult:
     redacted: dict[str, int] = field(default_factory=dict)
 
 
+def parse_tenant_days(items: list[str]) -> dict[str, int]:
+    """`NAME=DAYS` options into a policy mapping."""
+    policies = {}
+    for item in items:
+        name, _, days = item.partition("=")
+        if not name or not days.isdigit():
+            raise ValueError(f"--tenant-days {item!r} must look like NAME=DAYS")
+        policies[name] = int(days)
+    return policies
+
+
 def apply_retention(
     engine: Engine,
     signer: CheckpointSigner,

@@ -10,10 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, func, select
 
-from controlplane.audit.chain import (
-    GENESIS_HASH,
-    canonical_json,
-)
+from controlplane.audit.chain import GENESIS_HASH, canonical_json
 from controlplane.audit.checker import ChainChecker, Report, TrustedKeys
 from controlplane.audit.checkpoint import Checkpoint, key_id, parse_checkpoint
 from controlplane.audit.export import FORMAT, HEADER_SIGNATURE_CONTEXT
@@ -43,15 +40,16 @@ def verify_export(path: Path, pubkeys: Iterable[Path]) -> Report:
         origin = header.get("origin", DEFAULT_ORIGIN)
         base = header.get("first_seq", 1)
         anchor = bytes.fromhex(header.get("prev_hash", GENESIS_HASH.hex()))
-        checker = ChainChecker(base, anchor, trusted_keys(pubkeys, origin))
+        last = header.get("last_seq")
+        checker = ChainChecker(base, anchor, trusted_keys(pubkeys, origin), last)
         if header_problem:
             checker.problem("bad_header", header_problem, line=1)
         checkpoints = None if header_problem else parallel_scan(path, len(header_line), checker)
         if checkpoints is None:
             checkpoints = scan_lines(handle, checker)
-    if not header_problem:
+    report = checker.finish(checkpoints, last)
+    if not header_problem:  # after finish: keys learnt from rotations may have signed it
         _check_header_signature(header, header_line, checker)
-    report = checker.finish(checkpoints, header.get("last_seq"))
     if report.uncovered:  # an export always ends on a checkpoint: anything past it was added
         first = report.covered_to + 1 if report.covered_to else report.first_seq
         checker.problem("uncovered", f"{report.uncovered} entries from {first} on are not "

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,40 +22,16 @@ from controlplane.audit import store
 from controlplane.audit.chain import canonical_json, check_kind
 from controlplane.audit.checkpoint import (
     CheckpointSigner,
+    SigningKeyFile,
     activate_staged_key,
     load_or_create_key,
     rotation_fields,
     stage_private_key,
 )
 from controlplane.audit.errors import AuditUnavailable
+from controlplane.audit.pending import PendingEntry, resolve
 
 PROBE_INTERVAL = 0.5  # seconds between write probes while the store is unavailable
-
-
-@dataclass(eq=False)
-class _Item:
-    kind: str
-    tenant: str | None
-    data: bytes
-    future: asyncio.Future[int]
-    loop: asyncio.AbstractEventLoop
-    force_checkpoint: bool = False
-    new_key: Ed25519PrivateKey | None = field(default=None, repr=False)
-
-
-def _settle(future: asyncio.Future[int], result: int | BaseException) -> None:
-    if future.done():
-        return  # the caller was cancelled; its entry is committed anyway
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-def _resolve(batch: list[_Item], results: list[int | BaseException]) -> None:
-    for item, result in zip(batch, results, strict=True):
-        with contextlib.suppress(RuntimeError):  # that event loop is closed; nobody waits
-            item.loop.call_soon_threadsafe(_settle, item.future, result)
 
 
 class AuditWriter:
@@ -69,17 +44,18 @@ class AuditWriter:
         checkpoint_seconds: float = 60.0,
         origin: str = "sparkplane/audit",
         max_batch: int = 5000,
+        max_pending: int = 100_000,
     ) -> None:
         self.engine = engine
         self.key_path = Path(key_path)
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.origin = origin
-        self.max_batch = max_batch
+        self.max_batch, self.max_pending = max_batch, max_pending
         self.healthy = False
         self.last_error: str | None = "audit writer not started"
-        self._signer: CheckpointSigner | None = None
-        self._queue: list[_Item] = []
+        self._keys = SigningKeyFile(self.key_path, origin)
+        self._queue: list[PendingEntry] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -88,14 +64,12 @@ class AuditWriter:
 
     @property
     def signer(self) -> CheckpointSigner:
-        if self._signer is None:
-            raise RuntimeError("start() the audit writer first")
-        return self._signer
+        """The current signing key (reloaded if the key file was rotated)."""
+        return self._keys.signer()
 
     async def start(self) -> None:
         """Load (or create) the signing key and start the writer thread; probes the store once."""
-        key = await asyncio.to_thread(load_or_create_key, self.key_path)
-        self._signer = CheckpointSigner(self.origin, key)
+        await asyncio.to_thread(load_or_create_key, self.key_path)
         await asyncio.to_thread(self._probe)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -112,11 +86,8 @@ class AuditWriter:
         self.healthy, self.last_error = False, "audit writer closed"
 
     async def record(self, kind: str, **fields: Any) -> int:
-        """Append one entry; returns its sequence number once committed.
-
-        `fields["tenant"]` goes into the authenticated envelope (tenant exports and retention
-        rely on it). Raises AuditUnavailable when the store cannot be written.
-        """
+        """Append one entry; returns its seq once committed. `tenant` goes into the envelope
+        (tenant exports and retention use it). AuditUnavailable if the store can't be written."""
         check_kind(kind)
         tenant = fields.pop("tenant", None)
         if tenant is not None and not isinstance(tenant, str):
@@ -130,9 +101,13 @@ class AuditWriter:
     async def rotate_key(self) -> str:
         """Switch to a new signing key; the chain records it under the old key's checkpoint."""
         new_key = Ed25519PrivateKey.generate()
-        data = canonical_json(rotation_fields(self.signer, new_key))
-        await self._submit("audit.key_rotated", None, data, new_key=new_key)
-        return self.signer.key_id.hex()
+        rotation = canonical_json(rotation_fields(self.signer, new_key))
+        await self._submit("audit.key_rotated", None, rotation, new_key=new_key)
+        new_id = self.signer.key_id.hex()
+        # A first checkpoint by the new key: an auditor holding only it can then verify it all.
+        activated = canonical_json({"key_id": new_id})
+        await self._submit("audit.key_activated", None, activated, force_checkpoint=True)
+        return new_id
 
     async def _submit(self, kind: str, tenant: str | None, data: bytes, **extra: Any) -> int:
         if self._thread is None or self._stopping:
@@ -140,8 +115,10 @@ class AuditWriter:
         if not self.healthy:
             raise AuditUnavailable(f"audit store unavailable: {self.last_error}")
         loop = asyncio.get_running_loop()
-        item = _Item(kind, tenant, data, loop.create_future(), loop, **extra)
+        item = PendingEntry(kind, tenant, data, loop.create_future(), loop, **extra)
         with self._cond:
+            if len(self._queue) >= self.max_pending:  # the store is too slow: refuse, don't grow
+                raise AuditUnavailable(f"audit queue full ({self.max_pending} entries waiting)")
             self._queue.append(item)
             self._cond.notify()
         return await item.future
@@ -213,7 +190,7 @@ class AuditWriter:
             return
         self.healthy, self.last_error = True, None
 
-    def _commit(self, batch: list[_Item], *, final: bool = False) -> None:
+    def _commit(self, batch: list[PendingEntry], *, final: bool = False) -> None:
         signer, new_key = self.signer, None
         entries = [item for item in batch if item.kind]
         rotating = [item.new_key for item in entries if item.new_key is not None]
@@ -237,15 +214,14 @@ class AuditWriter:
             self._fail(batch)
             return
         if new_key is not None:
-            activate_staged_key(self.key_path)
-            self._signer = CheckpointSigner(self.origin, new_key)
+            activate_staged_key(self.key_path)  # the next signer() call loads it
         if due or not linked:
             self._dirty_since = None  # checkpointed, or nothing new from us to checkpoint
         elif self._dirty_since is None:
             self._dirty_since = time.monotonic()
         by_item = dict(zip(entries, (e.seq for e in linked), strict=True))
-        _resolve(batch, [by_item.get(item, size) for item in batch])
+        resolve(batch, [by_item.get(item, size) for item in batch])
 
-    def _fail(self, batch: list[_Item]) -> None:
+    def _fail(self, batch: list[PendingEntry]) -> None:
         error = AuditUnavailable(f"audit store unavailable: {self.last_error}")
-        _resolve(batch, [error] * len(batch))
+        resolve(batch, [error] * len(batch))

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="whole-request time limit, seconds"
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    body_timeout: float = Field(default=30.0, gt=0, description="seconds to receive a body")
     admin_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
         default=15.0, gt=1, description="seconds before a dead replica's slots expire"
     )
     usage_flush_interval: float = Field(default=1.0, gt=0)
+    # "durable": no response byte before the api.request audit event is committed (fsync);
+    # "queued": it must be accepted by a healthy audit writer and commits within one group
+    # commit, so a crash can lose the last few milliseconds of request events.
+    audit_wait: Literal["durable", "queued"] = "durable"
     # Console (controlplane/console): session lifetimes and the appliance root for its system page.
     console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
     console_session_hours: int = Field(default=12, ge=1, le=24 * 30)

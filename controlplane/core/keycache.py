@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 
 from controlplane.core.db import utcnow
@@ -55,6 +56,7 @@ class KeyAuthenticator:
         self._cache_epoch = -1
         self._counter: EpochCounter | None = None
         self._pg: psycopg.AsyncConnection[Any] | None = None
+        self._conninfo = ""
         self._next_round: asyncio.Future[int] | None = None
         self._runner: asyncio.Task[None] | None = None
 
@@ -64,8 +66,8 @@ class KeyAuthenticator:
             self._counter = EpochCounter(path)
         else:
             url = self._engine.url.set(drivername="postgresql")
-            conninfo = url.render_as_string(hide_password=False)
-            self._pg = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            self._conninfo = url.render_as_string(hide_password=False)
+            self._pg = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -85,14 +87,24 @@ class KeyAuthenticator:
         if not looks_like_api_key(presented):
             raise AuthFailed(401, "invalid_api_key", "the API key is not valid")
         key_hash = hash_api_key(self._pepper, presented)
-        epoch = await self.current_epoch()
+        try:
+            epoch = await self.current_epoch()
+        except psycopg.Error:
+            raise AuthFailed(
+                503, "database_unavailable", "the key database cannot be reached; try again"
+            ) from None
         if epoch != self._cache_epoch:
             self._cache.clear()
             self._cache_epoch = epoch
         if key_hash in self._cache:
             principal = self._cache[key_hash]
         else:
-            principal = await asyncio.to_thread(self._load, key_hash)
+            try:
+                principal = await asyncio.to_thread(self._load, key_hash)
+            except OperationalError:
+                raise AuthFailed(
+                    503, "database_unavailable", "the key database cannot be reached; try again"
+                ) from None
             if self._cache_epoch == epoch:  # an epoch change while loading drops the result
                 if len(self._cache) >= MAX_CACHED_KEYS:
                     self._cache.clear()
@@ -139,13 +151,17 @@ class KeyAuthenticator:
         return await asyncio.shield(self._next_round)
 
     async def _pg_rounds(self) -> None:
-        assert self._pg is not None
         while self._next_round is not None:
             round_future, self._next_round = self._next_round, None
             try:
+                if self._pg is None or self._pg.closed or self._pg.broken:  # reconnect
+                    self._pg = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True
+                    )
                 cursor = await self._pg.execute("SELECT value FROM auth_epoch WHERE id = 1")
                 row = await cursor.fetchone()
-            except Exception as exc:
+            except psycopg.Error as exc:
                 round_future.set_exception(exc)
+                round_future.exception()  # retrieved: waiters that left must not log it
             else:
                 round_future.set_result(int(row[0]) if row else 0)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from installer import signing
 from installer.bundle import components, sbom
-from installer.bundle.hashing import Digest, hash_tree_files
+from installer.bundle.hashing import Digest, ProgressSink, hash_tree_files
 from installer.bundle.manifest import (
     CONTROL_FILES,
     ENDORSEMENT_NAME,
@@ -66,6 +66,7 @@ def build_bundle(
     endorsement: Path | None = None,
     force: bool = False,
     log: Callable[[str], None] = lambda _: None,
+    progress: ProgressSink | None = None,
 ) -> BuildResult:
     started = time.monotonic()
     spec = load_spec(spec_path, variables)
@@ -87,7 +88,7 @@ def build_bundle(
             except (components.ComponentError, OSError, RuntimeError) as exc:
                 raise BuildError(f"component {component.name}: {exc}") from exc
         log("hashing files")
-        digests = _hash_all(staging)
+        digests = _hash_all(staging, progress)
         created = _created()
         packages, items = _inventory(staged, digests, staging)
         sbom_bytes = sbom.build_sbom(spec.name, spec.version, created, tool_version(), items)
@@ -129,13 +130,13 @@ def _check_layout(spec: BundleSpec) -> None:
                 raise BuildError(f"components {name} and {other_name} overlap at {path} / {other}")
 
 
-def _hash_all(root: Path) -> dict[str, Digest]:
+def _hash_all(root: Path, progress: ProgressSink | None) -> dict[str, Digest]:
     jobs = []
     for directory, _, files in os.walk(root):
         for file_name in files:
             full = Path(directory) / file_name
             jobs.append((full.relative_to(root).as_posix(), full.stat().st_size))
-    results = hash_tree_files(root, jobs)
+    results = hash_tree_files(root, jobs, progress=progress)
     digests: dict[str, Digest] = {}
     for path, result in results.items():
         if isinstance(result, OSError):

@@ -82,10 +82,11 @@ def build(
             raise typer.Exit(2)
         variables[name] = value
     try:
-        result = build_bundle(
-            spec, key, out_dir, variables=variables, endorsement=endorsement, force=force,
-            log=lambda message: err.print(f"[dim]{message}[/dim]"),
-        )  # fmt: skip
+        with byte_progress(err, "build", enabled=sys.stderr.isatty()) as sink:
+            result = build_bundle(
+                spec, key, out_dir, variables=variables, endorsement=endorsement, force=force,
+                log=lambda message: err.print(f"[dim]{message}[/dim]"), progress=sink,
+            )  # fmt: skip
     except (SpecError, signing.SigningKeyError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc
@@ -154,9 +155,9 @@ def print_report(report: VerifyReport) -> None:
     if data["platform"]:
         out.print("platform    " + " ".join(f"{k}={v}" for k, v in data["platform"].items()))
     for component in data["components"]:
-        out.print(
-            f"component   {component['name']:<22} {component['role']:<12} {component['path']}"
-        )
+        size = f"{component['files']:>5} files {component['bytes'] / 1e6:>9,.1f} MB"
+        name, role = component["name"], component["role"]
+        out.print(f"component   {name:<24} {role:<12} {size}  {component['path']}")
     out.print(f"files       {data['files']} files, {data['bytes'] / 1e6:,.1f} MB")
     signer = data["signer"] or "none"
     if data["endorsed_by"]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -48,11 +48,14 @@ class ModelTrust:
     def from_paths(cls, paths: list[Path]) -> ModelTrust:
         trust = cls()
         for path in paths:
-            data = path.read_bytes()
-            if b"BEGIN CERTIFICATE" in data:
-                trust.roots.extend(x509.load_pem_x509_certificates(data))
-                continue
-            key = serialization.load_pem_public_key(data)
+            try:
+                data = path.read_bytes()
+                if b"BEGIN CERTIFICATE" in data:
+                    trust.roots.extend(x509.load_pem_x509_certificates(data))
+                    continue
+                key = serialization.load_pem_public_key(data)
+            except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+                raise ModelSignatureError(f"{path}: not a PEM public key or certificate") from exc
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 raise ModelSignatureError(f"{path}: model-signing keys are elliptic-curve keys")
             trust.keys.append(key)
@@ -131,7 +134,10 @@ def _verify_with_chain(
     )
     if not can_sign:
         raise ModelSignatureError("the signing certificate is not allowed to sign")
-    key = leaf.public_key()
+    try:
+        key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ModelSignatureError(f"unusable signing certificate key: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not _ecdsa_ok(key, data, signature):
         raise ModelSignatureError("signature does not match the signing certificate")
     return f"certificate {leaf.subject.rfc4514_string()} (CA {root.subject.rfc4514_string()})"

@@ -70,6 +70,22 @@ class VerifyReport:
     def sorted_findings(self) -> list[Finding]:
         return sorted(self.findings, key=lambda f: (PROBLEMS.index(f.problem), f.path))
 
+    def _components(self) -> list[dict[str, Any]]:
+        if self.manifest is None:
+            return []
+        result = []
+        for component in self.manifest.components:
+            inside = [
+                f.size
+                for f in self.manifest.files
+                if f.path == component.path or f.path.startswith(component.path + "/")
+            ]
+            result.append(
+                {"name": component.name, "role": component.role, "path": component.path,
+                 "files": len(inside), "bytes": sum(inside)}
+            )  # fmt: skip
+        return result
+
     def as_dict(self) -> dict[str, Any]:
         manifest = self.manifest
         rate = self.bytes_hashed / self.elapsed / 1e6 if self.elapsed > 0 else 0.0
@@ -78,11 +94,7 @@ class VerifyReport:
             "name": manifest.name if manifest else None,
             "version": manifest.version if manifest else None,
             "platform": manifest.platform.model_dump(exclude_none=True) if manifest else None,
-            "components": [
-                {"name": c.name, "role": c.role, "path": c.path} for c in manifest.components
-            ]
-            if manifest
-            else [],
+            "components": self._components(),
             "files": len(manifest.files) if manifest else 0,
             "bytes": manifest.total_bytes() if manifest else 0,
             "signer": self.signer_fingerprint,

@@ -145,3 +145,26 @@ def test_audit_unavailable_fails_closed(fragile: ThreadGateway) -> None:
         assert_error(admin.post("/api/tenants", json={"name": "later"}), 503, "audit_unavailable")
     ready = httpx.get(fragile.url + "/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["audit"] != "ok"
+
+
+def test_slow_body_gets_408(sim: SimHandle, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import socket
+
+    server = ThreadGateway(
+        make_settings(tmp_path_factory.mktemp("slow"), [sim.url], body_timeout=0.5)
+    )
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "trickler")
+        with socket.create_connection(("127.0.0.1", server.settings.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                b"Authorization: Bearer " + key.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            reply = sock.recv(65536).decode()
+        head, _, body = reply.partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 408")
+        assert '"code":"body_timeout"' in body
+    finally:
+        server.stop()

@@ -135,3 +135,42 @@ def test_max_tokens_cap(gateway: ThreadGateway, key: str) -> None:
         model="sim-model", messages=[{"role": "user", "content": "x"}]
     )
     assert reply.usage is not None and reply.usage.completion_tokens == 50
+
+
+def test_sdk_maps_429_to_rate_limit_error(gateway: ThreadGateway) -> None:
+    with gateway.admin() as admin:
+        key = new_tenant(admin, "one-a-minute", rpm=1)
+    sdk = client(gateway, key)
+    sdk.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "x"}],
+                                max_tokens=1)  # fmt: skip
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "x"}],
+                                    max_tokens=1)  # fmt: skip
+    assert caught.value.code == "rpm_limit"
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+
+
+def test_expired_key_is_refused(gateway: ThreadGateway) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from controlplane.core.db import make_engine, utcnow
+    from controlplane.models import ApiKey
+    from controlplane.services import commit_auth_change
+
+    with gateway.admin() as admin:
+        key = new_tenant(admin, "short-lived")
+        key_id = admin.get("/api/keys", params={"tenant": "short-lived"}).json()[0]["id"]
+    sdk = client(gateway, key)
+    assert sdk.models.list().data
+    engine = make_engine(gateway.settings.database_url)
+    with Session(engine) as session:  # as if its expiry date had come
+        yesterday = utcnow() - timedelta(days=1)
+        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(expires_at=yesterday))
+        commit_auth_change(session)
+    engine.dispose()
+    with pytest.raises(openai.AuthenticationError) as caught:
+        sdk.models.list()
+    assert caught.value.code == "expired_api_key"

@@ -219,3 +219,22 @@ def test_a_crashed_replicas_slots_expire(cluster: Cluster) -> None:
         assert httpx.post(survivor, json=chat(1), headers=headers, timeout=30).status_code == 200
     finally:
         doomed.stop()
+
+
+def test_tpm_debt_on_one_replica_holds_back_the_other(cluster: Cluster) -> None:
+    key = cluster.tenant("pg-tpm", tpm=20)
+    headers = {"Authorization": f"Bearer {key}"}
+    first, second = cluster.replicas
+    ok = httpx.post(first.url + "/v1/chat/completions", json=chat(30), headers=headers, timeout=30)
+    assert ok.status_code == 200  # admitted with a full bucket, then charged 30+ tokens
+    deadline = time.monotonic() + 5
+    while True:  # the charge is written in the background just after the answer
+        refused = httpx.post(
+            second.url + "/v1/chat/completions", json=chat(1), headers=headers, timeout=30
+        )
+        if refused.status_code == 429 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "tpm_limit"
+    assert int(refused.headers["retry-after"]) >= 1

@@ -40,8 +40,8 @@ class NetworkNamespace:
     def _argv(self, argv: list[str], strace_to: Path | None) -> list[str]:
         prefix = ["ip", "netns", "exec", self.name]
         if strace_to is not None:
-            prefix += ["strace", "-f", "-qq", "-e", "trace=connect", "-e", "signal=none",
-                       "-o", str(strace_to)]  # fmt: skip
+            prefix += ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "trace=connect",
+                       "-e", "signal=none", "-o", str(strace_to)]  # fmt: skip
         return prefix + argv
 
     def run(
@@ -53,6 +53,15 @@ class NetworkNamespace:
 
     def popen(self, argv: list[str], strace_to: Path | None = None, **kwargs: Any) -> Any:
         return subprocess.Popen(self._argv(argv, strace_to), text=True, **kwargs)
+
+
+def signal_traced(popen: subprocess.Popen[str], sig: int) -> None:
+    """Signal the program strace runs (strace itself would only detach on SIGTERM)."""
+    try:
+        children = Path(f"/proc/{popen.pid}/task/{popen.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    os.kill(int(children[0]) if children else popen.pid, sig)
 
 
 def outbound_connects(trace: Path) -> list[str]:

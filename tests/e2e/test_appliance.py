@@ -14,18 +14,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.netns import NetworkNamespace, outbound_connects
+from tests.e2e.netns import NetworkNamespace, outbound_connects, signal_traced
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
+DEMO_PORT = "18080"
+# What `sparkplane demo --port DEMO_PORT` installs with, so that re-running it changes nothing.
+INSTALL_OPTIONS = ["--yes", "--profile", "demo", "--port", DEMO_PORT, "--bind", "127.0.0.1"]
 
 
 def sparkplane(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:
@@ -57,21 +61,26 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def appliance(
-    bundle: tuple[Path, Path], netns: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+    bundle: tuple[Path, Path],
+    netns: NetworkNamespace,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[tuple[Path, subprocess.Popen[str], Path]]:
     """Install offline inside the namespace, then run `sparkplane demo` there."""
     bundle_dir, pubkey = bundle
-    root = tmp_path_factory.mktemp("appliance")
+    # vLLM binds unix sockets under TMPDIR (ROOT/var/lib/...): keep ROOT short (108-byte limit).
+    root = Path(tempfile.mkdtemp(prefix="sp-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
     traces = tmp_path_factory.mktemp("traces")
     install = netns.run(
         [SPARKPLANE, "install", str(bundle_dir), "--root", str(root), "--trust", str(pubkey),
-         "--yes", "--profile", "demo"],
+         *INSTALL_OPTIONS],
         strace_to=traces / "install.trace",
     )  # fmt: skip
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     log = (traces / "demo.log").open("w")
     demo = netns.popen(
-        [SPARKPLANE, "demo", "--root", str(root), "--bundle", str(bundle_dir), "--port", "18080"],
+        [SPARKPLANE, "demo", "--root", str(root), "--bundle", str(bundle_dir), "--port", DEMO_PORT],
         strace_to=traces / "demo.trace",
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -84,7 +93,7 @@ def appliance(
         time.sleep(1)
     yield root, demo, traces
     if demo.poll() is None:
-        demo.send_signal(signal.SIGTERM)
+        signal_traced(demo, signal.SIGTERM)
         demo.wait(timeout=60)
     log.close()
 
@@ -104,7 +113,7 @@ def test_second_install_changes_nothing(
     bundle_dir, pubkey = bundle
     again = netns.run(
         [SPARKPLANE, "install", str(bundle_dir), "--root", str(root), "--trust", str(pubkey),
-         "--yes", "--profile", "demo"],
+         *INSTALL_OPTIONS],
         strace_to=traces / "reinstall.trace",
     )  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -149,7 +158,7 @@ def test_sigterm_stops_everything_and_nothing_left_the_box(
     appliance: tuple[Path, subprocess.Popen[str], Path],
 ) -> None:
     root, demo, traces = appliance
-    demo.send_signal(signal.SIGTERM)
+    signal_traced(demo, signal.SIGTERM)
     demo.wait(timeout=60)
     time.sleep(1)
     leftovers = subprocess.run(

@@ -137,3 +137,32 @@ def test_one_inventory_provisions_two_roots_in_one_run(signed, tmp_path: Path) -
         assert layout.active_version() == "1.0.0", host
         assert f"--port\n{18300 + index}\n" in layout.engine_args.read_text()
         assert f"installed 1.0.0 on {host}: changed=" in done.stdout
+
+
+HOLD_LOCK = """
+import sys, time
+from installer.layout import Layout
+from installer.lock import installer_lock
+with installer_lock(Layout.at(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_concurrent_run_is_refused(signed, tmp_path: Path) -> None:
+    from installer.apply import InstallError
+    from installer.install import install
+
+    bundle, pub = signed
+    root = tmp_path / "root"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(InstallError, match=f"another installer run \\(pid {holder.pid}\\)"):
+            install(bundle, root, [signing.load_public_key(pub)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not Layout.at(root).releases.exists()

@@ -103,6 +103,8 @@ def test_install_failure_shows_task_message_and_artifacts(tmp_path: Path) -> Non
     error = caught.value
     assert str(error) == "install failed"
     assert "task 'Install the engine wheels offline'" in error.details[0]
+    assert "broken-1.0-py3-none-any.whl" in error.details[0]  # pip's own error, not "rc=1"
+    assert error.details[0].endswith("(rc=1)")
     assert error.artifacts is not None and (error.artifacts / "stdout").is_file()
     layout = Layout.at(root)
     assert layout.active_version() is None  # `current` never points at a broken release

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from controlplane.api.deps import ReaderDep, ServicesDep, in_session
+from controlplane.api.errors import documented
 
 router = APIRouter(tags=["health"])
 
@@ -53,7 +54,12 @@ async def metrics(services: ServicesDep) -> Response:
     return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/engines", summary="Engines: health, load and models", tags=["engines"])
+@router.get(
+    "/api/engines",
+    summary="Engines: health, load and models",
+    tags=["engines"],
+    responses=documented(401, 403),
+)
 async def engines(services: ServicesDep, _reader: ReaderDep) -> list[dict[str, Any]]:
     return [
         {

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 
 from controlplane import operations, services
 from controlplane.api.deps import AuditWritable, CurrentAdmin, ReaderDep, admin_context, in_session
+from controlplane.api.errors import documented
 from controlplane.models import TENANT_NAME_PATTERN, ApiKeyCreated, ApiKeyPublic, KeyCreate
 
-router = APIRouter(prefix="/api/keys", tags=["keys"])
+router = APIRouter(prefix="/api/keys", tags=["keys"], responses=documented(401, 403, 422, 503))
 
 KeyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such key"}}
+NOT_FOUND = documented(404)
 
 
-@router.get("", summary="List keys (never their secrets)")
+@router.get("", summary="List keys (never their secrets)", responses=NOT_FOUND)
 async def list_keys(
     request: Request,
     _reader: ReaderDep,
@@ -32,7 +33,7 @@ async def list_keys(
     status_code=status.HTTP_201_CREATED,
     summary="Create a key",
     dependencies=[AuditWritable],
-    responses={404: {"description": "no such tenant"}},
+    responses=NOT_FOUND,
 )
 async def create_key(request: Request, spec: KeyCreate, admin: CurrentAdmin) -> ApiKeyCreated:
     public, secret = await operations.create_key_async(

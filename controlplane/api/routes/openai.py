@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -9,12 +10,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from controlplane.api.deps import ServicesDep, TenantKeyDep, tenant_key
-from controlplane.api.errors import ApiError
+from controlplane.api.errors import ApiError, documented
 from controlplane.core.keycache import KeyPrincipal
 from controlplane.exchange import Exchange, GatewayServices
 from controlplane.proxy import RelayResponse
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(
+    prefix="/v1", tags=["openai"], responses=documented(400, 401, 403, 404, 413, 429, 503)
+)
 
 _BODY_SCHEMA: dict[str, Any] = {
     "requestBody": {
@@ -37,17 +40,24 @@ async def list_models(principal: TenantKeyDep, services: ServicesDep) -> Respons
     return Response(body, media_type="application/json")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The request body, refused (413) above `limit` bytes or (408) when slower than `seconds`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):  # a client trickling its body holds no slot forever
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    message = f"request body is larger than {limit} bytes"
+                    raise ApiError(413, message, code="body_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        message = f"the request body did not arrive within {seconds:g} s"
+        raise ApiError(408, message, "invalid_request_error", "body_timeout") from None
     return b"".join(chunks)
 
 
@@ -97,24 +107,41 @@ def check_request(body: Any, principal: KeyPrincipal, services: GatewayServices)
 
 
 async def relay(request: Request, endpoint: str) -> Response:
+    """Authenticate, read and check the request; the RelayResponse does the rest.
+
+    A request with a valid key that the gateway refuses (bad JSON, disallowed model, too big)
+    is still an API call of that tenant: it is answered through the RelayResponse too, so it gets
+    its api.request and api.completion audit events like any other.
+    """
     principal = await tenant_key(request)
     services: GatewayServices = request.app.state.gateway
-    raw = await read_body(request, services.settings.max_body_bytes)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(
-            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
-    changed = check_request(body, principal, services)
     client = request.client.host if request.client else None
-    exchange = Exchange(services, principal, endpoint, body, raw, client)
+    raw, body, refusal, changed = b"", {}, None, False
+    try:
+        settings = services.settings
+        raw = await read_body(request, settings.max_body_bytes, settings.body_timeout)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            message = f"the request body is not valid JSON: {exc}"
+            raise ApiError(400, message, code="invalid_json") from None
+        changed = check_request(body, principal, services)
+    except ApiError as error:
+        refusal = error
+    exchange = Exchange(services, principal, endpoint, body if isinstance(body, dict) else {},
+                        raw, client)  # fmt: skip
     exchange.body_changed = changed
-    return RelayResponse(exchange)
+    return RelayResponse(exchange, refusal)
 
 
-# The relayed routes take only the request and authenticate inline: FastAPI's dependency
-# solving costs more per request than everything the gateway itself does.
+# The relayed routes take only the request and authenticate inline. In the app they are served
+# by the RelayFastPath middleware (api/fastpath.py) with the same `relay`; these route
+# definitions document them in OpenAPI and serve them when the middleware is not installed.
+RELAYED = {
+    "/v1/chat/completions": "chat/completions",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
 
 
 @router.post("/chat/completions", summary="Chat completion", openapi_extra=_BODY_SCHEMA)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 
 from controlplane import operations, services
 from controlplane.api.deps import AuditWritable, CurrentAdmin, ReaderDep, admin_context, in_session
+from controlplane.api.errors import documented
 from controlplane.models import (
     TENANT_NAME_PATTERN,
     DailyUsagePublic,
@@ -16,10 +17,12 @@ from controlplane.models import (
     TenantUpdate,
 )
 
-router = APIRouter(prefix="/api/tenants", tags=["tenants"])
+router = APIRouter(
+    prefix="/api/tenants", tags=["tenants"], responses=documented(401, 403, 422, 503)
+)
 
 TenantName = Annotated[str, Path(pattern=TENANT_NAME_PATTERN, max_length=63)]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such tenant"}}
+NOT_FOUND = documented(404)
 
 
 @router.get("", summary="List tenants")
@@ -33,7 +36,7 @@ async def list_tenants(request: Request, _reader: ReaderDep) -> list[TenantPubli
     status_code=status.HTTP_201_CREATED,
     summary="Create a tenant",
     dependencies=[AuditWritable],
-    responses={409: {"description": "name taken"}},
+    responses=documented(409),
 )
 async def create_tenant(request: Request, spec: TenantCreate, admin: CurrentAdmin) -> TenantPublic:
     return await operations.create_tenant_async(admin_context(request, admin), spec)

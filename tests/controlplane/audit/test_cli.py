@@ -60,6 +60,8 @@ def test_live_verify_checkpoint_and_prune(data_dir):
     assert sparkplane("checkpoint", data_dir=data_dir).stdout.strip() == "checkpoint at entry 2"
     live = sparkplane("verify", "--live", data_dir=data_dir)
     assert live.returncode == 0 and "VALID" in live.stdout, live.stdout
+    rotated = sparkplane("rotate-key", data_dir=data_dir)
+    assert rotated.returncode == 0 and rotated.stdout.startswith("new audit key"), rotated.stderr
     pruned = sparkplane("prune", "--tenant-days", "acme=30", data_dir=data_dir)
     assert pruned.returncode == 0 and "pruned 0 entries" in pruned.stdout, pruned.stderr
     assert sparkplane("verify", "--live", data_dir=data_dir).returncode == 0

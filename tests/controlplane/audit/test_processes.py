@@ -33,11 +33,23 @@ def start_writer(url: str, key: Path, count: int, schema: str | None = None) -> 
     )
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """(database URL, schema or None, engine) of a fresh audit store."""
+    if request.param == "sqlite":
+        engine = sqlite_store(tmp_path)
+        yield f"sqlite:///{tmp_path / 'audit.db'}", None, engine
+        engine.dispose()
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        yield PG_URL, schema, request.getfixturevalue("pg_engine")
+
+
 @pytest.mark.slow
-def test_kill_9_under_load_keeps_every_acknowledged_entry_and_the_chain(tmp_path):
-    engine = sqlite_store(tmp_path)
-    url, key = f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "audit-signing.key"
-    process = start_writer(url, key, 0)
+def test_kill_9_under_load_keeps_every_acknowledged_entry_and_the_chain(store, tmp_path):
+    url, schema, engine = store
+    key = tmp_path / "audit-signing.key"
+    process = start_writer(url, key, 0, schema)
     acknowledged: list[int] = []
     assert process.stdout is not None
     deadline = time.monotonic() + 60
@@ -55,11 +67,10 @@ def test_kill_9_under_load_keeps_every_acknowledged_entry_and_the_chain(tmp_path
     assert report.valid, report.as_dict()
     assert report.entries == len(stored) == max(stored)
 
-    restarted = start_writer(url, key, 100)  # restart: the chain continues from the head
+    restarted = start_writer(url, key, 100, schema)  # restart: the chain continues from the head
     restarted.communicate(timeout=60)
     report = verify_live(engine, [key.with_suffix(".pub")])
     assert report.valid and report.entries == len(stored) + 100 and report.uncovered == 0
-    engine.dispose()
 
 
 @pytest.mark.postgres

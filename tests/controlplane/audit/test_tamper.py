@@ -41,22 +41,29 @@ class Export:
         return verify_export(target, [self.pubkey])
 
 
-@pytest.fixture(scope="module")
-def export(tmp_path_factory) -> Export:
+@pytest.fixture(scope="module", params=["plain", "tenant-filter-and-key-rotation"])
+def export(request, tmp_path_factory) -> Export:
+    """A plain export, and one that withholds a tenant's data and spans a key rotation
+    (the auditor then trusts only the first key)."""
     directory = tmp_path_factory.mktemp("export")
     engine = sqlite_store(directory)
+    variant = request.param != "plain"
 
     async def build() -> None:
         audit = AuditWriter(engine, directory / "audit-signing.key", checkpoint_every=8)
         await audit.start()
+        (directory / "first.pub").write_bytes((directory / "audit-signing.pub").read_bytes())
         for i in range(60):
             await audit.record("api.request", tenant=("acme", "beta")[i % 2], n=i, status=200)
-        await export_audit(engine, audit, directory / "export.jsonl", reason="property tests")
+            if variant and i == 30:
+                await audit.rotate_key()
+        await export_audit(engine, audit, directory / "export.jsonl", reason="property tests",
+                           tenant="acme" if variant else None)  # fmt: skip
         await audit.close()
 
     asyncio.run(build())
     engine.dispose()
-    result = Export(directory / "export.jsonl", directory / "audit-signing.pub")
+    result = Export(directory / "export.jsonl", directory / "first.pub")
     assert result.verify(result.lines, directory).valid
     return result
 

@@ -102,7 +102,7 @@ async def test_key_rotation_is_recorded_and_both_keys_verify(sqlite_engine, tmp_
         kinds = list(
             conn.execute(select(AuditEntry.kind).where(AuditEntry.kind.like("audit.%"))).scalars()
         )
-    assert key_ids == {old_id, new_id} and kinds == ["audit.key_rotated"]
+    assert key_ids == {old_id, new_id} and kinds == ["audit.key_rotated", "audit.key_activated"]
     (tmp_path / "old.pub").write_bytes(first_pub)
     for trusted in ("old.pub", "audit-signing.pub"):  # either key leads to the other
         report = verify_live(sqlite_engine, [tmp_path / trusted])
@@ -115,3 +115,42 @@ async def test_cancelled_caller_does_not_break_the_writer(writer):
     task.cancel()
     assert await writer.record("api.request", n=2) in (1, 2)
     assert writer.healthy
+
+
+async def test_running_writer_follows_a_rotation_made_by_another_process(sqlite_engine, tmp_path):
+    key = tmp_path / "audit-signing.key"
+    server = AuditWriter(sqlite_engine, key, checkpoint_every=1000)
+    await server.start()
+    original = key.with_suffix(".pub").read_bytes()
+    await server.record("api.request", n=1)
+    cli = AuditWriter(sqlite_engine, key)  # what `sparkplane audit rotate-key` runs
+    await cli.start()
+    new_id = await cli.rotate_key()
+    await cli.close()
+    await server.record("api.request", n=2)
+    await server.checkpoint_now()
+    with sqlite_engine.connect() as conn:
+        newest = conn.execute(
+            select(AuditCheckpoint.key_id).order_by(AuditCheckpoint.size.desc())
+        ).scalar()
+    assert newest == new_id
+    await server.close()
+    (tmp_path / "original.pub").write_bytes(original)
+    assert verify_live(sqlite_engine, [tmp_path / "original.pub"]).valid
+
+
+async def test_a_full_queue_is_refused_instead_of_growing(sqlite_engine, tmp_path):
+    audit = AuditWriter(sqlite_engine, tmp_path / "k.key", max_pending=10)
+    await audit.start()
+    blocker = sqlite_engine.connect()
+    blocker.exec_driver_sql("BEGIN IMMEDIATE")  # another writer holds the database: we wait
+    first = asyncio.ensure_future(audit.record("api.request", n=0))
+    await asyncio.sleep(0.3)  # the writer thread has taken it and waits for the lock
+    queued = [asyncio.ensure_future(audit.record("api.request", n=i)) for i in range(1, 11)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(AuditUnavailable, match="queue full"):
+        await audit.record("api.request", n=99)
+    blocker.rollback()
+    blocker.close()
+    assert sorted(await asyncio.gather(first, *queued)) == list(range(1, 12))
+    await audit.close()

@@ -118,3 +118,13 @@ def test_build_refuses_a_model_that_no_longer_matches_its_signature(tmp_path, ke
     trusted = [signing.load_public_key(keypair[1])]
     report = verify_bundle(bundle, trusted, model_trust=ModelTrust.from_paths([KEY]))
     assert report.problems() == {"model-signature"}
+
+
+def test_unreadable_trust_material_is_a_clear_error(tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    with pytest.raises(ModelSignatureError, match="not a PEM public key or certificate"):
+        ModelTrust.from_paths([junk])
+    _, ed25519_pub = signing.generate_keypair(tmp_path / "ed")
+    with pytest.raises(ModelSignatureError, match="elliptic-curve"):
+        ModelTrust.from_paths([ed25519_pub])

@@ -1,8 +1,6 @@
 import filecmp
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +11,7 @@ from installer import signing
 from installer.bundle.pack import PackError, parse_size, plan_parts
 from installer.bundle.unpack import PartsError, unpack
 
-SPARKPLANE = [sys.executable, "-c", "from installer.cli import main; main()"]
-
-
-def run(*args):
-    return subprocess.run([*SPARKPLANE, *map(str, args)], capture_output=True, text=True)
+from .test_cli import run
 
 
 @pytest.fixture(scope="module")

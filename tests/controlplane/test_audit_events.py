@@ -1,0 +1,71 @@
+"""What the gateway writes into the audit chain, in both audit_wait modes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import openai
+import pytest
+from sqlalchemy import select
+
+from controlplane.audit.models import AuditEntry
+from controlplane.audit.verify import verify_live
+from controlplane.core.db import make_engine
+from tests.controlplane.conftest import new_tenant
+from tests.controlplane.harness import ThreadGateway, make_settings
+from tests.enginesim import SimHandle
+
+
+def entries(data_dir: Path) -> list[tuple[str, str | None, dict[str, object]]]:
+    engine = make_engine(f"sqlite:///{data_dir}/sparkplane.db")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(AuditEntry.kind, AuditEntry.tenant, AuditEntry.data).order_by(AuditEntry.seq)
+            ).all()
+    finally:
+        engine.dispose()
+    return [(kind, tenant, json.loads(data) if data else {}) for kind, tenant, data in rows]
+
+
+@pytest.mark.parametrize("audit_wait", ["durable", "queued"])
+def test_requests_and_admin_changes_are_audited(
+    sim: SimHandle, tmp_path: Path, audit_wait: str
+) -> None:
+    server = ThreadGateway(make_settings(tmp_path, [sim.url], audit_wait=audit_wait))
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "audited", max_tokens=8)
+            admin.patch("/api/tenants/audited", json={"rpm": 100})
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        client.chat.completions.create(
+            model="sim-model", max_tokens=3, messages=[{"role": "user", "content": "hi"}]
+        )
+        with pytest.raises(openai.BadRequestError):  # refused by the gateway: still audited
+            client.chat.completions.create(
+                model="sim-model", max_tokens=9, messages=[{"role": "user", "content": "hi"}]
+            )
+        time.sleep(0.3)  # api.completion is written after the last byte
+    finally:
+        server.stop()
+    log = entries(tmp_path)
+    kinds = [kind for kind, _, _ in log]
+    assert kinds[:3] == ["admin.tenant_create", "admin.key_create", "admin.tenant_update"]
+    update = log[2][2]
+    assert update["before"] == {"rpm": None} and update["after"] == {"rpm": 100}
+    assert update["actor"] == "admin-token"
+    assert "key" not in log[1][2]["after"]  # type: ignore[operator]
+    request = next(fields for kind, _, fields in log if kind == "api.request")
+    done = next(fields for kind, _, fields in log if kind == "api.completion")
+    assert request["request_id"] == done["request_id"]
+    assert done["outcome"] == "ok" and done["completion_tokens"] == 3 and done["status"] == 200
+    refused = [fields for kind, _, fields in log if kind == "api.completion"][-1]
+    assert refused["outcome"] == "refused" and refused["status"] == 400
+    assert all(tenant == "audited" for _, tenant, _ in log)
+    assert not any(key in json.dumps(fields) for _, _, fields in log)  # never the secret
+    report = verify_live(
+        make_engine(f"sqlite:///{tmp_path}/sparkplane.db"), [tmp_path / "audit-signing.pub"]
+    )
+    assert report.valid, report
