@@ -35,7 +35,8 @@ async def phase(
     sim_url: str, targets: list[Target], clients: int, warmup: float, seconds: float
 ) -> tuple[dict[str, Any], dict[str, Result]]:
     """Offer the load, measure at the engine for `seconds` after `warmup`, drain."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)  # below servers' 5 s
+    async with aiohttp.ClientSession(connector=connector) as session:
 
         async def sim(method: str, path: str) -> dict[str, Any]:
             async with session.request(method, sim_url + path, json={}) as resp:

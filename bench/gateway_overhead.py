@@ -59,7 +59,9 @@ async def measure(
     targets: list[Target], procs: dict[str, gateways.Proc], seconds: float, rounds: int
 ) -> dict[str, dict[str, Measured]]:
     out: dict[str, dict[str, Measured]] = {}
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    # Idle client connections are dropped before the servers' 5 s keep-alive, so the load
+    # generator never races a server closing the connection it is about to reuse.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
     async with aiohttp.ClientSession(connector=connector) as session:
         for target in targets:  # warm up connection pools and caches
             await closed_loop(session, target, PLAIN, 8, 1.0)

@@ -3,7 +3,8 @@
 Nothing is written under the root before the bundle has verified: a rejected bundle leaves the
 target exactly as it was. Everything after that is idempotent (a second run changes nothing) and
 `current` moves only in the playbook's last role, so an interrupted install is finished by
-running it again.
+running it again. Once `current` has moved, installer/activation.py publishes the plan, imports
+the lifecycle events into the audit chain and creates the first console admin.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
+from installer.activation import after_activation
 from installer.apply import (
     BundleFacts,
     InstallError,
@@ -24,8 +26,9 @@ from installer.apply import (
     raise_for_run,
     save_release_vars,
 )
+from installer.bundle.appliance import model_trust_of
 from installer.bundle.manifest import Manifest
-from installer.bundle.report import Finding
+from installer.bundle.report import Finding, VerifyReport
 from installer.bundle.trust import TrustStore
 from installer.bundle.verify import verify_bundle
 from installer.events import record_event
@@ -35,7 +38,9 @@ from installer.layout import Layout
 from installer.lock import installer_lock
 from installer.plan import EnginePlan, PlanError, make_plan
 from installer.preflight import BundleNeeds, run_preflight
+from installer.release_cli import FirstAdmin
 from installer.runner import run_playbook
+from installer.state_files import save_release_state
 
 DEFAULT_ENGINE_PORT = 8000
 DEFAULT_CONTROLPLANE_PORT = 8080
@@ -54,18 +59,44 @@ class InstallResult:
     changed: int
     artifacts: Path
     plan: EnginePlan
+    model_signatures: tuple[tuple[str, str, str], ...] = ()  # (component, status, detail)
+    first_admin: FirstAdmin | None = None  # set once, by the install that created it
+    audit_imported: int | None = None
+    warnings: tuple[str, ...] = ()
 
 
-def verify_or_raise(bundle: Path, trusted_keys: Sequence[Ed25519PublicKey], root: Path) -> Manifest:
-    """Verify without writing anything; raise with every finding when the bundle is bad."""
-    revoked = TrustStore(Layout.at(root).trust).revoked_fingerprints()
-    report = verify_bundle(bundle, list(trusted_keys), revoked=revoked)
+def verify_report(
+    bundle: Path, trusted_keys: Sequence[Ed25519PublicKey], root: Path
+) -> VerifyReport:
+    """Verify against the appliance's trust dir, without writing anything; raise when bad.
+
+    Same checks as `installer.bundle.appliance.verify_with_trust_dir` (revocations, OpenSSF
+    model signatures from `<trust>/model-signing/*.pem`), but with `trusted_keys`: a key given
+    with --trust must verify the bundle before it may be stored in that directory.
+    """
+    trust_dir = Layout.at(root).trust
+    revoked = TrustStore(trust_dir).revoked_fingerprints()
+    report = verify_bundle(
+        bundle, list(trusted_keys), revoked=revoked, model_trust=model_trust_of(trust_dir)
+    )
     if not report.ok or report.manifest is None:
         raise InstallError(
             f"bundle {bundle} failed verification; nothing was installed",
             [_describe(finding) for finding in report.sorted_findings()],
         )
+    return report
+
+
+def verify_or_raise(bundle: Path, trusted_keys: Sequence[Ed25519PublicKey], root: Path) -> Manifest:
+    report = verify_report(bundle, trusted_keys, root)
+    assert report.manifest is not None  # verify_report raised otherwise
     return report.manifest
+
+
+def remember_rotated_signer(report: VerifyReport, root: Path) -> None:
+    """A new signing key endorsed by a trusted one is trusted from now on (key rotation)."""
+    if report.endorsed_by and report.signer is not None:
+        TrustStore(Layout.at(root).trust).add(report.signer)
 
 
 def _describe(finding: Finding) -> str:
@@ -94,7 +125,12 @@ def install(
     stores a newly trusted key there, so a rejected bundle leaves the trust directory alone).
     """
     bundle, root = Path(bundle).absolute(), Path(root).absolute()
-    manifest = verify_or_raise(bundle, trusted_keys, root)
+    report = verify_report(bundle, trusted_keys, root)
+    manifest = report.manifest
+    assert manifest is not None
+    if console is not None:
+        for component, status, detail in report.model_signatures:
+            console.print(f"model signature of {component}: {status} ({detail})")
     facts = BundleFacts.from_manifest(manifest)
     facts_host = collect_host_facts()
     ports = {engine_port: "engine", controlplane_port: "control plane"}
@@ -115,6 +151,7 @@ def install(
         ) from exc
     if after_verify is not None:
         after_verify(manifest)
+    remember_rotated_signer(report, root)
     layout = Layout.at(root)
     with installer_lock(layout):
         started = time.monotonic()
@@ -147,6 +184,7 @@ def install(
             )
             raise
         save_release_vars(layout.release(facts.version), inventory, extravars)
+        save_release_state(layout.release(facts.version), plan, checks)
         record_event(
             layout,
             action,
@@ -161,6 +199,9 @@ def install(
                 f"ok={result.ok} changed={result.changed} failed={result.failed} "
                 f"in {elapsed}s; artifacts: {result.artifact_dir}"
             )
+        aftermath = None
+        if activate:  # an upgrade stages with activate=False and finishes this itself
+            aftermath = after_activation(layout, create_admin=True, console=console)
         return InstallResult(
             version=facts.version,
             release_dir=layout.release(facts.version),
@@ -172,4 +213,8 @@ def install(
             changed=result.changed,
             artifacts=result.artifact_dir,
             plan=plan,
+            model_signatures=tuple(report.model_signatures),
+            first_admin=aftermath.first_admin if aftermath else None,
+            audit_imported=aftermath.audit_imported if aftermath else None,
+            warnings=tuple(aftermath.warnings) if aftermath else (),
         )

@@ -20,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
+from installer.activation import Aftermath, after_activation, import_events_or_warn, show
 from installer.apply import RELEASE_VARS, InstallError, raise_for_run
 from installer.events import record_event
 from installer.install import InstallResult, install
@@ -97,6 +98,7 @@ def rollback(root: Path, to: str | None = None, console: Console | None = None) 
         record_event(layout, "rollback", phase="started", version=target, previous=active)
         reapply_release(layout, target, console, "rollback")
         record_event(layout, "rollback", phase="succeeded", version=target, previous=active)
+        after_activation(layout, create_admin=False, console=console)
     return target
 
 
@@ -154,6 +156,7 @@ def upgrade(
             record_event(
                 layout, "upgrade", phase="rolled_back", version=staged.version, current=previous
             )
+            after_activation(layout, create_admin=False, console=console)
             raise InstallError(
                 f"upgrade to {staged.version} failed its health check; rolled back to {previous}",
                 [str(exc)],
@@ -161,7 +164,15 @@ def upgrade(
         record_event(
             layout, "upgrade", phase="succeeded", version=staged.version, previous=previous
         )
-        return InstallResult(**{**staged.__dict__, "changed": staged.changed + changed})
+        aftermath = after_activation(layout, create_admin=False, console=console)
+        return InstallResult(
+            **{
+                **staged.__dict__,
+                "changed": staged.changed + changed,
+                "audit_imported": aftermath.audit_imported,
+                "warnings": tuple(aftermath.warnings),
+            }
+        )
 
 
 def _make_writable(path: Path) -> None:
@@ -170,8 +181,13 @@ def _make_writable(path: Path) -> None:
         os.chmod(directory, 0o700)
 
 
-def uninstall(root: Path, purge: bool = False) -> list[Path]:
-    """Remove what install laid out; data, audit keys, backups and trust stay unless `purge`."""
+def uninstall(root: Path, purge: bool = False, console: Console | None = None) -> list[Path]:
+    """Remove what install laid out; data, audit keys, backups and trust stay unless `purge`.
+
+    The audit chain gets the "started" event now, through the release about to be removed; the
+    "succeeded" line stays in events.jsonl for the next install to import (with `purge` the
+    chain itself goes, so there is nothing to import into).
+    """
     layout = Layout.at(root)
     removed = [layout.current, layout.releases, layout.models, layout.engine_state]
     removed += [
@@ -185,6 +201,11 @@ def uninstall(root: Path, purge: bool = False) -> list[Path]:
         removed += [layout.opt, layout.var, layout.etc]
     else:
         record_event(layout, "uninstall", phase="started", purge=False)
+        aftermath = Aftermath()
+        if layout.active_version() is not None:
+            import_events_or_warn(layout, aftermath)
+        if console is not None:
+            show(aftermath, console)
     gone = []
     for path in removed:
         if path.is_symlink() or path.is_file():

@@ -73,7 +73,7 @@ def uninstall_command(
     """Remove releases, models, config and units; data and audit stay unless --purge."""
     if purge and not yes:
         typer.confirm(f"Delete ALL Sparkplane data and audit records under {root}?", abort=True)
-    removed = uninstall(root, purge=purge)
+    removed = uninstall(root, purge=purge, console=console)
     for path in removed:
         console.print(f"removed {path}")
     if not purge:

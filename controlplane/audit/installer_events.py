@@ -1,9 +1,12 @@
 """Installer lifecycle events (install, upgrade, rollback, uninstall) into the audit chain.
 
 The installer runs before (and beside) the control plane, so it appends one JSON object per line
-to an events file; `sparkplane audit import-installer-events FILE` moves them into the chain as
-`installer.<action>` entries. Each event is identified by the SHA-256 of its line, so importing
-the same file twice (or after a crash half-way) never records an event twice.
+to ROOT/var/lib/sparkplane/installer/events.jsonl (`installer/events.py`):
+`{"time": ..., "kind": "installer.<action>", "phase": ..., "version": ..., ...}`; the short form
+`{"action": "<action>", ...}` is accepted too. `sparkplane audit import-installer-events FILE`
+moves them into the chain as `installer.<action>` entries, keeping every other field. Each event
+is identified by the SHA-256 of its line, so importing the same file twice (or after a crash
+half-way) never records an event twice.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from controlplane.audit.models import AuditEntry
 from controlplane.audit.writer import AuditWriter
 
 EVENTS_FILE_NAME = "installer-events.jsonl"
+KIND_PREFIX = "installer."
+ENVELOPE_KEYS = ("action", "kind", "tenant")  # become the entry's kind / envelope, not data
 
 
 @dataclass
@@ -32,8 +37,25 @@ class InstallerEventError(ValueError):
     """A line of the events file that is not a usable event."""
 
 
+def event_action(event: object) -> str | None:
+    """The action of an event: its `kind` minus `installer.`, or its `action`; None if neither.
+
+    When both are given they must agree, so an entry's kind never contradicts its fields.
+    """
+    if not isinstance(event, dict):
+        return None
+    kind, action = event.get("kind"), event.get("action")
+    from_kind = kind[len(KIND_PREFIX) :] if isinstance(kind, str) else None
+    if kind is not None and (from_kind is None or not kind.startswith(KIND_PREFIX)):
+        return None
+    if action is not None and (not isinstance(action, str) or from_kind not in (None, action)):
+        return None
+    found = from_kind if from_kind is not None else action
+    return found if found and KIND_PATTERN.match(KIND_PREFIX + found) else None
+
+
 def parse_events(path: Path) -> list[tuple[str, dict[str, object]]]:
-    """(event id, event) per non-empty line; each event needs a string `action`."""
+    """(event id, event) per non-empty line; each event needs a `kind` or an `action`."""
     events = []
     for number, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
         if not raw.strip():
@@ -42,9 +64,11 @@ def parse_events(path: Path) -> list[tuple[str, dict[str, object]]]:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InstallerEventError(f"{path}:{number}: not JSON ({exc})") from None
-        action = event.get("action") if isinstance(event, dict) else None
-        if not isinstance(action, str) or not KIND_PATTERN.match(f"installer.{action}"):
-            raise InstallerEventError(f"{path}:{number}: needs an 'action' like \"install\"")
+        if event_action(event) is None:
+            raise InstallerEventError(
+                f"{path}:{number}: needs a 'kind' like \"installer.install\" "
+                f"(or an 'action' like \"install\"), and the two must agree"
+            )
         events.append((hashlib.sha256(raw.strip()).hexdigest(), event))
     return events
 
@@ -66,9 +90,9 @@ async def import_events(engine: Engine, writer: AuditWriter, path: Path) -> Impo
     for event_id, event in events:
         if event_id in seen:
             continue
-        fields = {key: value for key, value in event.items() if key not in ("action", "tenant")}
+        fields = {key: value for key, value in event.items() if key not in ENVELOPE_KEYS}
         fields["event_id"] = event_id
-        await writer.record(f"installer.{event['action']}", **fields)
+        await writer.record(f"{KIND_PREFIX}{event_action(event)}", **fields)
         seen.add(event_id)
         imported += 1
     return ImportResult(imported, len(events) - imported)

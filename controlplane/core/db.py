@@ -6,8 +6,9 @@ import importlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
+from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Table modules of every package; init_db imports each that exists so create_all sees them.
@@ -82,6 +83,18 @@ def init_db(engine: Engine) -> None:
     """Create every table of every package that is installed (idempotent)."""
     import_table_modules()
     Base.metadata.create_all(engine)
+    # The auth epoch row must exist before the first change: two first changes racing to
+    # insert it would otherwise fail one of them with a unique-key error.
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO auth_epoch (id, value) SELECT 1, 0 WHERE NOT EXISTS "
+                    "(SELECT 1 FROM auth_epoch WHERE id = 1)"
+                )
+            )
+    except IntegrityError:
+        pass  # another process inserted it first
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

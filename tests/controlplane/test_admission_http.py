@@ -104,30 +104,35 @@ async def test_a_thousand_random_disconnects_leak_nothing(gateway: ThreadGateway
         ]
     sim.reset()
     rng = random.Random(1234)
-    outcomes: dict[str, int] = {"completed": 0, "cut": 0}
+    outcomes: dict[str, int] = {"completed": 0, "cut": 0, "cut_mid_stream": 0}
 
     async def one(session: aiohttp.ClientSession, index: int) -> None:
         stream = index % 2 == 0
         headers = {"Authorization": f"Bearer {keys[index % 3]}"}
         cut_after = rng.uniform(0.0, 1.2)  # queued, before the first token, mid-answer, or never
 
+        got_bytes = False
+
         async def run() -> None:
+            nonlocal got_bytes
             body = chat(stream=stream, max_tokens=40)
             async with session.post("/v1/chat/completions", json=body, headers=headers) as response:
                 async for _ in response.content.iter_any():
-                    pass
+                    got_bytes = True
 
         try:
             await asyncio.wait_for(run(), cut_after)
             outcomes["completed"] += 1
         except TimeoutError:
             outcomes["cut"] += 1
+            outcomes["cut_mid_stream"] += got_bytes
 
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(gateway.url, connector=connector) as session:
         for batch in range(20):
             await asyncio.gather(*(one(session, batch * 50 + i) for i in range(50)))
     assert outcomes["cut"] > 300 and outcomes["completed"] > 20, outcomes
+    assert outcomes["cut_mid_stream"] > 20, outcomes  # some were cut after their first token
     wait_for_idle(gateway, sim)
     assert sim.stats()["aborted"] > 100, (
         outcomes,

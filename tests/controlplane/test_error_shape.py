@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -168,3 +169,23 @@ def test_slow_body_gets_408(sim: SimHandle, tmp_path_factory: pytest.TempPathFac
         assert '"code":"body_timeout"' in body
     finally:
         server.stop()
+
+
+def test_engine_too_slow_gives_504(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.enginesim import start_simulator
+
+    slow = start_simulator(time_scale=0.01, faults={"delay_s": 3.0})
+    server = ThreadGateway(
+        make_settings(tmp_path_factory.mktemp("t"), [slow.url], request_timeout=0.5)
+    )
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "patient")
+        started = time.monotonic()
+        body = {"model": "sim-model", "messages": [{"role": "user", "content": "x"}]}
+        assert_error(post(server, key, body), 504, "request_timeout")
+        assert time.monotonic() - started < 2.5
+        assert server.call_in_loop(lambda: server.state().engines.engines[0].in_flight) == 0
+    finally:
+        server.stop()
+        slow.stop()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
 
 from tests.controlplane.conftest import new_tenant
-from tests.controlplane.harness import ThreadGateway
+from tests.controlplane.harness import ThreadGateway, make_settings
+from tests.enginesim import start_simulator
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +145,13 @@ def test_sdk_maps_429_to_rate_limit_error(gateway: ThreadGateway) -> None:
     with gateway.admin() as admin:
         key = new_tenant(admin, "one-a-minute", rpm=1)
     sdk = client(gateway, key)
-    sdk.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "x"}],
-                                max_tokens=1)  # fmt: skip
+    sdk.chat.completions.create(
+        model="sim-model", messages=[{"role": "user", "content": "x"}], max_tokens=1
+    )
     with pytest.raises(openai.RateLimitError) as caught:
-        sdk.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "x"}],
-                                    max_tokens=1)  # fmt: skip
+        sdk.chat.completions.create(
+            model="sim-model", messages=[{"role": "user", "content": "x"}], max_tokens=1
+        )
     assert caught.value.code == "rpm_limit"
     assert int(caught.value.response.headers["retry-after"]) >= 1
 
@@ -174,3 +180,27 @@ def test_expired_key_is_refused(gateway: ThreadGateway) -> None:
     with pytest.raises(openai.AuthenticationError) as caught:
         sdk.models.list()
     assert caught.value.code == "expired_api_key"
+
+
+def test_stream_is_relayed_as_it_is_generated(tmp_path: Path) -> None:
+    slow = start_simulator(time_scale=1.0, decode_tps_single=40.0, decode_tps_at_16=20.0)
+    server = ThreadGateway(make_settings(tmp_path, [slow.url]))
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "live")
+        started = time.monotonic()
+        arrivals = []
+        for chunk in client(server, key).chat.completions.create(
+            model="sim-model",
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=40,
+            stream=True,
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals.append(time.monotonic() - started)
+        # 40 tokens at 40 tok/s take about 1 s: the first must arrive long before the last.
+        assert len(arrivals) >= 30
+        assert arrivals[0] < 0.3 and arrivals[-1] > 0.8, (arrivals[0], arrivals[-1])
+    finally:
+        server.stop()
+        slow.stop()

@@ -9,6 +9,27 @@ import sys
 import openai
 
 
+def stream(
+    client: openai.OpenAI, model: str, messages: list, include_usage: bool
+) -> dict[str, object]:
+    """Stream 12 tokens; the detokenizer may merge tokens into fewer chunks, usage must not lie."""
+    chunks = 0
+    usage = None
+    for chunk in client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True} if include_usage else openai.omit,
+        extra_body={"ignore_eos": True},
+    ):
+        chunks += 1
+        if chunk.usage is not None:
+            usage = chunk.usage.completion_tokens
+    return {"chunks": chunks, "completion_tokens": usage}
+
+
 def main(demo_file: str) -> None:
     with open(demo_file) as handle:
         demo = json.load(handle)
@@ -25,19 +46,8 @@ def main(demo_file: str) -> None:
         "completion_tokens": plain.usage.completion_tokens if plain.usage else None,
         "prompt_tokens": plain.usage.prompt_tokens if plain.usage else None,
     }
-    chunks = 0
-    usage_chunks = 0
-    for chunk in client.chat.completions.create(
-        model=demo["model"],
-        messages=messages,
-        max_tokens=12,
-        temperature=0,
-        stream=True,
-        extra_body=extra,
-    ):
-        chunks += 1
-        usage_chunks += chunk.usage is not None
-    result["stream"] = {"chunks": chunks, "usage_chunks": usage_chunks}
+    result["stream"] = stream(client, demo["model"], messages, include_usage=False)
+    result["stream_with_usage"] = stream(client, demo["model"], messages, include_usage=True)
     try:
         openai.OpenAI(base_url=demo["url"], api_key="sk-wrong", max_retries=0).models.list()
         result["wrong_key"] = "accepted"

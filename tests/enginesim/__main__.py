@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None) -> SimOptions:
         help="refuse connections for this many seconds after start",
     )
     p.add_argument(
+        "--keepalive",
+        dest="keepalive_s",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (vLLM: 5)",
+    )
+    p.add_argument(
         "--faults", default="{}", help="initial faults as JSON, e.g. '{\"error_rate\": 0.1}'"
     )
     p.add_argument(

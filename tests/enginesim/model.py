@@ -38,6 +38,7 @@ class SimOptions:
     embedding_dim: int = 16
     tenant_header: str = "x-sparkplane-tenant"
     startup_delay_s: float = 0.0  # refuse connections for this long after start (model loading)
+    keepalive_s: float = 5.0  # idle keep-alive connections closed after this, as vLLM (uvicorn)
     faults: dict[str, Any] = field(default_factory=dict)  # initial Faults, see faults.py
 
     def __post_init__(self) -> None:

@@ -38,7 +38,11 @@ class SimServer:
         )
         # handler_cancellation: a client that goes away cancels its handler, as in vLLM.
         self._runner = web.AppRunner(
-            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=0.25
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=0.25,
+            keepalive_timeout=opts.keepalive_s,
         )
         self._site: web.TCPSite | None = None
         self._relisten: asyncio.Task[None] | None = None

@@ -190,3 +190,15 @@ async def test_a_thousand_clients_leaving_at_random_points_leak_nothing() -> Non
         assert stats["completed"] + stats["aborted"] == stats["requests"] == 1000
         assert stats["completed"] >= finished
         assert stats["aborted"] >= 400  # most were still queued or decoding
+
+
+def test_idle_keepalive_connections_are_closed_like_vllm() -> None:
+    sim = start_simulator(keepalive_s=0.3)
+    try:
+        with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as conn:
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(0.8)
+            assert conn.recv(4096) == b""  # the server closed the idle connection
+    finally:
+        sim.stop()
