@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_ROOT ?= demo-root
 DEMO_PORT ?= 8080
 
-.PHONY: demo test lint format browser clean
+.PHONY: demo test lint format host-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/sparkplane demo --root $(DEMO_ROOT) --port $(DEMO_PORT)
 
-# Debian's chromium for the console's browser tests (Playwright's own download cannot work offline).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+# Host tools the tests drive for real, from Debian's packages: chromium for the console's browser
+# tests (Playwright's own browser download cannot work offline), nft to check the firewall rules,
+# ip and strace for the end-to-end test's loopback-only namespace and its socket audit.
+HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd
+host-tools:
+	@missing=""; for pair in $(HOST_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 # The whole suite: unit, integration, PostgreSQL, browser, and the real-engine end to end.
-test: $(STAMP) browser
+test: $(STAMP) host-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -157,49 +157,51 @@ def main() -> None:
         caps[name] = int(value)
     sim = start_simulator(mode="subprocess", max_num_seqs=CAPACITY, time_scale=args.time_scale)
     gateway = None
+    workdir = tempfile.TemporaryDirectory(prefix="sparkplane-fair-")
+    tmp = workdir.name
     try:
-        with tempfile.TemporaryDirectory(prefix="sparkplane-fair-") as tmp:
-            env = gateways.sparkplane_env(Path(tmp), sim.url, capacity=CAPACITY)
-            keys = {
-                name: gateways.create_tenant_key(
-                    env,
-                    name,
-                    "--weight",
-                    str(weight),
-                    "--max-concurrency",
-                    str(caps[name]),
-                    "--queue-size",
-                    "256",
-                    "--queue-timeout",
-                    "120",
+        env = gateways.sparkplane_env(Path(tmp), sim.url, capacity=CAPACITY)
+        keys = {
+            name: gateways.create_tenant_key(
+                env,
+                name,
+                "--weight",
+                str(weight),
+                "--max-concurrency",
+                str(caps[name]),
+                "--queue-size",
+                "256",
+                "--queue-timeout",
+                "120",
+            )
+            for name, weight in TENANTS.items()
+        }
+        gateway = gateways.start_sparkplane(env)
+        modes: dict[str, list[Target]] = {
+            "sparkplane": [
+                Target(n, gateway.url, {"Authorization": f"Bearer {keys[n]}"}, {"user": n})
+                for n in TENANTS
+            ]
+        }
+        if not args.no_direct:  # the same clients straight at the engine
+            modes["direct"] = [Target(n, sim.url, {}, {"user": n}) for n in TENANTS]
+        totals: dict[str, dict[str, Any]] = {}
+        errors: dict[str, Counter[str]] = {}
+        for round_no in range(args.rounds):
+            for mode in sorted(modes):  # direct first, then sparkplane
+                print(f"... round {round_no + 1}: {mode}", flush=True)
+                stats, results = asyncio.run(
+                    phase(sim.base_url, modes[mode], args.clients, args.warmup, args.duration)
                 )
-                for name, weight in TENANTS.items()
-            }
-            gateway = gateways.start_sparkplane(env)
-            modes: dict[str, list[Target]] = {
-                "sparkplane": [
-                    Target(n, gateway.url, {"Authorization": f"Bearer {keys[n]}"}, {"user": n})
-                    for n in TENANTS
-                ]
-            }
-            if not args.no_direct:  # the same clients straight at the engine
-                modes["direct"] = [Target(n, sim.url, {}, {"user": n}) for n in TENANTS]
-            totals: dict[str, dict[str, Any]] = {}
-            errors: dict[str, Counter[str]] = {}
-            for round_no in range(args.rounds):
-                for mode in sorted(modes):  # direct first, then sparkplane
-                    print(f"... round {round_no + 1}: {mode}", flush=True)
-                    stats, results = asyncio.run(
-                        phase(sim.base_url, modes[mode], args.clients, args.warmup, args.duration)
-                    )
-                    merge(totals.setdefault(mode, {}), stats)
-                    if mode == "sparkplane":
-                        for name, result in results.items():
-                            errors.setdefault(name, Counter()).update(result.errors)
+                merge(totals.setdefault(mode, {}), stats)
+                if mode == "sparkplane":
+                    for name, result in results.items():
+                        errors.setdefault(name, Counter()).update(result.errors)
     finally:
         if gateway is not None:
             gateway.stop()
         sim.stop()
+        workdir.cleanup()  # after the gateway stopped writing there
     totals.setdefault("direct", {"busy": 0.0, "seconds": 1.0, "tenants": {}})
     print(
         f"\n# Fairness: capacity {CAPACITY}, weights 1:1:2:4, {args.clients} clients per tenant"

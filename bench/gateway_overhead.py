@@ -141,6 +141,11 @@ def main() -> None:
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-sparkplane", action="store_true")
     parser.add_argument("--litellm-workers", type=int, default=2)
+    parser.add_argument(
+        "--also-queued-audit",
+        action="store_true",
+        help="add a target 'sp-queued': Sparkplane with SPARKPLANE_AUDIT_WAIT=queued",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument(
         "--tmpfs",
@@ -163,6 +168,13 @@ def main() -> None:
                     env, "bench", "--max-concurrency", "512"
                 )
                 procs["sparkplane"] = gateways.start_sparkplane(env)
+                if args.also_queued_audit:  # responses not held for the audit commit
+                    queued = gateways.sparkplane_env(Path(tmp) / "spq", upstream_url, 512)
+                    queued["SPARKPLANE_AUDIT_WAIT"] = "queued"
+                    keys["sp-queued"] = gateways.create_tenant_key(
+                        queued, "bench", "--max-concurrency", "512"
+                    )
+                    procs["sp-queued"] = gateways.start_sparkplane(queued)
             if not args.no_litellm:
                 procs["litellm"] = gateways.start_litellm(
                     upstream_url, Path(tmp), args.litellm_workers

@@ -82,7 +82,9 @@ class Proc:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            # utime + stime + cutime + cstime: a worker that died and was reaped by a tree
+            # member still counts (its time moved to the parent's cutime/cstime).
+            total += sum(int(value) for value in fields[11:15])
         return total / CLOCK_TICKS
 
     def rss_mb(self) -> float:

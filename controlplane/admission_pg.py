@@ -58,6 +58,10 @@ class CoordinatedAdmission(Admission):
         settings: Settings,
     ) -> None:
         super().__init__(pool, usage, metrics, local_rates=False)
+        # Locally only tenant caps and fair order apply; the gate enforces engine capacity
+        # across replicas (a request waiting at the gate must not hold a local engine slot
+        # that another tenant of this replica could use).
+        pool.enforce_capacity = False
         self._link = ReplicaLink(db_engine.url, settings.replica_id, settings.lease_ttl)
         self._gate: list[_GateWaiter] = []
         self._wake = asyncio.Event()
@@ -103,7 +107,7 @@ class CoordinatedAdmission(Admission):
     async def _lease(self, slot: Slot, policy: TenantPolicy, deadline: float) -> int:
         reason = RejectReason.CONCURRENCY
         if not self._gate:  # nobody waits here: try at once, without a hop through the gate
-            lease, reason = await self._admit(slot)
+            lease, reason = await self._admit_shielded(slot)
             if lease is not None:
                 return lease
         waiter = _GateWaiter(slot, asyncio.get_running_loop().create_future(), reason)
@@ -129,6 +133,23 @@ class CoordinatedAdmission(Admission):
                 self._link.spawn(self._release_lease(future.result()))
             with contextlib.suppress(ValueError):
                 self._gate.remove(waiter)
+
+    async def _admit_shielded(self, slot: Slot) -> tuple[int | None, RejectReason]:
+        """`_admit` that a cancelled caller cannot interrupt half-way: the lease may already be
+        committed when the client goes away, so it is handed back instead of leaking."""
+        call = asyncio.ensure_future(self._admit(slot))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(self._give_back_if_granted)
+            raise
+
+    def _give_back_if_granted(self, call: asyncio.Future[tuple[int | None, RejectReason]]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        lease, _ = call.result()
+        if lease is not None:
+            self._link.spawn(self._release_lease(lease))
 
     @staticmethod
     def _timeout_message(waiter: _GateWaiter, policy: TenantPolicy) -> str:
@@ -212,13 +233,18 @@ class CoordinatedAdmission(Admission):
                     waiter.future.set_result(lease)
 
     async def _release_lease(self, lease_id: int) -> None:
-        for attempt in range(3):
+        """Delete the lease, retrying until the database answers: while this replica lives, a
+        lease it failed to delete would hold its slot for good (the TTL frees only the dead's)."""
+        delay = 0.2
+        while True:
             try:
                 await self._link.execute("release", RELEASE_SQL, {"lease": lease_id})
             except psycopg.Error as exc:
-                # The heartbeat TTL frees it in the end; until then the slot stays taken.
-                log.warning("could not release lease %s (try %d): %s", lease_id, attempt + 1, exc)
-                await asyncio.sleep(0.5)
+                log.warning(
+                    "could not release lease %s, retrying in %.1f s: %s", lease_id, delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
             else:
                 self._wake.set()
                 return

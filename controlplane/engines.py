@@ -44,9 +44,6 @@ class Engine:
     def serves(self, model: str | None) -> bool:
         return model is None or not self.models or model in self.model_ids
 
-    def has_room(self) -> bool:
-        return self.healthy and self.in_flight < self.capacity
-
 
 class EnginePool:
     def __init__(
@@ -62,6 +59,9 @@ class EnginePool:
         self._connect_timeout = connect_timeout
         self._health_interval = health_interval
         self.engines: list[Engine] = []
+        # False when replicas share the engines: capacity is then enforced by the database
+        # (admission_pg), and a replica's own count would only starve its other tenants.
+        self.enforce_capacity = True
         self._listeners: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -93,7 +93,8 @@ class EnginePool:
         """The healthy engine serving `model` with the fewest requests in flight, or None."""
         best: Engine | None = None
         for engine in self.engines:
-            eligible = engine.has_room() and engine.serves(model)
+            room = not self.enforce_capacity or engine.in_flight < engine.capacity
+            eligible = engine.healthy and room and engine.serves(model)
             if eligible and (best is None or engine.in_flight < best.in_flight):
                 best = engine
         if best is not None:

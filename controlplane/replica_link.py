@@ -20,6 +20,8 @@ from controlplane.admission_pg_schema import ADMIT_FUNCTION, HEARTBEAT_SQL, NOTI
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE_SECONDS = 5.0
+
 
 class ReplicaLink:
     def __init__(self, url: URL, replica_id: str, lease_ttl: float) -> None:
@@ -48,7 +50,12 @@ class ReplicaLink:
         """Stop the loops, finish background statements, hand back this replica's leases."""
         for task in self._loops:
             task.cancel()
-        await asyncio.gather(*self._loops, *self._background, return_exceptions=True)
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._background:  # releases in flight; a database that is down must not hang us
+            _, stuck = await asyncio.wait(self._background, timeout=CLOSE_GRACE_SECONDS)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         with contextlib.suppress(psycopg.Error):
             conn = await self.conn("admit")
             for table in ("admission_leases", "admission_replicas"):

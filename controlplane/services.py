@@ -133,7 +133,7 @@ def issue_key(
     """Create a key for the tenant; returns the row and the secret (shown once, never stored)."""
     tenant = get_tenant(session, tenant_name)
     if tenant.disabled:
-        raise ServiceError(f"tenant {tenant_name!r} is disabled", param="tenant")
+        raise Conflict(f"tenant {tenant_name!r} is disabled: enable it first", param="tenant")
     secret = generate_api_key()
     expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
     key = ApiKey(

@@ -85,7 +85,7 @@ def run_release_cli(layout: Layout, *args: str) -> subprocess.CompletedProcess[s
 
 
 @contextmanager
-def _readable_copy(path: Path, user: str | None) -> Iterator[Path]:
+def readable_copy(path: Path, user: str | None) -> Iterator[Path]:
     """The events file as the service user can read it (the original is root's, 0640)."""
     if user is None:
         yield path
@@ -105,7 +105,7 @@ def import_lifecycle_events(layout: Layout) -> tuple[int, int]:
     """Import events.jsonl into the audit chain; returns (imported, already present)."""
     if not layout.events.is_file():
         return 0, 0
-    with _readable_copy(layout.events, service_user(layout)) as events:
+    with readable_copy(layout.events, service_user(layout)) as events:
         done = run_release_cli(layout, "audit", "import-installer-events", str(events))
     found = IMPORTED.search(done.stdout)
     if found is None:

@@ -189,3 +189,11 @@ def test_engine_too_slow_gives_504(tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         server.stop()
         slow.stop()
+
+
+def test_no_key_for_a_disabled_tenant(gateway: ThreadGateway) -> None:
+    with gateway.admin() as admin:
+        admin.post("/api/tenants", json={"name": "dormant"})
+        admin.post("/api/tenants/dormant/disable")
+        error = assert_error(admin.post("/api/keys", json={"tenant": "dormant"}), 409, "conflict")
+        assert "enable it first" in str(error["message"])

@@ -177,11 +177,11 @@ async def test_disconnects_across_replicas_leave_no_lease(cluster: Cluster, sim:
                     pass
 
         with contextlib.suppress(TimeoutError):  # cut at a random point
-            await asyncio.wait_for(run(), rng.uniform(0, 1.0))
+            await asyncio.wait_for(run(), rng.uniform(0, 0.8))
 
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for batch in range(4):
+        for batch in range(8):
             await asyncio.gather(*(one(session, batch * 50 + i) for i in range(50)))
     deadline = time.monotonic() + 10
     while lease_count(cluster.env["SPARKPLANE_DATABASE_URL"]) and time.monotonic() < deadline:

@@ -132,8 +132,16 @@ class ProcessSimHandle(SimHandle):
     def __init__(self, opts: SimOptions, timeout: float) -> None:
         config = json.dumps({**asdict(opts), "models": list(opts.models)})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.enginesim", "--config-json", config],
+            [
+                sys.executable,
+                "-m",
+                "tests.enginesim",
+                "--exit-with-parent",
+                "--config-json",
+                config,
+            ],
             cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,  # closed when this process dies, however it dies
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -161,8 +169,9 @@ class ProcessSimHandle(SimHandle):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def start_simulator(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ from .model import SimOptions
 from .server import SimServer
 
 
-def parse_args(argv: list[str] | None) -> SimOptions:
+def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
     p = argparse.ArgumentParser(
         prog="python -m tests.enginesim", description="vLLM-compatible engine simulator"
     )
@@ -69,6 +70,11 @@ def parse_args(argv: list[str] | None) -> SimOptions:
         "--faults", default="{}", help="initial faults as JSON, e.g. '{\"error_rate\": 0.1}'"
     )
     p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when stdin reaches EOF (start_simulator passes a pipe: no orphans)",
+    )
+    p.add_argument(
         "--config-json",
         default=None,
         help="all options as one JSON object (used by start_simulator)",
@@ -76,17 +82,18 @@ def parse_args(argv: list[str] | None) -> SimOptions:
     args = p.parse_args(argv)
     try:
         if args.config_json is not None:
-            return SimOptions.from_kwargs(**json.loads(args.config_json))
+            return SimOptions.from_kwargs(**json.loads(args.config_json)), args.exit_with_parent
         values: dict[str, Any] = vars(args)
         values.pop("config_json")
+        exit_with_parent = values.pop("exit_with_parent")
         values["faults"] = json.loads(values["faults"])
-        return SimOptions.from_kwargs(**values)
+        return SimOptions.from_kwargs(**values), exit_with_parent
     except (ValueError, TypeError) as exc:
         p.error(str(exc))
         raise  # unreachable: p.error exits
 
 
-async def serve(opts: SimOptions) -> None:
+async def serve(opts: SimOptions, exit_with_parent: bool) -> None:
     server = SimServer(opts)
     port = await server.start()
     print(f"{READY_PREFIX}{port}", flush=True)
@@ -94,15 +101,24 @@ async def serve(opts: SimOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if exit_with_parent:  # stdin is a pipe from the parent: EOF means the parent is gone
+        stdin = sys.stdin.fileno()
+
+        def on_stdin() -> None:
+            if not os.read(stdin, 4096):
+                loop.remove_reader(stdin)
+                stop.set()
+
+        loop.add_reader(stdin, on_stdin)
     await stop.wait()
     await server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
+    opts, exit_with_parent = parse_args(argv)
     loop = new_event_loop()
     try:
-        loop.run_until_complete(serve(opts))
+        loop.run_until_complete(serve(opts, exit_with_parent))
     finally:
         loop.close()
     return 0

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -202,3 +203,22 @@ def test_idle_keepalive_connections_are_closed_like_vllm() -> None:
             assert conn.recv(4096) == b""  # the server closed the idle connection
     finally:
         sim.stop()
+
+
+def test_subprocess_simulator_exits_when_its_parent_dies() -> None:
+    # A parent that starts a simulator and is killed before it can stop it (a killed test run).
+    script = (
+        "import os, signal\n"
+        "from tests.enginesim import start_simulator\n"
+        "sim = start_simulator(mode='subprocess')\n"
+        "print(sim.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    child = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists(), "the simulator outlived its parent"

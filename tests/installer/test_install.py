@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.core.config import load_settings
 from installer import signing
 from installer.events import read_events
 from installer.install import InstallError, InstallResult, install
@@ -133,6 +134,10 @@ def test_controlplane_settings_point_at_the_engine(installed) -> None:
     assert env["SPARKPLANE_ENGINE_URLS"] == "http://127.0.0.1:18000/v1"
     assert env["SPARKPLANE_ENGINE_CAPACITY"] == "8"
     assert env["SPARKPLANE_PORT"] == "18080"
+    # The service reads this file as its --config, which refuses unknown keys: load it so.
+    settings = load_settings(Layout.at(root).controlplane_env)
+    assert settings.appliance_root == Layout.at(root).root  # the console's System page
+    assert settings.data_dir == Layout.at(root).controlplane_data
 
 
 def test_units_pass_systemd_analyze_verify(installed) -> None:
@@ -152,6 +157,15 @@ def test_lifecycle_events_are_recorded(installed) -> None:
     phases = [(e["kind"], e["phase"]) for e in events]
     assert phases == [("installer.install", "started"), ("installer.install", "succeeded")] * 2
     assert events[-1]["changed"] == 0
+
+
+def test_a_release_without_the_real_cli_is_reported_not_faked(installed) -> None:
+    """The tiny bundle's `sparkplane` only prints its version: nothing may pass for imported."""
+    root, first, _ = installed
+    assert first.audit_imported is None and first.first_admin is None
+    assert any("did not confirm the import" in w for w in first.warnings), first.warnings
+    assert any("first console admin was not created" in w for w in first.warnings)
+    assert not (Layout.at(root).etc / "initial-admin-password").exists()
 
 
 def _tampered_copy(bundle: Path, dest: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.console.system_info import read_system_info
 from installer import signing
 from installer.events import read_events
 from installer.install import install
@@ -119,6 +120,10 @@ def test_console_files_describe_the_current_release(installed) -> None:
     )
     env = read_env_file(Layout.at(root).engine_env)
     assert env["SPARKPLANE_ENGINE_PROFILE"] == "demo"
+    # What the console's System page makes of them.
+    info = read_system_info(root)
+    assert info.profile == "demo" and not info.problems, info.problems
+    assert info.plan == plan and info.preflight == preflight
 
 
 def test_upgrade_and_rollback_enter_the_chain(installed, tmp_path) -> None:
@@ -132,8 +137,8 @@ def test_upgrade_and_rollback_enter_the_chain(installed, tmp_path) -> None:
     assert upgraded.first_admin is None  # only a first install creates the admin
     assert rollback(root) == "1.0.0"
     entries = exported_entries(root, tmp_path / "export.jsonl")
-    phases = [(e["kind"], e["data"]["phase"]) for e in entries if e["kind"] != "installer.install"]
-    phases = [p for p in phases if p[0].startswith("installer.")]
+    lifecycle = {"installer.upgrade", "installer.rollback"}
+    phases = [(e["kind"], e["data"]["phase"]) for e in entries if e["kind"] in lifecycle]
     assert phases == [
         ("installer.upgrade", "started"),
         ("installer.upgrade", "succeeded"),  # the staged install of the new release

@@ -33,7 +33,7 @@ async def list_keys(
     status_code=status.HTTP_201_CREATED,
     summary="Create a key",
     dependencies=[AuditWritable],
-    responses=NOT_FOUND,
+    responses=documented(404, 409),
 )
 async def create_key(request: Request, spec: KeyCreate, admin: CurrentAdmin) -> ApiKeyCreated:
     public, secret = await operations.create_key_async(

@@ -128,8 +128,9 @@ async def relay(request: Request, endpoint: str) -> Response:
         changed = check_request(body, principal, services)
     except ApiError as error:
         refusal = error
-    exchange = Exchange(services, principal, endpoint, body if isinstance(body, dict) else {},
-                        raw, client)  # fmt: skip
+    exchange = Exchange(
+        services, principal, endpoint, body if isinstance(body, dict) else {}, raw, client
+    )
     exchange.body_changed = changed
     return RelayResponse(exchange, refusal)
 
