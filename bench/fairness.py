@@ -118,10 +118,14 @@ def report(
     sp = totals.get("sparkplane", {"tenants": {}})["tenants"]
     for name, weight in TENANTS.items():
         target, cap = targets[name], caps[name]
-        d, s = shares["direct"].get(name, 0.0), shares.get("sparkplane", {}).get(name, 0.0)
+        s = shares.get("sparkplane", {}).get(name, 0.0)
+        direct = f"{'(not run)':>12}{'':10}"
+        if "direct" in shares:
+            d = shares["direct"].get(name, 0.0)
+            direct = f"{d:12.1%}  {d / target:7.2f}x"
         peak = sp.get(name, {}).get("max_in_flight", 0)
         lines.append(
-            f"{name:<7} {weight:6d}  {target:6.1%}  | {d:12.1%}  {d / target:7.2f}x |"
+            f"{name:<7} {weight:6d}  {target:6.1%}  | {direct} |"
             f" {s:16.1%}  {s / target:7.2f}x  {peak:9d}/{cap:<7d}"
             f" {sp.get(name, {}).get('completed', 0):9d}  {dict(errors.get(name) or {}) or '-'}"
         )
@@ -202,7 +206,6 @@ def main() -> None:
             gateway.stop()
         sim.stop()
         workdir.cleanup()  # after the gateway stopped writing there
-    totals.setdefault("direct", {"busy": 0.0, "seconds": 1.0, "tenants": {}})
     print(
         f"\n# Fairness: capacity {CAPACITY}, weights 1:1:2:4, {args.clients} clients per tenant"
         f" (3x capacity), caps {caps}, {args.rounds} x {args.duration:.0f} s per mode,"

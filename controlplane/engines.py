@@ -53,7 +53,9 @@ class EnginePool:
         *,
         connect_timeout: float = 5.0,
         health_interval: float = 2.0,
+        keepalive: float = 4.0,
     ) -> None:
+        self._keepalive = keepalive
         self._urls = urls
         self._capacity = capacity
         self._connect_timeout = connect_timeout
@@ -68,7 +70,9 @@ class EnginePool:
 
     async def start(self) -> None:
         for url in self._urls:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+            # Idle connections are dropped before the engine drops them (vLLM: after 5 s), so a
+            # reused connection is rarely one the engine is closing at that very moment.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
             session = aiohttp.ClientSession(connector=connector, timeout=timeout)
             self.engines.append(Engine(url=url, capacity=self._capacity, session=session))

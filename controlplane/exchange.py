@@ -95,6 +95,7 @@ class Exchange:
         self.completion_events = 0
         self.body_changed = False
         self._audit_task: asyncio.Task[None] | None = None
+        self._finished = False
 
     def upstream_body(self) -> bytes:
         if self.stream and not self.client_wants_usage:
@@ -154,7 +155,14 @@ class Exchange:
         return True
 
     async def finish(self) -> None:
-        """Count usage, update metrics and write the completion audit event (never raises)."""
+        """Count usage, update metrics and write the completion audit event (never raises).
+
+        Called once: by the relay just before the response's last byte (so a client that saw
+        the end has a durable completion entry), else when the exchange ends in any other way.
+        """
+        if self._finished:
+            return
+        self._finished = True
         services, tenant = self.services, self.principal.tenant
         if self._audit_task is not None:  # a client gone early leaves it running: let it land
             with contextlib.suppress(Exception):

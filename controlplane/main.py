@@ -102,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.engine_capacity,
             connect_timeout=settings.engine_connect_timeout,
             health_interval=settings.engine_health_interval,
+            keepalive=settings.engine_keepalive,
         )
         stack.push_async_callback(engines.close)
         await engines.start()

@@ -24,6 +24,8 @@ from controlplane.exchange import Exchange, Outcome
 from controlplane.limits import Rejected
 from controlplane.sse import StreamRelay
 
+STALE_CONNECTION_RETRIES = 3
+
 
 class RelayResponse(Response):
     """A Starlette response whose status and headers come from the engine, decided late."""
@@ -113,6 +115,7 @@ class RelayResponse(Response):
             "X-Request-Id": x.request_id,
             "X-Sparkplane-Tenant": x.principal.tenant.name,
         }
+        stale_retries = STALE_CONNECTION_RETRIES
         while True:
             try:
                 response = await engine.session.post(
@@ -128,6 +131,15 @@ class RelayResponse(Response):
                 if x.services.admission.switch_engine(x.slot, x.model):
                     engine = x.slot.engine
                     continue
+                await self._engine_unreachable(send)
+                return
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if stale_retries > 0:
+                    # Most likely a pooled connection the engine closed (its keep-alive ran out)
+                    # just as it was reused: the engine never read the request. Send it again.
+                    stale_retries -= 1
+                    continue
+                x.services.engines.mark_failed(engine, f"request failed: {exc}")
                 await self._engine_unreachable(send)
                 return
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -174,6 +186,9 @@ class RelayResponse(Response):
             x.outcome = Outcome.UPSTREAM_ERROR
         content_type = response.headers.get("Content-Type", "application/json")
         await x.send_headers(send, response.status, [(b"content-type", content_type.encode())])
+        # The completion entry is durable before the client has the answer (shielded: a client
+        # leaving now must not cancel the write half-way).
+        await asyncio.shield(x.finish())
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send) -> None:
@@ -194,12 +209,19 @@ class RelayResponse(Response):
                     x.mark_first_byte()
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = relay.finish()
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
             x.outcome = Outcome.OK
+            _settle_stream(x, relay)
+            # Hold back the end of the stream ([DONE]) until the completion entry is durable.
+            await asyncio.shield(x.finish())
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
-            x.completion_events = relay.content_events
-            if relay.usage is not None:
-                x.take_usage(relay.usage)
+            _settle_stream(x, relay)
+
+
+def _settle_stream(x: Exchange, relay: StreamRelay) -> None:
+    x.completion_events = relay.content_events
+    if relay.usage is not None:
+        x.take_usage(relay.usage)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -18,14 +18,15 @@ from rich.console import Console
 
 from installer import signing
 from installer.bundle.trust import TrustStore
-from installer.install import InstallError, install
+from installer.install import InstallError, InstallResult, install
 from installer.layout import Layout, engine_command, read_env_file
-from installer.processes import ManagedProcess, run_installed_cli, wait_http_ok
+from installer.processes import ManagedProcess, wait_http_ok
+from installer.release_cli import FIRST_ADMIN, ReleaseCliError, run_release_cli, write_secret
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = REPO_ROOT / "offline-bundle" / "demo.yaml"
 DEMO_TENANT = "demo"
-DEMO_ADMIN = "admin"
+
 UNIX_SOCKET_PATH_MAX = 107
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104 (only compared, never bound)
 
@@ -79,21 +80,23 @@ def engine_base_url(root: Path) -> str:
     return env["SPARKPLANE_ENGINE_URLS"].split(",")[0].rstrip("/")
 
 
-def provision_demo_identities(root: Path) -> dict[str, str]:
-    """Create the demo tenant, its key and an admin login through the installed CLI."""
-    env = read_env_file(Layout.at(root).controlplane_env)
-    listing = run_installed_cli(root, env, ["tenants", "list"])
-    names = {line.split("\t", 1)[0] for line in listing.splitlines() if line.strip()}
-    if DEMO_TENANT not in names:
-        run_installed_cli(root, env, ["tenants", "create", DEMO_TENANT, "--max-concurrency", "8"])
-    api_key = run_installed_cli(root, env, ["keys", "create", "--tenant", DEMO_TENANT])
-    password = run_installed_cli(
-        root, env, ["admins", "create", DEMO_ADMIN, "--role", "admin", "--reset"]
-    )
-    return {
-        "api_key": api_key.strip().splitlines()[-1],
-        "admin_password": password.strip().splitlines()[-1],
-    }
+def provision_demo_identities(root: Path, result: InstallResult) -> dict[str, str]:
+    """Create the demo tenant and its key through the installed CLI; find the admin's password."""
+    layout = Layout.at(root)
+    listing = run_release_cli(layout, "tenants", "list").stdout
+    if DEMO_TENANT not in {line.split("\t", 1)[0] for line in listing.splitlines()}:
+        run_release_cli(layout, "tenants", "create", DEMO_TENANT, "--max-concurrency", "8")
+    api_key = run_release_cli(layout, "keys", "create", "--tenant", DEMO_TENANT).stdout
+    if result.first_admin is not None:
+        password = result.first_admin.password
+    else:
+        # A re-run: the one-time password was shown before; issue a new one and store it again.
+        reset = run_release_cli(
+            layout, "admins", "create", FIRST_ADMIN, "--role", "admin", "--reset"
+        )
+        password = reset.stdout.strip().splitlines()[-1]
+        write_secret(layout.etc / "initial-admin-password", password)
+    return {"api_key": api_key.strip().splitlines()[-1], "admin_password": password}
 
 
 def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) -> None:
@@ -120,8 +123,10 @@ def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) 
         for process in reversed(processes):
             process.stop()
 
-    # SIGTERM takes the same path as Ctrl-C, so both leave nothing running.
+    # SIGTERM takes the same path as Ctrl-C, so both leave nothing running; SIGINT is set
+    # explicitly because a shell starts background jobs with it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         console.print("[bold]Starting the engine[/] (real vLLM on CPU, loopback only)")
         engine = start_engine(root, log_dir)
@@ -133,13 +138,13 @@ def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) 
         processes.append(controlplane)
         base = f"http://{'127.0.0.1' if host in WILDCARD_ADDRESSES else host}:{port}"
         wait_http_ok(base + "/readyz", 120, controlplane)
-        identities = provision_demo_identities(root)
+        identities = provision_demo_identities(root, result)
         demo = {
             "url": base + "/v1",
             "model": result.served_model_name,
             "api_key": identities["api_key"],
             "console_url": base + "/console/",
-            "admin_user": DEMO_ADMIN,
+            "admin_user": FIRST_ADMIN,
             "admin_password": identities["admin_password"],
         }
         demo_file = root / "demo.json"
@@ -152,7 +157,7 @@ def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) 
         raise DemoError(f"{', '.join(dead)} exited unexpectedly; see {log_dir}")
     except KeyboardInterrupt:
         console.print("\nStopping the demo…")
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimeoutError, ReleaseCliError) as exc:
         raise DemoError(str(exc)) from exc
     finally:
         stop_all()

@@ -13,8 +13,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer.layout import Layout
-
 _PR_SET_PDEATHSIG = 1
 
 
@@ -103,17 +101,3 @@ def wait_http_ok(url: str, timeout: float, process: ManagedProcess | None = None
             last_error = str(exc)
         time.sleep(1)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s ({last_error})")
-
-
-def run_installed_cli(root: Path, env: dict[str, str], args: list[str]) -> str:
-    """Run the installed release's `sparkplane` with the appliance's settings; return stdout."""
-    sparkplane = Layout.at(root).current / "controlplane-venv" / "bin" / "sparkplane"
-    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
-    done = subprocess.run(
-        [str(sparkplane), *args], env=full_env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"sparkplane {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}"
-        )
-    return done.stdout

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -24,14 +26,21 @@ class TlsError(ValueError):
     """A certificate or key is unusable; the message says which and why."""
 
 
+def _write_secret(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_CREAT's mode applies to new files only: an old key left 0644 is tightened before writing
+    # (the control plane refuses a key readable by others in production).
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    _write_secret(path, pem)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -138,7 +147,27 @@ def import_certificate(tls_dir: Path, cert_path: Path, key_path: Path) -> x509.C
         )
     tls_dir.mkdir(parents=True, exist_ok=True)
     (tls_dir / "server.crt").write_bytes(cert_path.read_bytes())
-    fd = os.open(tls_dir / "server.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_path.read_bytes())
+    _write_secret(tls_dir / "server.key", key_path.read_bytes())
     return cert
+
+
+def pinned_client_context(cert_path: Path) -> ssl.SSLContext:
+    """Trust exactly the certificate in `cert_path`, whatever names it carries.
+
+    For the installer's own probes of the control plane on 127.0.0.1: a site's imported
+    certificate rarely lists 127.0.0.1, but the server must still prove it holds this very
+    certificate's key, which is a stronger check than a name.
+    """
+    context = ssl.create_default_context(cafile=str(cert_path))
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
+    context.check_hostname = False
+    return context
+
+
+def controlplane_loopback(env: Mapping[str, str]) -> tuple[str, ssl.SSLContext | None]:
+    """Base URL on 127.0.0.1 and client TLS context for the control plane of `controlplane.env`."""
+    port = env.get("SPARKPLANE_PORT", "8080")
+    cert = env.get("SPARKPLANE_TLS_CERT")
+    if not cert:
+        return f"http://127.0.0.1:{port}", None
+    return f"https://127.0.0.1:{port}", pinned_client_context(Path(cert))

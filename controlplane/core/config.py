@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     engine_capacity: int = Field(default=32, ge=1, le=4096)
     engine_health_interval: float = Field(default=2.0, gt=0)
     engine_connect_timeout: float = Field(default=5.0, gt=0)
+    # Below the engine's own idle keep-alive (vLLM: 5 s), so we drop idle connections first.
+    engine_keepalive: float = Field(default=4.0, gt=0)
     request_timeout: float = Field(
         default=600.0, gt=0, description="whole-request time limit, seconds"
     )
@@ -62,6 +65,9 @@ class Settings(BaseSettings):
     console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
     console_session_hours: int = Field(default=12, ge=1, le=24 * 30)
     appliance_root: Path | None = None
+    # HTTPS: `serve` hands both to uvicorn; the installer's `tls init|import` writes them.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @field_validator("engine_urls", mode="before")
     @classmethod
@@ -85,9 +91,30 @@ class Settings(BaseSettings):
         if not self.database_url:
             path = (self.data_dir / "sparkplane.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{path}")
+        self._check_tls_files()
         if self.environment == "production":
             self._refuse_development_defaults()
         return self
+
+    def _check_tls_files(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                "SPARKPLANE_TLS_CERT and SPARKPLANE_TLS_KEY go together: set both for HTTPS "
+                "or neither for plain HTTP"
+            )
+        if self.tls_cert is None or self.tls_key is None:
+            return
+        for setting, path in (("TLS_CERT", self.tls_cert), ("TLS_KEY", self.tls_key)):
+            if not path.is_file():
+                raise ValueError(f"SPARKPLANE_{setting}: {path} is not a file")
+        # A private key others can read is a leaked key; the installer writes it 0600.
+        mode = self.tls_key.stat().st_mode
+        if self.environment == "production" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ValueError(
+                f"production refuses SPARKPLANE_TLS_KEY {self.tls_key} with mode "
+                f"{stat.S_IMODE(mode):04o}: it must not be accessible to group or others "
+                f"(chmod 600)"
+            )
 
     def _refuse_development_defaults(self) -> None:
         # Like full-stack-fastapi-template: defaults that are fine on a laptop are refused

@@ -185,3 +185,40 @@ def test_a_dead_engine_is_skipped_without_failing_requests(tmp_path: Path) -> No
     finally:
         server.stop()
         alive.stop()
+
+
+async def test_engine_closing_idle_connections_costs_no_request(tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    # The engine drops idle connections after 0.5 s; the gateway keeps them longer (the worst
+    # case), and bursts come right when the engine is closing them.
+    sim = start_simulator(time_scale=0.001, max_num_seqs=32, keepalive_s=0.5)
+    settings = make_settings(tmp_path, [sim.url], engine_capacity=32, engine_keepalive=30.0)
+    server = ThreadGateway(settings)
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "bursty", max_concurrency=32)
+        statuses: list[int] = []
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {
+            "model": "sim-model",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 2,
+        }
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(server.url, connector=connector) as session:
+
+            async def one() -> None:
+                async with session.post("/v1/chat/completions", json=body, headers=headers) as r:
+                    await r.read()
+                    statuses.append(r.status)
+
+            for index in range(12):
+                await asyncio.gather(*(one() for _ in range(16)))
+                await asyncio.sleep(0.5 * (0.97 + (index % 7) * 0.01))
+        assert statuses == [200] * len(statuses) and len(statuses) == 192
+    finally:
+        server.stop()
+        sim.stop()

@@ -121,11 +121,6 @@ def test_chain_verifies_after_kill_9_and_after_restart(killed_under_load):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="controlplane/proxy.py records api.completion in finish(), after the last body "
-    "byte is sent; a kill -9 in between loses it (see /tmp/sparkplane-status/audit.md)",
-    strict=False,
-)
 def test_every_acknowledged_call_has_its_completion_entry(killed_under_load):
     succeeded, seen, _, _ = killed_under_load
     missing = set(succeeded) - seen["api.completion"]
