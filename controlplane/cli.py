@@ -6,7 +6,6 @@ they work on the server's database. `keys create` prints the new key alone on th
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,22 +53,6 @@ def _guarded(call: Any) -> Any:
         raise _fail(problems) from None
 
 
-def _tls_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's ssl_* arguments, after checking the pair loads (else one clear line, exit 1)."""
-    if settings.tls_cert is None or settings.tls_key is None:
-        return {}
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            settings.tls_cert, settings.tls_key
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise _fail(
-            f"cannot serve HTTPS with SPARKPLANE_TLS_CERT={settings.tls_cert} and "
-            f"SPARKPLANE_TLS_KEY={settings.tls_key}: {exc}"
-        ) from None
-    return {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
-
-
 def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
@@ -87,9 +70,9 @@ def serve(
         overrides["port"] = port
     try:
         settings = load_settings(config, **overrides)
+        certfile, keyfile = settings.checked_tls_files()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    tls = _tls_options(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -99,7 +82,8 @@ def serve(
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=10,
-        **tls,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -13,14 +14,15 @@ from typing import Any
 from installer.apply import RELEASE_VARS
 from installer.events import read_events
 from installer.layout import Layout, read_args_file, read_env_file
+from installer.tls import controlplane_loopback
 
 UNITS = ("sparkplane-engine.service", "sparkplane-controlplane.service")
 
 
-def probe(url: str, timeout: float = 2.0) -> str:
+def probe(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> str:
     """'ok' when `url` answers 2xx, else a short reason."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310 - loopback
             return "ok" if 200 <= response.status < 300 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
@@ -75,10 +77,11 @@ def appliance_status(root: Path, probe_health: bool = True) -> dict[str, Any]:
             status["engine"]["health"] = probe(f"http://127.0.0.1:{port}/health")
     if layout.controlplane_env.is_file():
         env = read_env_file(layout.controlplane_env)
-        url = f"http://127.0.0.1:{env.get('SPARKPLANE_PORT', '8080')}"
+        # HTTPS when controlplane.env names a certificate: pinned to it, not to a name.
+        url, context = controlplane_loopback(env)
         status["controlplane"] = {"url": url}
         if probe_health:
-            status["controlplane"]["ready"] = probe(f"{url}/readyz")
+            status["controlplane"]["ready"] = probe(f"{url}/readyz", context=context)
     status["services"] = unit_states(layout)
     events = read_events(layout)
     status["last_event"] = events[-1] if events else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -129,6 +130,24 @@ class Settings(BaseSettings):
                 f"production refuses SPARKPLANE_ADMIN_TOKEN shorter than "
                 f"{MIN_ADMIN_TOKEN_LENGTH} characters or left at a default"
             )
+
+    def checked_tls_files(self) -> tuple[str | None, str | None]:
+        """uvicorn's ssl_certfile/ssl_keyfile (None: plain HTTP), once the pair loads together.
+
+        Checked here rather than at validation: only `serve` needs to read the key, the admin
+        CLI run by another user must still work with the same settings.
+        """
+        if self.tls_cert is None or self.tls_key is None:
+            return None, None
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot serve HTTPS with SPARKPLANE_TLS_CERT={self.tls_cert} and "
+                f"SPARKPLANE_TLS_KEY={self.tls_key}: {exc}"
+            ) from exc
+        return str(self.tls_cert), str(self.tls_key)
 
     @property
     def is_postgres(self) -> bool:

@@ -16,12 +16,16 @@ import pytest
 from cryptography import x509
 
 from controlplane.core.config import load_settings
+from installer import signing
+from installer.install import install
+from installer.layout import Layout
 from installer.tls import (
     TlsError,
     controlplane_loopback,
     import_certificate,
     issue_server_certificate,
 )
+from tests.installer.fixtures.bundles import make_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
@@ -171,3 +175,17 @@ def test_loopback_probe_pins_the_served_certificate(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert controlplane_loopback({"SPARKPLANE_PORT": "9"}) == ("http://127.0.0.1:9", None)
+
+
+@pytest.mark.slow
+def test_install_after_tls_init_serves_https_settings(tmp_path: Path) -> None:
+    signing.generate_keypair(tmp_path / "keys")
+    bundle = make_bundle(tmp_path / "bundle", tmp_path / "keys/bundle.key")
+    root = tmp_path / "root"
+    issue_server_certificate(Layout.at(root).tls, ["spark-01.lan", "10.0.0.5"])
+    key = signing.load_public_key(tmp_path / "keys/bundle.pub")
+    install(bundle, root, [key], "demo", engine_port=18001, controlplane_port=18081)
+    env_file = Layout.at(root).controlplane_env
+    settings = load_settings(env_file)
+    assert settings.tls_cert == Layout.at(root).tls / "server.crt"
+    assert settings.tls_key == Layout.at(root).tls / "server.key"
