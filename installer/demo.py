@@ -16,12 +16,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from controlplane.core.security import write_private_file
 from installer import signing
 from installer.bundle.trust import TrustStore
 from installer.install import InstallError, InstallResult, install
 from installer.layout import Layout, engine_command, read_env_file
 from installer.processes import ManagedProcess, wait_http_ok
-from installer.release_cli import FIRST_ADMIN, ReleaseCliError, run_release_cli, write_secret
+from installer.release_cli import FIRST_ADMIN, ReleaseCliError, run_release_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = REPO_ROOT / "offline-bundle" / "demo.yaml"
@@ -95,7 +96,7 @@ def provision_demo_identities(root: Path, result: InstallResult) -> dict[str, st
             layout, "admins", "create", FIRST_ADMIN, "--role", "admin", "--reset"
         )
         password = reset.stdout.strip().splitlines()[-1]
-        write_secret(layout.etc / "initial-admin-password", password)
+        write_private_file(layout.etc / "initial-admin-password", (password + "\n").encode())
     return {"api_key": api_key.strip().splitlines()[-1], "admin_password": password}
 
 

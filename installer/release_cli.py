@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.core.security import write_private_file
 from installer.apply import RELEASE_VARS
 from installer.layout import Layout, read_env_file
 
@@ -134,16 +135,5 @@ def create_first_admin(layout: Layout) -> FirstAdmin | None:
         said = done.stdout.strip()
         raise ReleaseCliError(f"the installed sparkplane did not create the admin: {said!r}")
     stored_at = layout.etc / "initial-admin-password"
-    write_secret(stored_at, lines[-1])
+    write_private_file(stored_at, (lines[-1] + "\n").encode())
     return FirstAdmin(FIRST_ADMIN, lines[-1], stored_at)
-
-
-def write_secret(path: Path, secret: str) -> None:
-    """Write `secret` readable by its owner only, replacing an older file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to an existing file
-        handle.write(secret + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from controlplane.core.security import write_private_file
+
 CA_DAYS = 3650
 SERVER_DAYS = 825  # the CA/Browser Forum ceiling that clients still enforce
 
@@ -26,21 +27,11 @@ class TlsError(ValueError):
     """A certificate or key is unusable; the message says which and why."""
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    # O_CREAT's mode applies to new files only: an old key left 0644 is tightened before writing
-    # (the control plane refuses a key readable by others in production).
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_secret(path, pem)
+    write_private_file(path, pem)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -147,7 +138,7 @@ def import_certificate(tls_dir: Path, cert_path: Path, key_path: Path) -> x509.C
         )
     tls_dir.mkdir(parents=True, exist_ok=True)
     (tls_dir / "server.crt").write_bytes(cert_path.read_bytes())
-    _write_secret(tls_dir / "server.key", key_path.read_bytes())
+    write_private_file(tls_dir / "server.key", key_path.read_bytes())
     return cert
 
 

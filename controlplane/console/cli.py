@@ -8,7 +8,6 @@ file readable only by its owner.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -19,6 +18,7 @@ from controlplane.console import users
 from controlplane.console.auth import ConsoleAuthError
 from controlplane.core.config import ConfigError, Settings, load_settings
 from controlplane.core.db import init_db, make_engine, session_factory
+from controlplane.core.security import write_private_file
 from controlplane.operations import AdminContext, admin_context
 
 T = TypeVar("T")
@@ -55,18 +55,9 @@ def _run(config: Path | None, work: Callable[[AdminContext], Awaitable[T]]) -> T
         raise typer.Exit(1) from None
 
 
-def write_secret(path: Path, secret: str) -> None:
-    """Write `secret` to a file only its owner can read, replacing any older one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to an existing file
-        handle.write(secret + "\n")
-
-
 def _show_password(secret: str, out: Path | None) -> None:
     if out is not None:
-        write_secret(out, secret)
+        write_private_file(out, (secret + "\n").encode())
         typer.echo(f"one-time password written to {out} (mode 0600)")
     typer.echo("one-time password (it must be changed at the first sign-in):")
     typer.echo(secret)

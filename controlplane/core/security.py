@@ -63,3 +63,18 @@ def hash_api_key(pepper: bytes, key: str) -> str:
 def looks_like_api_key(candidate: str) -> bool:
     """Cheap shape check so junk never reaches the hash or the cache."""
     return candidate.startswith(KEY_SCHEME) and 20 <= len(candidate) <= 200
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write `data` readable by its owner only (0600), replacing any older file, durably.
+
+    O_CREAT's mode applies to new files only, so an old file left 0644 is tightened before
+    anything secret is written into it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
