@@ -20,7 +20,7 @@ from controlplane.core.security import write_private_file
 from installer import signing
 from installer.bundle.trust import TrustStore
 from installer.install import InstallError, InstallResult, install
-from installer.layout import Layout, engine_command, read_env_file
+from installer.layout import Layout, controlplane_command, engine_command
 from installer.processes import ManagedProcess, wait_http_ok
 from installer.release_cli import FIRST_ADMIN, ReleaseCliError, run_release_cli
 
@@ -39,7 +39,7 @@ class DemoError(RuntimeError):
 
 
 def ensure_bundle(staging: Path, spec: Path) -> tuple[Path, Path]:
-    """Make the signing key and the demo bundle unless they exist (and still verify)."""
+    """Make the signing key and the demo bundle unless they exist (install verifies it)."""
     from installer.bundle.build import build_bundle
 
     keys_dir = staging / "keys"
@@ -67,18 +67,10 @@ def start_engine(root: Path, log_dir: Path) -> ManagedProcess:
     return ManagedProcess.start("engine", argv, env, log_dir / "engine.log")
 
 
-def start_controlplane(root: Path, host: str, port: int, log_dir: Path) -> ManagedProcess:
-    """Start the installed control plane with its rendered settings."""
-    layout = Layout.at(root)
-    env = read_env_file(layout.controlplane_env)
-    sparkplane = layout.current / "controlplane-venv" / "bin" / "sparkplane"
-    argv = [str(sparkplane), "serve", "--host", host, "--port", str(port)]
-    return ManagedProcess.start("controlplane", argv, env, log_dir / "controlplane.log")
-
-
-def engine_base_url(root: Path) -> str:
-    env = read_env_file(Layout.at(root).controlplane_env)
-    return env["SPARKPLANE_ENGINE_URLS"].split(",")[0].rstrip("/")
+def start_controlplane(root: Path, log_dir: Path) -> ManagedProcess:
+    """Start the installed control plane exactly as its systemd unit would."""
+    argv = controlplane_command(Layout.at(root))
+    return ManagedProcess.start("controlplane", argv, {}, log_dir / "controlplane.log")
 
 
 def provision_demo_identities(root: Path, result: InstallResult) -> dict[str, str]:
@@ -132,10 +124,9 @@ def run_demo(root: Path, host: str, port: int, spec: Path, bundle: Path | None) 
         console.print("[bold]Starting the engine[/] (real vLLM on CPU, loopback only)")
         engine = start_engine(root, log_dir)
         processes.append(engine)
-        engine_url = engine_base_url(root)
-        wait_http_ok(engine_url.removesuffix("/v1") + "/health", 600, engine)
+        wait_http_ok(f"http://127.0.0.1:{result.engine_port}/health", 600, engine)
         console.print("[bold]Starting the control plane[/]")
-        controlplane = start_controlplane(root, host, port, log_dir)
+        controlplane = start_controlplane(root, log_dir)
         processes.append(controlplane)
         base = f"http://{'127.0.0.1' if host in WILDCARD_ADDRESSES else host}:{port}"
         wait_http_ok(base + "/readyz", 120, controlplane)

@@ -17,10 +17,8 @@ from rich.console import Console
 
 from installer.apply import BundleFacts, InstallError, playbook_vars, raise_for_run
 from installer.hostfacts import box_memory_bytes
-from installer.install import verify_or_raise
-from installer.kvcache import ModelConfigError
+from installer.install import plan_or_refuse, verify_or_raise
 from installer.layout import Layout
-from installer.plan import PlanError, make_plan
 from installer.runner import run_playbook
 
 
@@ -46,15 +44,9 @@ def install_inventory(
         raise InstallError(f"inventory {inventory} does not exist")
     manifest = verify_or_raise(bundle, trusted_keys, control_root)
     facts = BundleFacts.from_manifest(manifest)
-    draft = bundle / "models" / facts.draft_model_name if facts.draft_model_name else None
     # Sparks of one site are alike: the plan is made once, for this box's memory.
     memory = memory_bytes if memory_bytes is not None else box_memory_bytes()
-    try:
-        plan = make_plan(bundle / "models" / facts.model_name, profile, memory, draft)
-    except (PlanError, ModelConfigError) as exc:
-        raise InstallError(
-            f"profile {profile!r} refused; nothing was installed", [str(exc)]
-        ) from exc
+    plan = plan_or_refuse(bundle, facts, profile, memory)
     layout = Layout.at(control_root)
     result = run_playbook(
         bundle / "playbooks",

@@ -103,6 +103,17 @@ def _describe(finding: Finding) -> str:
     return f"{finding.path}: {finding.problem}: {finding.detail}"
 
 
+def plan_or_refuse(bundle: Path, facts: BundleFacts, profile: str, memory_bytes: int) -> EnginePlan:
+    """The engine plan for this profile and memory, or an InstallError saying why it cannot fit."""
+    draft = bundle / "models" / facts.draft_model_name if facts.draft_model_name else None
+    try:
+        return make_plan(bundle / "models" / facts.model_name, profile, memory_bytes, draft)
+    except (PlanError, ModelConfigError) as exc:
+        raise InstallError(
+            f"profile {profile!r} refused; nothing was installed", [str(exc)]
+        ) from exc
+
+
 def install(
     bundle: Path,
     root: Path,
@@ -142,13 +153,7 @@ def install(
         )
     if memory_bytes is None:
         memory_bytes = box_memory_bytes(facts_host)
-    draft = bundle / "models" / facts.draft_model_name if facts.draft_model_name else None
-    try:
-        plan = make_plan(bundle / "models" / facts.model_name, profile, memory_bytes, draft)
-    except (PlanError, ModelConfigError) as exc:
-        raise InstallError(
-            f"profile {profile!r} refused; nothing was installed", [str(exc)]
-        ) from exc
+    plan = plan_or_refuse(bundle, facts, profile, memory_bytes)
     if after_verify is not None:
         after_verify(manifest)
     remember_rotated_signer(report, root)

@@ -138,3 +138,9 @@ def engine_command(layout: Layout) -> tuple[list[str], dict[str, str]]:
     python = layout.current / "engine-venv" / "bin" / "python"
     argv = [str(python), "-m", ENGINE_MODULE, *read_args_file(layout.engine_args)]
     return argv, read_env_file(layout.engine_env)
+
+
+def controlplane_command(layout: Layout) -> list[str]:
+    """The installed control plane's argv, exactly as the systemd unit starts it."""
+    sparkplane = layout.current / "controlplane-venv" / "bin" / "sparkplane"
+    return [str(sparkplane), "serve", "--config", str(layout.controlplane_env)]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from installer.layout import read_env_file
 from tests.e2e.netns import NetworkNamespace, outbound_connects, signal_traced
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -144,7 +145,7 @@ def test_audit_chain_verifies_offline(
     appliance: tuple[Path, subprocess.Popen[str], Path], tmp_path: Path
 ) -> None:
     root, _, _ = appliance
-    env = {**os.environ, **read_env(root / "etc" / "sparkplane" / "controlplane.env")}
+    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
     export = tmp_path / "audit.jsonl"
     sparkplane("audit", "export", "--reason", "end-to-end test", "--out", str(export), env=env)
     lines = export.read_text().splitlines()
@@ -191,9 +192,3 @@ def test_tampered_bundle_is_refused_and_installs_nothing(
     assert done.returncode != 0
     assert weights.name in done.stdout + done.stderr
     assert not root.exists() or not any(root.iterdir()), "nothing may be created on a bad bundle"
-
-
-def read_env(path: Path) -> dict[str, str]:
-    from installer.layout import read_env_file
-
-    return read_env_file(path)

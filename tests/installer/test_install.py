@@ -23,13 +23,6 @@ SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("keys")
-    signing.generate_keypair(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def bundle(keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_bundle(
         tmp_path_factory.mktemp("b") / "bundle", keys / "bundle.key", flashinfer=True

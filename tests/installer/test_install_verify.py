@@ -23,13 +23,6 @@ SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("keys")
-    signing.generate_keypair(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def signed_model_bundle(keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle whose model carries an OpenSSF model-signing signature (made with the real tool)."""
     return make_bundle(
