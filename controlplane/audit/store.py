@@ -36,11 +36,20 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# Built once: the writer runs these on every group commit, and constructing a select() costs
+# more CPU than executing it.
+_HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+_LATEST_CHECKPOINT = (
+    select(AuditCheckpoint.size, AuditCheckpoint.root_hash, AuditCheckpoint.created)
+    .order_by(AuditCheckpoint.size.desc())
+    .limit(1)
+)
+_INSERT_ENTRIES = insert(AuditEntry)
+
+
 def read_head(conn: Connection) -> tuple[int, bytes]:
     """(seq, hash) of the last entry; after a full prune, the checkpoint at the cut."""
-    row = conn.execute(
-        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
+    row = conn.execute(_HEAD).first()
     if row is not None:
         return int(row[0]), bytes(row[1])
     checkpoint = latest_checkpoint(conn)
@@ -56,11 +65,7 @@ class CheckpointRow(NamedTuple):
 
 
 def latest_checkpoint(conn: Connection) -> CheckpointRow | None:
-    row = conn.execute(
-        select(AuditCheckpoint.size, AuditCheckpoint.root_hash, AuditCheckpoint.created)
-        .order_by(AuditCheckpoint.size.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_LATEST_CHECKPOINT).first()
     return None if row is None else CheckpointRow(int(row[0]), bytes(row[1]), as_utc(row[2]))
 
 
@@ -80,7 +85,7 @@ def append_entries(
         prev = entry.hash
     if entries:
         conn.execute(
-            insert(AuditEntry),
+            _INSERT_ENTRIES,
             [
                 {"seq": e.seq, "time": e.time, "kind": e.kind, "tenant": e.tenant,
                  "envelope": e.envelope, "data": e.data, "hash": e.hash}
@@ -105,16 +110,30 @@ def add_checkpoint(
 
 
 def checkpoint_due(
-    conn: Connection, size: int, every: int, seconds: float, moment: datetime
-) -> bool:
+    conn: Connection,
+    size: int,
+    every: int,
+    seconds: float,
+    moment: datetime,
+    known: CheckpointRow | None = None,
+) -> tuple[bool, CheckpointRow | None]:
+    """(due?, the latest checkpoint as far as we know).
+
+    `known` is a checkpoint this caller saw earlier. Checkpoints only ever get newer, so if even
+    that one does not make a new checkpoint due, the real latest cannot either: the query is
+    only needed when `known` says "due" (or is missing)."""
     if size == 0:
-        return False
+        return False, known
+    if known is not None and not _due_after(known, size, every, seconds, moment):
+        return False, known
     last = latest_checkpoint(conn)
-    if last is None:
-        return True
+    return (last is None or _due_after(last, size, every, seconds, moment)), last
+
+
+def _due_after(last: CheckpointRow, size: int, every: int, seconds: float, now: datetime) -> bool:
     if last.size >= size:
         return False
-    return size - last.size >= every or (moment - last.created).total_seconds() >= seconds
+    return size - last.size >= every or (now - last.created).total_seconds() >= seconds
 
 
 def write_probe(conn: Connection, moment: datetime) -> None:
@@ -134,16 +153,24 @@ def append_and_checkpoint(
     every: int,
     seconds: float,
     force: bool,
-) -> tuple[list[ChainEntry], int, bool]:
-    """One group commit's work under the chain lock: (entries, new head seq, checkpointed?).
+    known: CheckpointRow | None = None,
+) -> tuple[list[ChainEntry], int, CheckpointRow | None, bool]:
+    """One group commit's work under the chain lock.
 
-    `force` signs a checkpoint whenever the head moved past the last one."""
+    Returns (entries, new head seq, latest checkpoint known now, checkpointed?). `force` signs a
+    checkpoint whenever the head moved past the last one; `known` is the latest checkpoint the
+    caller saw (see `checkpoint_due`)."""
     lock_chain(conn)
     moment = datetime.now(UTC)
     head = read_head(conn)
     linked = append_entries(conn, head, items, moment)
     size, root = (linked[-1].seq, linked[-1].hash) if linked else head
-    due = checkpoint_due(conn, size, 1 if force else every, 0.0 if force else seconds, moment)
+    if force:
+        known = None  # a forced checkpoint must not be skipped on an old belief
+    due, latest = checkpoint_due(
+        conn, size, 1 if force else every, 0.0 if force else seconds, moment, known
+    )
     if due:
         add_checkpoint(conn, signer, size, root, moment)
-    return linked, size, due
+        latest = CheckpointRow(size, root, moment)
+    return linked, size, latest, due

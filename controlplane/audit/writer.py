@@ -61,6 +61,7 @@ class AuditWriter:
         self._stopping = False
         self._conn: Connection | None = None
         self._dirty_since: float | None = None  # monotonic time of the first uncheckpointed write
+        self._known_checkpoint: store.CheckpointRow | None = None  # saves a query per commit
 
     @property
     def signer(self) -> CheckpointSigner:
@@ -197,13 +198,14 @@ class AuditWriter:
         forced = final or bool(rotating) or any(item.force_checkpoint for item in batch)
         try:
             conn = self._connection()
-            linked, size, due = store.append_and_checkpoint(
+            linked, size, known, due = store.append_and_checkpoint(
                 conn,
                 signer,
                 [(i.kind, i.tenant, i.data) for i in entries],
                 every=self.checkpoint_every,
                 seconds=self.checkpoint_seconds,
                 force=forced or self._timer_due(),
+                known=self._known_checkpoint,
             )
             if rotating:
                 new_key = rotating[-1]
@@ -213,6 +215,7 @@ class AuditWriter:
             self._mark_unavailable(exc)
             self._fail(batch)
             return
+        self._known_checkpoint = known
         if new_key is not None:
             activate_staged_key(self.key_path)  # the next signer() call loads it
         if due or not linked:

@@ -47,6 +47,26 @@ async def test_checkpoints_every_n_entries_and_after_t_seconds(sqlite_engine, tm
     await audit.close()
 
 
+async def test_two_writers_keep_the_cadence_despite_each_remembering_its_checkpoint(
+    sqlite_engine, tmp_path
+):
+    # Each writer remembers the last checkpoint it saw instead of querying on every commit;
+    # a checkpoint written by the other writer (another replica) must still count.
+    key = tmp_path / "k.key"
+    first, second = (AuditWriter(sqlite_engine, key, checkpoint_every=4) for _ in range(2))
+    await first.start()
+    await second.start()
+    for n in range(20):
+        await (first if n % 3 else second).record("api.request", n=n)  # one per transaction
+    with sqlite_engine.connect() as conn:
+        sizes = conn.execute(select(AuditCheckpoint.size).order_by(AuditCheckpoint.size)).scalars()
+        assert list(sizes) == [1, 5, 9, 13, 17]
+    await first.close()
+    await second.close()
+    report = verify_live(sqlite_engine, [tmp_path / "k.pub"])
+    assert report.valid and report.entries_valid == 20, report.as_dict()
+
+
 async def test_close_signs_a_final_checkpoint_and_refuses_new_records(sqlite_engine, tmp_path):
     audit = AuditWriter(sqlite_engine, tmp_path / "k.key", checkpoint_every=1000)
     await audit.start()
