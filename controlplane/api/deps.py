@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
@@ -13,10 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from controlplane.api.errors import ApiError, audit_unavailable_error
 from controlplane.core.keycache import AuthFailed, KeyPrincipal
+from controlplane.core.security import looks_like_api_key, visible_prefix
 from controlplane.exchange import GatewayServices
 from controlplane.operations import AdminContext
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 Role = Literal["admin", "auditor"]
 
@@ -58,15 +61,40 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def tenant_key(request: Request) -> KeyPrincipal:
-    services: GatewayServices = request.app.state.gateway
+    presented = bearer_token(request)
     try:
-        return await request.app.state.authenticator.authenticate(bearer_token(request))
+        return await request.app.state.authenticator.authenticate(presented)
     except AuthFailed as failure:
-        services.metrics.auth_failures.labels(failure.code).inc()
-        headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
-        raise ApiError(
-            failure.status, failure.message, code=failure.code, headers=headers
-        ) from None
+        raise await refused(request, failure, presented) from None
+
+
+async def refused(request: Request, failure: AuthFailed, presented: str | None) -> ApiError:
+    """Count and audit a refused credential; returns the error to raise.
+
+    `api.auth_failed` records who knocked with what (the key's visible prefix, never the key).
+    The refusal does not depend on it: with the audit store down the caller still gets its
+    401/403 (nothing reached an engine) and the failure is logged instead."""
+    services: GatewayServices = request.app.state.gateway
+    services.metrics.auth_failures.labels(failure.code).inc()
+    owner = failure.principal
+    shaped = presented is not None and looks_like_api_key(presented)
+    fields = {
+        "endpoint": request.url.path,
+        "client": request.client.host if request.client else None,
+        "reason": failure.code,
+        "status": failure.status,
+        "key_prefix": visible_prefix(presented) if presented and shaped else None,
+        "key_id": owner.key_id if owner else None,
+    }
+    tenant = owner.tenant.name if owner else None
+    try:
+        await services.audit.record("api.auth_failed", tenant=tenant, **fields)
+    except services.audit_unavailable:
+        log.warning(
+            "could not audit a refused credential (%s from %s)", failure.code, fields["client"]
+        )
+    headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
+    return ApiError(failure.status, failure.message, code=failure.code, headers=headers)
 
 
 TenantKeyDep = Annotated[KeyPrincipal, Depends(tenant_key)]
@@ -75,27 +103,16 @@ TenantKeyDep = Annotated[KeyPrincipal, Depends(tenant_key)]
 async def current_principal(request: Request) -> Principal:
     """The admin API's caller: the holder of SPARKPLANE_ADMIN_TOKEN (people use the console)."""
     admin_token = request.app.state.settings.admin_token
-    if admin_token is None:
-        raise ApiError(
-            401,
-            "the admin API is off: set SPARKPLANE_ADMIN_TOKEN, or use the console",
-            code="admin_api_disabled",
-        )
     token = bearer_token(request)
+    if admin_token is None:
+        message = "the admin API is off: set SPARKPLANE_ADMIN_TOKEN, or use the console"
+        raise await refused(request, AuthFailed(401, "admin_api_disabled", message), token)
     if token is None:
-        raise ApiError(
-            401,
-            "send 'Authorization: Bearer <admin token>'",
-            code="not_authenticated",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        message = "send 'Authorization: Bearer <admin token>'"
+        raise await refused(request, AuthFailed(401, "not_authenticated", message), token)
     if not hmac.compare_digest(token.encode(), admin_token.get_secret_value().encode()):
-        raise ApiError(
-            401,
-            "the admin token is not valid",
-            code="invalid_admin_token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        message = "the admin token is not valid"
+        raise await refused(request, AuthFailed(401, "invalid_admin_token", message), token)
     return Principal(name="admin-token", role="admin")
 
 

@@ -32,11 +32,14 @@ MAX_CACHED_KEYS = 10_000
 
 
 class AuthFailed(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, principal: KeyPrincipal | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.principal = principal  # the key's owner, when the key exists (revoked, expired...)
 
 
 @dataclass(frozen=True)
@@ -116,13 +119,12 @@ class KeyAuthenticator:
         if principal is None:
             raise AuthFailed(401, "invalid_api_key", "the API key is not valid")
         if principal.revoked:
-            raise AuthFailed(401, "revoked_api_key", "the API key has been revoked")
+            raise AuthFailed(401, "revoked_api_key", "the API key has been revoked", principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
-            raise AuthFailed(401, "expired_api_key", "the API key has expired")
+            raise AuthFailed(401, "expired_api_key", "the API key has expired", principal)
         if principal.tenant.disabled:
-            raise AuthFailed(
-                403, "tenant_disabled", f"tenant {principal.tenant.name!r} is disabled"
-            )
+            message = f"tenant {principal.tenant.name!r} is disabled"
+            raise AuthFailed(403, "tenant_disabled", message, principal)
         return principal
 
     def _load(self, key_hash: str) -> KeyPrincipal | None:

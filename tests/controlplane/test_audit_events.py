@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from sqlalchemy import select
@@ -69,3 +70,39 @@ def test_requests_and_admin_changes_are_audited(
         make_engine(f"sqlite:///{tmp_path}/sparkplane.db"), [tmp_path / "audit-signing.pub"]
     )
     assert report.valid, report
+
+
+def test_refused_credentials_are_audited_without_the_secret(sim: SimHandle, tmp_path: Path) -> None:
+    server = ThreadGateway(make_settings(tmp_path, [sim.url]))
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "knocked")
+            key_id = admin.get("/api/keys").json()[0]["id"]
+            assert admin.post(f"/api/keys/{key_id}/revoke").status_code == 200
+        with httpx.Client(base_url=server.url) as client:
+            chat = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]}
+            bearer = {"Authorization": f"Bearer {key}"}
+            assert client.post("/v1/chat/completions", json=chat).status_code == 401
+            assert client.post("/v1/chat/completions", json=chat, headers=bearer).status_code == 401
+            forged = {"Authorization": "Bearer " + key[:-4] + "AAAA"}
+            assert client.get("/v1/models", headers=forged).status_code == 401
+            wrong_admin = {"Authorization": "Bearer not-the-admin-token"}
+            assert client.get("/api/tenants", headers=wrong_admin).status_code == 401
+    finally:
+        server.stop()
+    failures = [(tenant, fields) for kind, tenant, fields in entries(tmp_path)
+                if kind == "api.auth_failed"]  # fmt: skip
+    assert [(tenant, f["reason"], f["endpoint"]) for tenant, f in failures] == [
+        (None, "missing_api_key", "/v1/chat/completions"),
+        ("knocked", "revoked_api_key", "/v1/chat/completions"),
+        (None, "invalid_api_key", "/v1/models"),
+        (None, "invalid_admin_token", "/api/tenants"),
+    ]
+    revoked, forged_entry = failures[1][1], failures[2][1]
+    assert (
+        revoked["key_id"] == key_id and revoked["key_prefix"] == key[: len(revoked["key_prefix"])]
+    )
+    assert forged_entry["key_id"] is None and forged_entry["client"] == "127.0.0.1"
+    assert failures[3][1]["key_prefix"] is None  # not key-shaped: nothing of it is kept
+    text = json.dumps([fields for _, fields in failures])
+    assert key not in text and "not-the-admin-token" not in text

@@ -142,6 +142,8 @@ def test_audit_unavailable_fails_closed(fragile: ThreadGateway) -> None:
 
     asyncio.run_coroutine_threadsafe(audit.close(), fragile.loop).result(timeout=30)
     assert_error(post(fragile, key, {"model": "sim-model"}), 503, "audit_unavailable")
+    # A bad key is still refused as such (its api.auth_failed entry is logged instead).
+    assert_error(post(fragile, key[:-4] + "AAAA", {"model": "sim-model"}), 401, "invalid_api_key")
     with fragile.admin() as admin:
         assert_error(admin.post("/api/tenants", json={"name": "later"}), 503, "audit_unavailable")
     ready = httpx.get(fragile.url + "/readyz")
