@@ -11,11 +11,12 @@ from rich.table import Table
 
 from installer.bundle.trust import TrustError
 from installer.cli_common import candidate_keys, console, fail, trust_after_verify
+from installer.healthcheck import check_health
 from installer.install import InstallError
 from installer.layout import Layout
 from installer.lifecycle import rollback, uninstall, upgrade
 from installer.plan import PROFILES
-from installer.status import appliance_status, wait_healthy
+from installer.status import appliance_status
 
 RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
 
@@ -26,14 +27,19 @@ def upgrade_command(
     trust: Annotated[Path | None, typer.Option(help="Bundle-signing public key.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
     profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = "demo",
-    systemd: Annotated[bool, typer.Option(help="Restart units; health-check them.")] = False,
+    systemd: Annotated[
+        bool, typer.Option(help="Restart the units, then health-check through the control plane.")
+    ] = False,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 900.0,
 ) -> None:
     """Install BUNDLE beside the current release, switch, health-check, roll back on failure."""
 
     def healthy(layout: Layout) -> None:
-        if systemd:  # services restarted by the playbook: wait for them to answer
-            wait_healthy(layout, health_timeout)
+        # With --systemd the playbook restarted the services: the new release must answer one
+        # audited completion through its control plane (installer/healthcheck.py). Without it
+        # nothing restarted them, so whatever runs is still the previous release.
+        if systemd:
+            check_health(layout, health_timeout)
 
     try:
         result = upgrade(

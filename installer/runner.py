@@ -7,7 +7,9 @@ under the private data dir so that a failure can point the operator at them.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -193,3 +195,41 @@ def run_playbook(
         changed_by_host={host: 0 for host in stats.get("processed") or {}}
         | dict(stats.get("changed") or {}),
     )
+
+
+class InventoryError(RuntimeError):
+    """`ansible-inventory` could not read the inventory; the message has its last word."""
+
+
+def inventory_hosts(
+    inventory: Path, private_data_dir: Path, playbook_dir: Path, group: str
+) -> dict[str, dict[str, Any]]:
+    """The hosts of `group` (and of its child groups) with their inventory variables, as
+    `ansible-inventory --list` resolves them (host vars, group vars, group_vars/ beside it)."""
+    private_data_dir.mkdir(parents=True, exist_ok=True)
+    program = Path(sys.executable).parent / "ansible-inventory"
+    env = {**os.environ, **_environment(private_data_dir, playbook_dir)}
+    done = subprocess.run(
+        [str(program), "-i", str(inventory), "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        raise InventoryError(
+            f"ansible-inventory {inventory}: {said[-1] if said else done.returncode}"
+        )
+    listing = json.loads(done.stdout)
+    hostvars = listing.get("_meta", {}).get("hostvars", {})
+    return {name: dict(hostvars.get(name) or {}) for name in _group_members(listing, group)}
+
+
+def _group_members(listing: dict[str, Any], group: str) -> list[str]:
+    entry = listing.get(group) or {}
+    names = list(entry.get("hosts") or [])
+    for child in entry.get("children") or []:
+        names += _group_members(listing, child)
+    return list(dict.fromkeys(names))

@@ -1,4 +1,5 @@
-"""Install with the real control plane: lifecycle events reach the audit chain, first admin.
+"""Install with the real control plane: lifecycle events reach the audit chain, first admin,
+and the upgrade's health check is one audited completion through the control plane.
 
 The bundle carries this repo's real sparkplane wheel (and its dependencies from the build
 cache), so the installer drives the installed release's own CLI exactly as on an appliance.
@@ -10,6 +11,7 @@ import json
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,16 @@ import pytest
 from controlplane.console.system_info import read_system_info
 from installer import signing
 from installer.events import read_events
+from installer.healthcheck import HEALTH_TENANT, HealthCheckError, check_health
 from installer.install import install
-from installer.layout import Layout, read_env_file
+from installer.layout import Layout, controlplane_command, read_env_file
 from installer.lifecycle import rollback, uninstall, upgrade
+from installer.processes import ManagedProcess
+from installer.status import appliance_status
+from tests.controlplane.harness import free_port
+from tests.enginesim import SimHandle, start_simulator
 from tests.installer.fixtures.bundles import make_bundle
+from tests.installer.fixtures.release import exported_entries, release_cli
 
 pytestmark = pytest.mark.slow
 SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
@@ -35,7 +43,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory):
     )
     root = tmp_path_factory.mktemp("root")
     # The first install as an operator runs it (the output must show the password once) ...
-    ports = ["--engine-port", "18100", "--port", "18180"]
+    engine_port, port = free_port(), free_port()  # the health-check tests serve on them
+    ports = ["--engine-port", str(engine_port), "--port", str(port), "--bind", "127.0.0.1"]
     trust = ["--trust", str(keys / "bundle.pub"), "--yes"]
     first = subprocess.run(
         [SPARKPLANE, "install", str(bundle), "--root", str(root), *trust, *ports],
@@ -48,25 +57,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory):
     first_file = password_file.read_bytes()
     # ... the second through the API, to look at what it returns.
     key = signing.load_public_key(keys / "bundle.pub")
-    second = install(bundle, root, [key], "demo", engine_port=18100, controlplane_port=18180)
-    return root, first.stdout, second, first_file, keys
-
-
-def release_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    layout = Layout.at(root)
-    env = {"PATH": "/usr/bin:/bin", **read_env_file(layout.controlplane_env)}
-    program = layout.current / "controlplane-venv/bin/sparkplane"
-    return subprocess.run(
-        [str(program), *args], env=env, capture_output=True, text=True, timeout=300
+    second = install(
+        bundle,
+        root,
+        [key],
+        "demo",
+        engine_port=engine_port,
+        controlplane_port=port,
+        controlplane_bind="127.0.0.1",
     )
-
-
-def exported_entries(root: Path, out: Path) -> list[dict]:
-    """(envelope + data) of every entry of a real signed export (docs/audit.md format)."""
-    done = release_cli(root, "audit", "export", "--reason", "installer test", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return [{**line["e"], "data": line.get("d") or {}} for line in lines if "e" in line]
+    return root, first.stdout, second, first_file, keys
 
 
 def test_lifecycle_events_are_in_a_valid_chain_once_each(installed, tmp_path) -> None:
@@ -124,6 +124,62 @@ def test_console_files_describe_the_current_release(installed) -> None:
     info = read_system_info(root)
     assert info.profile == "demo" and not info.problems, info.problems
     assert info.plan == plan and info.preflight == preflight
+
+
+@pytest.fixture
+def serving(installed, tmp_path: Path) -> Iterator[tuple[Layout, SimHandle]]:
+    """The installed control plane, started with its unit's exact command, in front of the
+    engine simulator listening on the engine port the release was installed with."""
+    layout = Layout.at(installed[0])
+    status = appliance_status(layout.root, probe_health=False)
+    engine_port = int(status["engine"]["url"].rsplit(":", 1)[1])
+    sim = start_simulator(port=engine_port, models=status["model"]["served_name"], time_scale=0.01)
+    log = tmp_path / "controlplane.log"
+    process = ManagedProcess.start("controlplane", controlplane_command(layout), {}, log)
+    try:
+        yield layout, sim
+    finally:
+        process.stop()
+        sim.stop()
+
+
+def health_keys(root: Path) -> list[str]:
+    """The state (active / revoked) of every key of the health-check tenant."""
+    listed = release_cli(root, "keys", "list", "--tenant", HEALTH_TENANT)
+    assert listed.returncode == 0, listed.stderr
+    return [line.split("\t")[3] for line in listed.stdout.splitlines()]
+
+
+def test_health_check_is_one_audited_completion_through_the_control_plane(
+    serving, tmp_path: Path
+) -> None:
+    layout, sim = serving
+    check_health(layout, timeout=120, interval=0.5)
+    assert health_keys(layout.root) == ["revoked"]
+    check_health(layout, timeout=60, interval=0.5)  # the tenant exists now: reused
+    assert health_keys(layout.root) == ["revoked", "revoked"]
+    tenants = release_cli(layout.root, "tenants", "list").stdout.splitlines()
+    mine = [line for line in tenants if line.startswith(f"{HEALTH_TENANT}\t")]
+    assert len(mine) == 1 and mine[0].endswith("\tmodels=tiny-chat"), tenants
+    # The engine saw both completions with the control plane's tenant header ...
+    assert sim.stats()["tenants"][HEALTH_TENANT]["completed"] == 2, sim.stats()
+    # ... and the audit chain holds them under that tenant: the upgrade's proof of life.
+    entries = exported_entries(layout.root, tmp_path / "export.jsonl")
+    done = [e for e in entries if e["kind"] == "api.completion" and e["tenant"] == HEALTH_TENANT]
+    assert [e["data"]["status"] for e in done] == [200, 200], done
+
+
+def test_health_check_failures_name_the_step_and_revoke_the_key(serving) -> None:
+    layout, sim = serving
+    sim.set_faults(error_rate=1.0)  # the engine answers /health but fails every completion
+    with pytest.raises(
+        HealthCheckError, match=r"control plane \(http://127.0.0.1:\d+\) failed: HTTP 500"
+    ):
+        check_health(layout, timeout=120, interval=0.5)
+    assert "active" not in health_keys(layout.root)
+    sim.stop()
+    with pytest.raises(HealthCheckError, match=r"not healthy after 2s: engine down"):
+        check_health(layout, timeout=2, interval=0.5)
 
 
 def test_upgrade_and_rollback_enter_the_chain(installed, tmp_path) -> None:
