@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 import controlplane
 from controlplane.admission import Admission
-from controlplane.api.errors import install_error_handlers
+from controlplane.api.errors import add_html_error_page, install_error_handlers
 from controlplane.api.fastpath import RelayFastPath
 from controlplane.api.routes import docs, health, keys, openai, tenants
 from controlplane.core.config import Settings
@@ -138,6 +138,7 @@ def _include_console(app: FastAPI) -> None:
     if routes is None:
         return
     app.include_router(routes.router)
+    add_html_error_page(app, routes.PREFIX, routes.error_page)
 
     @app.get("/", include_in_schema=False)
     async def to_console() -> RedirectResponse:

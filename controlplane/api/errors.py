@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -108,6 +108,27 @@ def error_response(exc: ApiError) -> Response:
     return Response(body, exc.status, headers=exc.headers, media_type="application/json")
 
 
+# An HTML rendering of an error for pages under a path prefix (the console registers one).
+HtmlErrorPage = Callable[[Request, ApiError], Response]
+
+
+def add_html_error_page(app: FastAPI, prefix: str, page: HtmlErrorPage) -> None:
+    """Errors of browser requests (Accept: text/html) under `prefix` render with `page`;
+    everything else, and every API client, gets the JSON error shape."""
+    pages: dict[str, HtmlErrorPage] = app.state.__dict__.setdefault("html_error_pages", {})
+    pages[prefix] = page
+
+
+def _respond(request: Request, error: ApiError) -> Response:
+    pages: dict[str, HtmlErrorPage] = getattr(request.app.state, "html_error_pages", {})
+    if pages and "text/html" in request.headers.get("accept", ""):
+        path = request.url.path
+        for prefix, page in pages.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return page(request, error)
+    return error_response(error)
+
+
 def audit_unavailable_error() -> ApiError:
     return ApiError(
         503,
@@ -130,35 +151,36 @@ def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | 
     return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
 
 
-async def _api_error(_request: Request, exc: Exception) -> Response:
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc)
+    return _respond(request, exc)
 
 
-async def _service_error(_request: Request, exc: Exception) -> Response:
+async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    return error_response(ApiError(exc.status, exc.message, code=exc.code, param=exc.param))
+    return _respond(request, ApiError(exc.status, exc.message, code=exc.code, param=exc.param))
 
 
-async def _validation_error(_request: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     message, param = _describe_validation_error(exc)
-    return error_response(ApiError(422, message, code="invalid_value", param=param))
+    return _respond(request, ApiError(422, message, code="invalid_value", param=param))
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     headers = dict(exc.headers or {})
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return error_response(
-        ApiError(exc.status_code, message, code=codes.get(exc.status_code), headers=headers)
+    return _respond(
+        request,
+        ApiError(exc.status_code, message, code=codes.get(exc.status_code), headers=headers),
     )
 
 
-async def _audit_unavailable(_request: Request, exc: Exception) -> Response:
+async def _audit_unavailable(request: Request, exc: Exception) -> Response:
     log.error("audit store unavailable: %s", exc)
-    return error_response(audit_unavailable_error())
+    return _respond(request, audit_unavailable_error())
 
 
 async def _client_gone(_request: Request, _exc: Exception) -> Response:
@@ -168,13 +190,14 @@ async def _client_gone(_request: Request, _exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(
+    return _respond(
+        request,
         ApiError(
             500,
             "internal error; the administrator can find it in the service log",
             "api_error",
             "internal_error",
-        )
+        ),
     )
 
 

@@ -15,7 +15,9 @@ from controlplane.console.pages import (
     tenants,
     usage,
 )
-from controlplane.console.web import PREFIX, redirect
+from controlplane.console.web import PREFIX, error_page, redirect
+
+__all__ = ["PREFIX", "error_page", "router"]
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -107,6 +108,29 @@ def render(
         )
     )
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def error_page(request: Request, error: ApiError) -> HTMLResponse:
+    """A console page's error for a browser: the same status, message and code as the JSON."""
+    response = render(
+        request,
+        "error.html",
+        None,
+        status_code=error.status,
+        status=error.status,
+        reason=_reason(error.status),
+        message=error.message,
+        code=error.code,
+    )
+    response.headers.update(error.headers)
+    return response
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def redirect(path: str, **query: Any) -> RedirectResponse:

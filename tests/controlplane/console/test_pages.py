@@ -92,6 +92,23 @@ def test_auditor_cannot_open_admin_users(auditor: ConsoleClient) -> None:
     assert "Admin users" not in auditor.get("/").text
 
 
+def test_a_browser_gets_console_errors_as_pages_and_scripts_get_json(
+    auditor: ConsoleClient,
+) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    page = auditor.get("/admins", headers=browser)
+    assert page.status_code == 403 and page.headers["content-type"].startswith("text/html")
+    assert "403 · Forbidden" in page.text and "role_forbidden" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    missing = auditor.get("/tenants/no-such-tenant", headers=browser)
+    assert missing.status_code == 404 and "404 · Not Found" in missing.text
+    assert 'href="/console/"' in missing.text
+    as_json = auditor.get("/admins", headers={"Accept": "application/json"})
+    assert as_json.status_code == 403 and as_json.json()["error"]["code"] == "role_forbidden"
+    api = auditor.http.get("/api/tenants/x", headers=browser)  # the API answers JSON only
+    assert api.headers["content-type"] == "application/json"
+
+
 def _usage_csv(admin: ConsoleClient, tenant: str, requests: int) -> httpx.Response:
     """The CSV once `requests` requests are counted (usage reaches the database in batches)."""
     deadline = time.monotonic() + 10

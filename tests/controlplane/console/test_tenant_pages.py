@@ -157,5 +157,29 @@ def test_erase_needs_the_typed_name_then_shreds(
     page = admin.get(f"/tenants/{tenant}").text
     assert "disabled" in page and "revoked" in page
     kinds = [kind for kind, t, _ in server.audit_entries() if t == tenant]
-    assert kinds[-3:] == ["admin.tenant_disable", "admin.tenant_content_shredded",
-                          "admin.tenant_erase"]  # fmt: skip
+    # The erased tenant's key was refused, and that attempt is on record too.
+    assert kinds[-4:] == ["admin.tenant_disable", "admin.tenant_content_shredded",
+                          "admin.tenant_erase", "api.auth_failed"]  # fmt: skip
+
+
+def test_context_cap_through_the_form_and_the_tenant_page(
+    admin: ConsoleClient, server: ConsoleServer
+) -> None:
+    name = create_tenant(admin, server, max_context_tokens="4096")
+    page = admin.get(f"/tenants/{name}").text
+    assert '<dd id="max-context-tokens">4,096 tokens (prompt + completion)</dd>' in page
+    form = admin.get(f"/tenants/{name}/edit").text
+    assert "Max context per request" in form and 'name="max_context_tokens" value="4096"' in form
+    edited = admin.post(f"/tenants/{name}/edit", {
+        "max_concurrency": "3", "weight": "1", "queue_size": "64", "queue_timeout": "30",
+        "retention_days": "365", "max_context_tokens": ""})  # fmt: skip
+    assert edited.status_code == 303, edited.text
+    assert (
+        '<dd id="max-context-tokens">the model&#39;s own</dd>' in admin.get(f"/tenants/{name}").text
+    )
+    update = server.audit_entries("admin.tenant_update")[-1][2]
+    assert update["before"]["max_context_tokens"] == 4096
+    assert update["after"]["max_context_tokens"] is None
+    refused = admin.post("/tenants", {"name": server.unique("team-"), "max_context_tokens": "0"})
+    assert refused.status_code == 400
+    assert "Max context per request: Input should be greater than or equal to 1" in refused.text
