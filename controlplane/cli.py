@@ -92,6 +92,8 @@ def _limits(**given: Any) -> dict[str, Any]:
     limits = {name: value for name, value in given.items() if value is not None}
     if models is not None:
         limits["allowed_models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if limits.get("max_context_tokens") == 0:
+        limits["max_context_tokens"] = None  # 0 = no cap (clears it on update)
     return limits
 
 
@@ -102,7 +104,8 @@ def _show_tenant(tenant: TenantPublic) -> None:
         f"{tenant.name}\t{state}\tconcurrency={tenant.max_concurrency}\t"
         f"weight={tenant.weight:g}\trpm={tenant.rpm or '-'}\ttpm={tenant.tpm or '-'}\t"
         f"daily={tenant.daily_tokens or '-'}\tmonthly={tenant.monthly_tokens or '-'}\t"
-        f"max_tokens={tenant.max_tokens or '-'}\tmodels={models}"
+        f"max_tokens={tenant.max_tokens or '-'}\t"
+        f"max_context_tokens={tenant.max_context_tokens or '-'}\tmodels={models}"
     )
 
 
@@ -113,6 +116,9 @@ Tpm = Annotated[int | None, typer.Option(help="tokens per minute")]
 Daily = Annotated[int | None, typer.Option(help="tokens per UTC day")]
 Monthly = Annotated[int | None, typer.Option(help="tokens per UTC month")]
 MaxTokens = Annotated[int | None, typer.Option(help="cap on a request's max_tokens")]
+MaxContextTokens = Annotated[
+    int | None, typer.Option(help="cap on a request's prompt + completion tokens (0: no cap)")
+]
 Models = Annotated[str | None, typer.Option(help="allowed models, comma-separated (empty: all)")]
 QueueSize = Annotated[int | None, typer.Option(help="requests that may wait")]
 QueueTimeout = Annotated[float | None, typer.Option(help="seconds a request may wait")]
@@ -129,6 +135,7 @@ def tenants_create(
     daily_tokens: Daily = None,
     monthly_tokens: Monthly = None,
     max_tokens: MaxTokens = None,
+    max_context_tokens: MaxContextTokens = None,
     models: Models = None,
     queue_size: QueueSize = None,
     queue_timeout: QueueTimeout = None,
@@ -142,6 +149,7 @@ def tenants_create(
         daily_tokens=daily_tokens,
         monthly_tokens=monthly_tokens,
         max_tokens=max_tokens,
+        max_context_tokens=max_context_tokens,
         models=models,
         queue_size=queue_size,
         queue_timeout=queue_timeout,
@@ -168,6 +176,7 @@ def tenants_update(
     daily_tokens: Daily = None,
     monthly_tokens: Monthly = None,
     max_tokens: MaxTokens = None,
+    max_context_tokens: MaxContextTokens = None,
     models: Models = None,
     queue_size: QueueSize = None,
     queue_timeout: QueueTimeout = None,
@@ -182,6 +191,7 @@ def tenants_update(
         daily_tokens=daily_tokens,
         monthly_tokens=monthly_tokens,
         max_tokens=max_tokens,
+        max_context_tokens=max_context_tokens,
         models=models,
         queue_size=queue_size,
         queue_timeout=queue_timeout,

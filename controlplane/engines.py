@@ -38,6 +38,11 @@ class Engine:
         return self.url.removesuffix("/v1") + "/health"
 
     @property
+    def tokenize_url(self) -> str:
+        # vLLM's /tokenize (the engine's own tokenizer and chat template) is at the root too.
+        return self.url.removesuffix("/v1") + "/tokenize"
+
+    @property
     def model_ids(self) -> set[str]:
         return {str(model.get("id")) for model in self.models}
 

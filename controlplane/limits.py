@@ -25,6 +25,7 @@ class TenantPolicy:
     daily_tokens: int | None
     monthly_tokens: int | None
     max_tokens: int | None
+    max_context_tokens: int | None
     allowed_models: frozenset[str]
     queue_size: int
     queue_timeout: float
@@ -43,6 +44,7 @@ class TenantPolicy:
             daily_tokens=tenant.daily_tokens,
             monthly_tokens=tenant.monthly_tokens,
             max_tokens=tenant.max_tokens,
+            max_context_tokens=tenant.max_context_tokens,
             allowed_models=frozenset(tenant.allowed_models or ()),
             queue_size=tenant.queue_size,
             queue_timeout=tenant.queue_timeout,

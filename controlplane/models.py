@@ -37,6 +37,8 @@ class Tenant(Base):
     daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     max_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Added by migration 0001 (core/migrations.py): prompt + completion tokens of one request.
+    max_context_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     allowed_models: Mapped[list[str]] = mapped_column(JSON, default=list)
     queue_size: Mapped[int] = mapped_column(Integer, default=64)
     queue_timeout: Mapped[float] = mapped_column(Float, default=30.0)
@@ -92,7 +94,8 @@ class DailyUsage(Base):
 
 # ---- admin API schemas -------------------------------------------------------------------
 
-PositiveInt = Annotated[int, Field(ge=1, le=2**31 - 1)]  # rpm, max_tokens: a 32-bit column
+# rpm, max_tokens, max_context_tokens: a 32-bit column
+PositiveInt = Annotated[int, Field(ge=1, le=2**31 - 1)]
 TokenCount = Annotated[int, Field(ge=1, le=10**15)]  # tpm and quotas: a 64-bit column
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -112,6 +115,10 @@ class TenantLimits(BaseModel):
     monthly_tokens: TokenCount | None = None
     max_tokens: PositiveInt | None = Field(
         default=None, description="cap on a request's max_tokens"
+    )
+    max_context_tokens: PositiveInt | None = Field(
+        default=None,
+        description="cap on a request's prompt + completion tokens (counted by the engine)",
     )
     allowed_models: list[ModelName] = Field(default_factory=list, description="empty = all")
     queue_size: int = Field(default=64, ge=0, le=100_000)
@@ -160,6 +167,7 @@ class TenantUpdate(BaseModel):
     daily_tokens: TokenCount | None = None
     monthly_tokens: TokenCount | None = None
     max_tokens: PositiveInt | None = None
+    max_context_tokens: PositiveInt | None = None
     allowed_models: list[ModelName] | None = None
     queue_size: int | None = Field(default=None, ge=0, le=100_000)
     queue_timeout: float | None = Field(default=None, ge=0, le=3600)

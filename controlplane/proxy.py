@@ -60,7 +60,8 @@ class RelayResponse(Response):
             await self._audited(send)
             return
         if self.refusal is not None:
-            x.outcome = Outcome.REFUSED
+            # 4xx: the request itself was wrong; 5xx: the gateway could not check it (engine).
+            x.outcome = Outcome.ENGINE_ERROR if self.refusal.status >= 500 else Outcome.REFUSED
             await self._reply_error(send, self.refusal)
             return
         try:

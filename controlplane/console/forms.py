@@ -20,6 +20,10 @@ TENANT_FIELD_HELP: dict[str, tuple[str, str]] = {
     "daily_tokens": ("Tokens / day", "empty = unlimited"),
     "monthly_tokens": ("Tokens / month", "empty = unlimited"),
     "max_tokens": ("Max tokens per request", "empty = engine default"),
+    "max_context_tokens": (
+        "Max context per request",
+        "prompt + completion tokens, counted by the engine; empty = the model's own",
+    ),
     "allowed_models": ("Allowed models", "comma-separated; empty = all"),
     "queue_size": ("Queue size", "requests that may wait for a slot"),
     "queue_timeout": ("Queue timeout (s)", "then 429 with Retry-After"),

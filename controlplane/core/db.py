@@ -79,10 +79,15 @@ def import_table_modules() -> None:
                 raise
 
 
-def init_db(engine: Engine) -> None:
-    """Create every table of every package that is installed (idempotent)."""
+def init_db(engine: Engine) -> list[str]:
+    """Create or migrate every table of every package that is installed (idempotent).
+
+    Returns the names of the migration steps run now (see core/migrations.py).
+    """
+    from controlplane.core.migrations import migrate  # it defines a table on Base
+
     import_table_modules()
-    Base.metadata.create_all(engine)
+    applied = migrate(engine)
     # The auth epoch row must exist before the first change: two first changes racing to
     # insert it would otherwise fail one of them with a unique-key error.
     try:
@@ -95,6 +100,7 @@ def init_db(engine: Engine) -> None:
             )
     except IntegrityError:
         pass  # another process inserted it first
+    return applied
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -31,6 +31,7 @@ def policy(tenant_id: int, **limits: object) -> TenantPolicy:
         daily_tokens=None,
         monthly_tokens=None,
         max_tokens=None,
+        max_context_tokens=None,
         allowed_models=frozenset(),
         queue_size=1000,
         queue_timeout=30.0,

@@ -53,6 +53,7 @@ class Counters:
     rejected: int = 0  # bad requests (4xx)
     prompt_tokens: int = 0
     generation_tokens: int = 0
+    tokenize_requests: int = 0  # POST /tokenize calls
     max_in_flight: int = 0
     max_running: int = 0
     max_waiting: int = 0

@@ -21,6 +21,8 @@ class Faults:
     drop_after_tokens: int = 2  # how many tokens are produced before the cut
     unhealthy: bool = False  # /health answers 503
     refuse_connections_s: float = 0.0  # stop listening for this long (write-only trigger)
+    tokenize_fail: bool = False  # POST /tokenize answers `error_status`
+    tokenize_delay_s: float = 0.0  # POST /tokenize waits this long first
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update, rejecting unknown keys and wrong types with a clear error."""

@@ -41,7 +41,8 @@ def stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, bool(options.get("include_usage", False))
 
 
-def _prompt_tokens(body: dict[str, Any], chat: bool) -> int:
+def prompt_tokens(body: dict[str, Any], chat: bool) -> int:
+    """Prompt tokens of a chat or completion body: `usage.prompt_tokens` and /tokenize's count."""
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -68,15 +69,15 @@ def build_plan(body: dict[str, Any], opts: SimOptions, chat: bool) -> Plan:
     model = check_model(body, opts)
     if body.get("n", 1) != 1:
         raise BadRequest("the simulator supports n=1 only", param="n")
-    prompt_tokens = _prompt_tokens(body, chat)
+    prompt_count = prompt_tokens(body, chat)
     names = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
     limits = [v for v in (_int_field(body, n, 1) for n in names) if v is not None]
-    room = opts.max_model_len - prompt_tokens
+    room = opts.max_model_len - prompt_count
     if room < 1 or (limits and limits[0] > room):
         raise BadRequest(
             f"This model's maximum context length is {opts.max_model_len} tokens. However, "
-            f"you requested {prompt_tokens + (limits[0] if limits else 0)} tokens "
-            f"({prompt_tokens} in the messages, {limits[0] if limits else 0} in the completion).",
+            f"you requested {prompt_count + (limits[0] if limits else 0)} tokens "
+            f"({prompt_count} in the messages, {limits[0] if limits else 0} in the completion).",
             param="max_tokens",
         )
     max_tokens = limits[0] if limits else min(opts.default_max_tokens, room)
@@ -93,7 +94,7 @@ def build_plan(body: dict[str, Any], opts: SimOptions, chat: bool) -> Plan:
     return Plan(
         chat=chat,
         model=model,
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=prompt_count,
         pieces=pieces,
         finish_reason=finish,
         tool_call=tool_call,

@@ -13,6 +13,7 @@ from .engine import SimEngine, Track
 from .model import SimOptions
 from .parse import build_plan, check_model, embedding_inputs, stream_flags, tenant_of
 from .shapes import DONE, BadRequest, Plan, embedding_item, embedding_vector, error_body, usage
+from .tokenize_route import tokenize_routes
 
 
 class Dropped(Exception):
@@ -33,6 +34,7 @@ class SimServer:
                 web.post("/v1/chat/completions", self.chat),
                 web.post("/v1/completions", self.completions),
                 web.post("/v1/embeddings", self.embeddings),
+                *tokenize_routes(self.engine),
                 *control_routes(self.engine, self.refuse_for),
             ]
         )

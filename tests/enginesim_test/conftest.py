@@ -29,6 +29,8 @@ def fresh_sim(sim: SimHandle) -> SimHandle:
         drop_next=0,
         drop_after_tokens=2,
         unhealthy=False,
+        tokenize_fail=False,
+        tokenize_delay_s=0.0,
     )
     sim.wait_idle()
     sim.reset()

@@ -126,6 +126,23 @@ def test_context_length_is_enforced(client: openai.OpenAI) -> None:
         client.completions.create(model="sim-model", prompt="x", max_tokens=40_000)
 
 
+def test_tokenize_counts_what_usage_reports(client: openai.OpenAI, fresh_sim: SimHandle) -> None:
+    url = fresh_sim.base_url + "/tokenize"  # at the root, like vLLM's
+    counted = httpx.post(url, json={"model": "sim-model", "messages": MESSAGES}).json()
+    assert counted["max_model_len"] == 32768 and len(counted["tokens"]) == counted["count"]
+    answer = client.chat.completions.create(model="sim-model", messages=MESSAGES, max_tokens=2)
+    assert answer.usage is not None and answer.usage.prompt_tokens == counted["count"]
+    prompt = "once upon a time there was a box"
+    counted = httpx.post(url, json={"model": "sim-model", "prompt": prompt}).json()
+    text = client.completions.create(model="sim-model", prompt=prompt, max_tokens=2)
+    assert text.usage is not None and text.usage.prompt_tokens == counted["count"]
+    assert httpx.post(url, json={"model": "nope", "prompt": "x"}).status_code == 404
+    assert httpx.post(url, json={"model": "sim-model", "messages": []}).status_code == 400
+    fresh_sim.set_faults(tokenize_fail=True)
+    assert httpx.post(url, json={"model": "sim-model", "prompt": "x"}).status_code == 500
+    assert fresh_sim.stats()["tokenize_requests"] == 5
+
+
 def test_invalid_json_body_gets_vllm_error_shape(fresh_sim: SimHandle) -> None:
     resp = httpx.post(fresh_sim.url + "/chat/completions", content=b"{not json")
     assert resp.status_code == 400

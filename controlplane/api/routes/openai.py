@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from controlplane.api.deps import ServicesDep, TenantKeyDep, tenant_key
 from controlplane.api.errors import ApiError, documented
+from controlplane.context_cap import enforce_context_cap
 from controlplane.core.keycache import KeyPrincipal
 from controlplane.exchange import Exchange, GatewayServices
 from controlplane.proxy import RelayResponse
@@ -100,7 +101,8 @@ def check_request(body: Any, principal: KeyPrincipal, services: GatewayServices)
                 code="max_tokens_exceeded",
                 param=field,
             )
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+    unset = body.get("max_tokens") is None and body.get("max_completion_tokens") is None
+    if unset and tenant.max_context_tokens is None:  # else the context cap step sets it
         body["max_tokens"] = tenant.max_tokens  # without it the engine may run to the context end
         changed = True
     return changed
@@ -126,6 +128,9 @@ async def relay(request: Request, endpoint: str) -> Response:
             message = f"the request body is not valid JSON: {exc}"
             raise ApiError(400, message, code="invalid_json") from None
         changed = check_request(body, principal, services)
+        if principal.tenant.max_context_tokens is not None:
+            tenant, pool = principal.tenant, services.engines
+            changed = await enforce_context_cap(body, tenant, pool, endpoint, raw) or changed
     except ApiError as error:
         refusal = error
     exchange = Exchange(
