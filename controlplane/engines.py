@@ -79,7 +79,10 @@ class EnginePool:
             # reused connection is rarely one the engine is closing at that very moment.
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
-            session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+            # No cookie jar: an engine sets none, and the jar's per-request work costs CPU.
+            session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+            )
             self.engines.append(Engine(url=url, capacity=self._capacity, session=session))
         await self.check_all()
         self._task = asyncio.create_task(self._health_loop(), name="engine-health")

@@ -22,17 +22,25 @@ class PendingEntry:
     new_key: Ed25519PrivateKey | None = field(default=None, repr=False)
 
 
-def _settle(future: asyncio.Future[int], result: int | BaseException) -> None:
-    if future.done():
-        return  # the caller was cancelled; its entry is committed anyway
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _settle(settled: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    for future, result in settled:
+        if future.done():
+            continue  # the caller was cancelled; its entry is committed anyway
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 def resolve(batch: list[PendingEntry], results: list[int | BaseException]) -> None:
-    """Hand each caller its seq (or error) on its own event loop; callable from any thread."""
+    """Hand each caller its seq (or error) on its own event loop; callable from any thread.
+
+    One wake-up per event loop and batch, not one per entry: each is a write to the loop's
+    self-pipe and a pass through its selector."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]]
+    by_loop = {}
     for item, result in zip(batch, results, strict=True):
+        by_loop.setdefault(item.loop, []).append((item.future, result))
+    for loop, settled in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that event loop is closed; nobody waits
-            item.loop.call_soon_threadsafe(_settle, item.future, result)
+            loop.call_soon_threadsafe(_settle, settled)
