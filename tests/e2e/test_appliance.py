@@ -141,6 +141,28 @@ def test_openai_sdk_through_the_control_plane(
     assert set(result["wrong_key"]["body"]) >= {"message", "type", "code"}
 
 
+def test_context_cap_counts_with_the_engines_own_tokenizer(
+    appliance: tuple[Path, subprocess.Popen[str], Path], netns: NetworkNamespace
+) -> None:
+    # The cap relies on vLLM's /tokenize counting a chat prompt exactly as the completion's
+    # usage does: with the real engine, a filled-in max_tokens must land on the cap exactly.
+    root, _, _ = appliance
+    demo = json.loads((root / "demo.json").read_text())
+    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    cap = 40
+    sparkplane("tenants", "create", "capped", "--max-context-tokens", str(cap),
+               "--models", demo["model"], env=env)  # fmt: skip
+    key = sparkplane("keys", "create", "--tenant", "capped", env=env).stdout.splitlines()[-1]
+    done = netns.run([sys.executable, str(REPO / "tests" / "e2e" / "context_cap_client.py"),
+                      str(root / "demo.json"), key, str(cap)])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    usage = result["filled"]
+    assert 0 < usage["prompt_tokens"] < cap
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == cap, usage
+    assert result["over"]["status"] == 400 and result["over"]["code"] == "context_length_exceeded"
+
+
 def test_audit_chain_verifies_offline(
     appliance: tuple[Path, subprocess.Popen[str], Path], tmp_path: Path
 ) -> None:
