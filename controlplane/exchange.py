@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
@@ -94,8 +93,9 @@ class Exchange:
         self.completion_tokens = 0
         self.completion_events = 0
         self.body_changed = False
-        self._audit_task: asyncio.Task[None] | None = None
+        self._request_entry: asyncio.Future[int] | None = None
         self._finished = False
+        self._completion_durable = False
 
     def upstream_body(self) -> bytes:
         if self.stream and not self.client_wants_usage:
@@ -126,25 +126,37 @@ class Exchange:
             self.mark_first_byte()
 
     def start_audit(self) -> None:
-        self._audit_task = asyncio.create_task(self._record_request())
+        """Queue the api.request entry: it commits while admission and the engine work, and it
+        has its place in the chain before anything this exchange records later."""
+        try:
+            self._request_entry = self.services.audit.enqueue(
+                "api.request",
+                tenant=self.principal.tenant.name,
+                key_id=self.principal.key_id,
+                key_prefix=self.principal.key_prefix,
+                endpoint=self.endpoint,
+                model=self.model,
+                stream=self.stream,
+                request_id=self.request_id,
+                client=self.client,
+            )
+        except self.services.audit_unavailable as exc:
+            self._request_entry = asyncio.get_running_loop().create_future()
+            self._request_entry.set_exception(exc)
+        # Whoever awaits it or not, its outcome is consumed (no "never retrieved" warning).
+        self._request_entry.add_done_callback(_consume)
+
+    def request_entry_failed(self) -> bool:
+        """The api.request entry is known to have failed already (not merely still pending)."""
+        entry = self._request_entry
+        if entry is None or not entry.done() or entry.cancelled():
+            return False
+        return entry.exception() is not None
 
     async def audit_done(self) -> None:
         """Wait until the api.request event is durable (raises AuditUnavailable if it cannot be)."""
-        assert self._audit_task is not None, "start_audit() first"
-        await asyncio.shield(self._audit_task)
-
-    async def _record_request(self) -> None:
-        await self.services.audit.record(
-            "api.request",
-            tenant=self.principal.tenant.name,
-            key_id=self.principal.key_id,
-            key_prefix=self.principal.key_prefix,
-            endpoint=self.endpoint,
-            model=self.model,
-            stream=self.stream,
-            request_id=self.request_id,
-            client=self.client,
-        )
+        assert self._request_entry is not None, "start_audit() first"
+        await asyncio.shield(self._request_entry)
 
     def _estimate_unreported_usage(self) -> bool:
         """A cancelled stream has no usage chunk: estimate from what was relayed."""
@@ -154,19 +166,18 @@ class Exchange:
         self.prompt_tokens = max(1, len(self.raw) // 4)  # about 4 bytes per token of JSON text
         return True
 
-    async def finish(self) -> None:
-        """Count usage, update metrics and write the completion audit event (never raises).
+    async def finish(self) -> bool:
+        """Count usage, update metrics and write the completion audit event (never raises);
+        returns whether the completion entry is durable.
 
-        Called once: by the relay just before the response's last byte (so a client that saw
-        the end has a durable completion entry), else when the exchange ends in any other way.
+        Called once (later calls return the first result): by the relay just before the
+        response's last byte (so a client that saw the end has a durable completion entry),
+        else when the exchange ends in any other way.
         """
         if self._finished:
-            return
+            return self._completion_durable
         self._finished = True
         services, tenant = self.services, self.principal.tenant
-        if self._audit_task is not None:  # a client gone early leaves it running: let it land
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._audit_task)
         estimated = self._estimate_unreported_usage()
         elapsed = time.monotonic() - self.started
         tokens = self.prompt_tokens + self.completion_tokens
@@ -203,3 +214,11 @@ class Exchange:
             # The request already ran; the failure is visible as audit unhealthy and in /readyz,
             # and new requests are refused at `api.request` until the store is back.
             log.exception("could not audit completion of %s", self.request_id)
+            return False
+        self._completion_durable = True
+        return True
+
+
+def _consume(entry: asyncio.Future[int]) -> None:
+    if not entry.cancelled():
+        entry.exception()

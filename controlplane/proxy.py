@@ -177,7 +177,7 @@ class RelayResponse(Response):
     async def _relay_whole(self, response: aiohttp.ClientResponse, send: Send) -> None:
         x = self.x
         body = await response.read()
-        if not await self._audited(send):
+        if x.request_entry_failed() and not await self._audited(send):
             return
         if response.status == 200:
             x.outcome = Outcome.OK
@@ -185,11 +185,14 @@ class RelayResponse(Response):
                 x.take_usage(orjson.loads(body).get("usage"))
         else:
             x.outcome = Outcome.UPSTREAM_ERROR
+        # One answer, so one wait: the completion entry is queued behind api.request (often
+        # into the same group commit) and is durable before the client gets a byte; shielded,
+        # so a client leaving now cannot cancel the write half-way. If it could not be written,
+        # a durable api.request is the record of the call; with neither, the answer is a 503.
+        if not await asyncio.shield(x.finish()) and not await self._audited(send):
+            return
         content_type = response.headers.get("Content-Type", "application/json")
         await x.send_headers(send, response.status, [(b"content-type", content_type.encode())])
-        # The completion entry is durable before the client has the answer (shielded: a client
-        # leaving now must not cancel the write half-way).
-        await asyncio.shield(x.finish())
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send) -> None:

@@ -89,11 +89,17 @@ class AuditWriter:
     async def record(self, kind: str, **fields: Any) -> int:
         """Append one entry; returns its seq once committed. `tenant` goes into the envelope
         (tenant exports and retention use it). AuditUnavailable if the store can't be written."""
+        return await self.enqueue(kind, **fields)
+
+    def enqueue(self, kind: str, **fields: Any) -> asyncio.Future[int]:
+        """`record` in two halves: the entry takes its place in the chain's order now (so a
+        later entry can never come before it), the future resolves once it is committed.
+        AuditUnavailable at once if the store cannot be written; call on the event loop."""
         check_kind(kind)
         tenant = fields.pop("tenant", None)
         if tenant is not None and not isinstance(tenant, str):
             raise TypeError(f"audit field 'tenant' must be a string, not {type(tenant).__name__}")
-        return await self._submit(kind, tenant, canonical_json(fields))
+        return self._enqueue(kind, tenant, canonical_json(fields))
 
     async def checkpoint_now(self) -> int:
         """Commit and sign a checkpoint over the current head; returns its size."""
@@ -111,6 +117,11 @@ class AuditWriter:
         return new_id
 
     async def _submit(self, kind: str, tenant: str | None, data: bytes, **extra: Any) -> int:
+        return await self._enqueue(kind, tenant, data, **extra)
+
+    def _enqueue(
+        self, kind: str, tenant: str | None, data: bytes, **extra: Any
+    ) -> asyncio.Future[int]:
         if self._thread is None or self._stopping:
             raise AuditUnavailable("audit writer is not running")
         if not self.healthy:
@@ -122,7 +133,7 @@ class AuditWriter:
                 raise AuditUnavailable(f"audit queue full ({self.max_pending} entries waiting)")
             self._queue.append(item)
             self._cond.notify()
-        return await item.future
+        return item.future
 
     def _run(self) -> None:
         while True:
