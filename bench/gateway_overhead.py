@@ -1,10 +1,12 @@
-"""Gateway overhead: direct-to-upstream vs Sparkplane vs the LiteLLM proxy, in one run.
+"""Gateway overhead: direct-to-upstream vs a bare TCP relay vs Sparkplane vs LiteLLM, in one run.
 
     .venv/bin/python -m bench.gateway_overhead [--duration 5] [--rounds 2] [--no-litellm]
 
 The same fast upstream (bench/upstream.py) sits behind every target. Targets alternate within
 each scenario (direct, sparkplane, litellm, direct, ...), so all share the machine's state; the
-table gives each gateway's added latency against the direct baseline of the same run.
+table gives each gateway's added latency against the direct baseline of the same run. The
+bare TCP relay (bench/tcp_relay.py) adds one hop and nothing else: the floor for any gateway
+on the machine.
 """
 
 from __future__ import annotations
@@ -140,6 +142,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-sparkplane", action="store_true")
+    parser.add_argument(
+        "--no-relay", action="store_true", help="leave out 'tcp-relay' (bench/tcp_relay.py)"
+    )
     parser.add_argument("--litellm-workers", type=int, default=2)
     parser.add_argument(
         "--also-queued-audit",
@@ -162,6 +167,9 @@ def main() -> None:
             procs["direct"] = gateways.start_upstream(tokens_per_s=50)
             upstream_url = procs["direct"].url
             keys = {"direct": "unused"}
+            if not args.no_relay:  # the floor: one extra hop, no HTTP work at all
+                procs["tcp-relay"] = gateways.start_tcp_relay(upstream_url)
+                keys["tcp-relay"] = "unused"
             if not args.no_sparkplane:
                 env = gateways.sparkplane_env(Path(tmp) / "sp", upstream_url, capacity=512)
                 keys["sparkplane"] = gateways.create_tenant_key(
