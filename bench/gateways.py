@@ -109,36 +109,23 @@ class Proc:
                 self.popen.wait()
 
 
-def start_upstream(tokens_per_s: float = 50.0) -> Proc:
+def start_script(name: str, script: str, *args: str) -> Proc:
+    """`python bench/SCRIPT --port P ARGS` on a free port, once its /health answers."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        str(REPO / "bench" / "upstream.py"),
-        "--port",
-        str(port),
-        "--tokens-per-s",
-        str(tokens_per_s),
-    ]
+    cmd = [sys.executable, str(REPO / "bench" / script), "--port", str(port), *args]
     popen = subprocess.Popen(cmd, cwd=REPO)
     wait_http(f"http://127.0.0.1:{port}/health", 30, popen)
-    return Proc("upstream", popen, url=f"http://127.0.0.1:{port}/v1")
+    return Proc(name, popen, url=f"http://127.0.0.1:{port}/v1")
+
+
+def start_upstream(tokens_per_s: float = 50.0) -> Proc:
+    return start_script("upstream", "upstream.py", "--tokens-per-s", str(tokens_per_s))
 
 
 def start_tcp_relay(upstream_url: str) -> Proc:
     """bench/tcp_relay.py in front of the upstream: one extra hop and nothing else."""
-    port = free_port()
     upstream_port = upstream_url.split(":")[-1].split("/")[0]
-    cmd = [
-        sys.executable,
-        str(REPO / "bench" / "tcp_relay.py"),
-        "--port",
-        str(port),
-        "--upstream-port",
-        upstream_port,
-    ]
-    popen = subprocess.Popen(cmd, cwd=REPO)
-    wait_http(f"http://127.0.0.1:{port}/health", 30, popen)
-    return Proc("tcp-relay", popen, url=f"http://127.0.0.1:{port}/v1")
+    return start_script("tcp-relay", "tcp_relay.py", "--upstream-port", upstream_port)
 
 
 def sparkplane_env(data_dir: Path, engine_url: str, capacity: int) -> dict[str, str]:

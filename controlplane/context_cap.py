@@ -48,18 +48,25 @@ _CHAT_TEMPLATE_FIELDS = (
 )
 
 
+def token_count_field(body: dict[str, Any], name: str) -> int | None:
+    """`body[name]` as a token count (None when absent); 400 unless a positive integer."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ApiError(
+            400, f"'{name}' must be a positive integer", code="invalid_value", param=name
+        )
+    return value
+
+
 def requested_completion(body: dict[str, Any], chat: bool) -> tuple[str, int] | None:
     """(field, value) of the completion budget the client asked for, as the engine reads it."""
     names = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
     for name in names:
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ApiError(
-                400, f"'{name}' must be a positive integer", code="invalid_value", param=name
-            )
-        return name, value
+        value = token_count_field(body, name)
+        if value is not None:
+            return name, value
     return None
 
 

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from controlplane.api.deps import ServicesDep, TenantKeyDep, tenant_key
 from controlplane.api.errors import ApiError, documented
-from controlplane.context_cap import enforce_context_cap
+from controlplane.context_cap import enforce_context_cap, token_count_field
 from controlplane.core.keycache import KeyPrincipal
 from controlplane.exchange import Exchange, GatewayServices
 from controlplane.proxy import RelayResponse
@@ -87,13 +87,9 @@ def check_request(body: Any, principal: KeyPrincipal, services: GatewayServices)
         return False
     changed = False
     for field in ("max_tokens", "max_completion_tokens"):
-        value = body.get(field)
+        value = token_count_field(body, field)
         if value is None:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ApiError(
-                400, f"'{field}' must be a positive integer", code="invalid_value", param=field
-            )
         if value > tenant.max_tokens:
             raise ApiError(
                 400,
