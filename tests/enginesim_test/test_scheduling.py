@@ -35,7 +35,9 @@ async def test_max_num_seqs_caps_running_and_queues_the_rest(
     aclient: openai.AsyncOpenAI, fresh_sim: SimHandle
 ) -> None:
     async def one() -> None:
-        await aclient.chat.completions.create(model="sim-model", messages=MESSAGES, max_tokens=20)
+        # ~60 ms each at the module's time scale: long enough that all ten overlap even when
+        # a busy machine is slow to send them.
+        await aclient.chat.completions.create(model="sim-model", messages=MESSAGES, max_tokens=200)
 
     await asyncio.gather(*(one() for _ in range(10)))
     stats = fresh_sim.stats()
@@ -56,7 +58,9 @@ def test_single_stream_latency_follows_the_model() -> None:
 
 
 async def test_sixteen_streams_decode_slower_each() -> None:
-    with start_simulator(time_scale=0.1) as sim:
+    # time_scale 0.4, not faster: the client's own per-request cost (16 SDK calls at once on a
+    # slow, busy core) must stay small next to the decode time being compared.
+    with start_simulator(time_scale=0.4) as sim:
         client = openai.AsyncOpenAI(base_url=sim.url, api_key="x", max_retries=0)
 
         async def timed() -> float:
