@@ -115,12 +115,11 @@ HtmlErrorPage = Callable[[Request, ApiError], Response]
 def add_html_error_page(app: FastAPI, prefix: str, page: HtmlErrorPage) -> None:
     """Errors of browser requests (Accept: text/html) under `prefix` render with `page`;
     everything else, and every API client, gets the JSON error shape."""
-    pages: dict[str, HtmlErrorPage] = app.state.__dict__.setdefault("html_error_pages", {})
-    pages[prefix] = page
+    app.state.html_error_pages[prefix] = page  # the registry install_error_handlers made
 
 
 def _respond(request: Request, error: ApiError) -> Response:
-    pages: dict[str, HtmlErrorPage] = getattr(request.app.state, "html_error_pages", {})
+    pages: dict[str, HtmlErrorPage] = request.app.state.html_error_pages
     if pages and "text/html" in request.headers.get("accept", ""):
         path = request.url.path
         for prefix, page in pages.items():
@@ -210,6 +209,7 @@ def audit_unavailable_class() -> type[Exception] | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.state.html_error_pages = {}  # prefix -> HtmlErrorPage, filled by add_html_error_page
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
