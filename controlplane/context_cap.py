@@ -22,10 +22,10 @@ import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 import orjson
 
 from controlplane.api.errors import ApiError
+from controlplane.engine_client import EngineConnectError, EngineHTTPError
 from controlplane.engines import Engine, EnginePool
 from controlplane.limits import TenantPolicy
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 CAPPED_ENDPOINTS = frozenset({"chat/completions", "completions"})
 TEMPLATE_MARGIN = 256  # tokens a chat template may add around the messages
 TOKENIZE_TIMEOUT = 10.0  # seconds for one /tokenize call
-STALE_CONNECTION_RETRIES = 3  # as the relay: a pooled connection the engine just closed
 # Fields of a chat request that change what the chat template renders (vLLM TokenizeChatRequest).
 _CHAT_TEMPLATE_FIELDS = (
     "tools",
@@ -165,33 +164,29 @@ async def tokenize(pool: EnginePool, model: str, payload: dict[str, Any]) -> tup
     for engine in engines:
         try:
             return await _post_tokenize(engine, data)
-        except aiohttp.ClientConnectorError as exc:
-            pool.mark_failed(engine, f"cannot connect: {exc}")
+        except EngineConnectError as exc:
+            pool.mark_failed(engine, str(exc))
     message = "the engine cannot be reached to count the prompt's tokens; try again"
     raise ApiError(503, message, code="engine_unavailable")
 
 
 async def _post_tokenize(engine: Engine, data: bytes) -> tuple[int, int]:
-    timeout = aiohttp.ClientTimeout(total=TOKENIZE_TIMEOUT)
     headers = {"Content-Type": "application/json"}
-    retries = STALE_CONNECTION_RETRIES
-    while True:
+    path = engine.root_path + "/tokenize"
+    try:
+        response = await engine.client.request(
+            "POST", path, data, headers, time_limit=TOKENIZE_TIMEOUT
+        )
         try:
-            async with engine.session.post(
-                engine.tokenize_url, data=data, headers=headers, timeout=timeout
-            ) as response:
-                status, answer = response.status, await response.read()
-            break
-        except aiohttp.ClientConnectorError:
-            raise
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if retries == 0:
-                raise _failed(engine, "the connection broke off", exc) from None
-            retries -= 1  # /tokenize is idempotent: always safe to send again
-        except TimeoutError as exc:
-            raise _failed(engine, f"no answer within {TOKENIZE_TIMEOUT:g} s", exc) from None
-        except aiohttp.ClientError as exc:
-            raise _failed(engine, "the request failed", exc) from None
+            status, answer = response.status, await response.read()
+        finally:
+            response.close()
+    except EngineConnectError:
+        raise
+    except TimeoutError as exc:
+        raise _failed(engine, f"no answer within {TOKENIZE_TIMEOUT:g} s", exc) from None
+    except EngineHTTPError as exc:
+        raise _failed(engine, "the connection broke off", exc) from None
     if status in (400, 422):
         # The engine's tokenizer or chat template refused the prompt: the client's to fix.
         message = f"the engine could not tokenize the prompt: {_engine_message(answer)}"

@@ -1,4 +1,4 @@
-"""The engine pool: one aiohttp session per engine, health checks, least-in-flight choice.
+"""The engine pool: one keep-alive client per engine, health checks, least-in-flight choice.
 
 An engine is taken out when its health check fails or a request cannot reach it, and put back
 when `/health` and `/v1/models` answer again. In-flight counts here are the admission layer's:
@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
+
+from controlplane.engine_client import EngineClient, EngineHTTPError
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +26,22 @@ log = logging.getLogger(__name__)
 class Engine:
     url: str  # the OpenAI base URL, e.g. http://127.0.0.1:8000/v1
     capacity: int
-    session: aiohttp.ClientSession
+    client: EngineClient
     healthy: bool = False
     in_flight: int = 0
     models: list[dict[str, Any]] = field(default_factory=list)
     last_error: str = "not checked yet"
     checked_at: float = 0.0
 
-    @property
-    def health_url(self) -> str:
-        # vLLM serves /health at the root, next to /v1.
-        return self.url.removesuffix("/v1") + "/health"
+    def api_path(self, endpoint: str) -> str:
+        """The request path of an OpenAI endpoint, e.g. /v1/chat/completions."""
+        return f"{self.client.base_path}/{endpoint}"
 
     @property
-    def tokenize_url(self) -> str:
-        # vLLM's /tokenize (the engine's own tokenizer and chat template) is at the root too.
-        return self.url.removesuffix("/v1") + "/tokenize"
+    def root_path(self) -> str:
+        # vLLM serves /health and /tokenize (its own tokenizer and chat template) at the root,
+        # next to /v1.
+        return self.client.base_path.removesuffix("/v1")
 
     @property
     def model_ids(self) -> set[str]:
@@ -77,13 +78,10 @@ class EnginePool:
         for url in self._urls:
             # Idle connections are dropped before the engine drops them (vLLM: after 5 s), so a
             # reused connection is rarely one the engine is closing at that very moment.
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive)
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
-            # No cookie jar: an engine sets none, and the jar's per-request work costs CPU.
-            session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+            client = EngineClient(
+                url, connect_timeout=self._connect_timeout, keepalive=self._keepalive
             )
-            self.engines.append(Engine(url=url, capacity=self._capacity, session=session))
+            self.engines.append(Engine(url=url, capacity=self._capacity, client=client))
         await self.check_all()
         self._task = asyncio.create_task(self._health_loop(), name="engine-health")
 
@@ -93,7 +91,7 @@ class EnginePool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for engine in self.engines:
-            await engine.session.close()
+            await engine.client.close()
 
     def on_capacity_change(self, listener: Callable[[], None]) -> None:
         """Called whenever an engine comes back: the admission layer dispatches its queues."""
@@ -147,18 +145,20 @@ class EnginePool:
         await asyncio.gather(*(self._check(engine) for engine in self.engines))
 
     async def _check(self, engine: Engine) -> None:
-        timeout = aiohttp.ClientTimeout(total=max(self._connect_timeout, 1.0))
+        limit = max(self._connect_timeout, 1.0)
         was_healthy = engine.healthy
         try:
-            async with engine.session.get(engine.health_url, timeout=timeout) as response:
+            for path in (engine.root_path + "/health", engine.api_path("models")):
+                response = await engine.client.request("GET", path, time_limit=limit)
+                try:
+                    answer = await response.read()
+                finally:
+                    response.close()
                 if response.status != 200:
-                    raise RuntimeError(f"/health answered {response.status}")
-            async with engine.session.get(engine.url + "/models", timeout=timeout) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"/v1/models answered {response.status}")
-                payload = orjson.loads(await response.read())
+                    raise RuntimeError(f"{path} answered {response.status}")
+            payload = orjson.loads(answer)
             engine.models = [m for m in payload.get("data", []) if isinstance(m, dict)]
-        except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError, AttributeError) as exc:
+        except (EngineHTTPError, TimeoutError, RuntimeError, ValueError, AttributeError) as exc:
             engine.healthy = False
             engine.last_error = str(exc) or type(exc).__name__
             if was_healthy:

@@ -126,11 +126,14 @@ class Exchange:
             self.mark_first_byte()
 
     def start_audit(self) -> None:
-        """Queue the api.request entry: it commits while admission and the engine work, and it
-        has its place in the chain before anything this exchange records later."""
+        """Queue the api.request entry: it has its place in the chain before anything this
+        exchange records later. A stream's commits while admission and the engine work (its
+        first byte waits for it); a plain answer waits for the completion entry anyway, so its
+        api.request is not urgent and usually shares that one commit."""
         try:
             self._request_entry = self.services.audit.enqueue(
                 "api.request",
+                urgent=self.stream,
                 tenant=self.principal.tenant.name,
                 key_id=self.principal.key_id,
                 key_prefix=self.principal.key_prefix,
@@ -156,6 +159,8 @@ class Exchange:
     async def audit_done(self) -> None:
         """Wait until the api.request event is durable (raises AuditUnavailable if it cannot be)."""
         assert self._request_entry is not None, "start_audit() first"
+        if not self._request_entry.done():
+            self.services.audit.expedite()
         await asyncio.shield(self._request_entry)
 
     def _estimate_unreported_usage(self) -> bool:

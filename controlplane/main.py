@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 import controlplane
 from controlplane.admission import Admission
 from controlplane.api.errors import add_html_error_page, install_error_handlers
-from controlplane.api.fastpath import RelayFastPath
+from controlplane.api.fastpath import ControlPlaneApp
 from controlplane.api.routes import docs, health, keys, openai, tenants
 from controlplane.core.config import Settings
 from controlplane.core.db import init_db, make_engine, session_factory
@@ -150,7 +150,7 @@ def _include_console(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(
+    app = ControlPlaneApp(
         title="Sparkplane control plane",
         version=controlplane.__version__,
         docs_url=None,
@@ -159,7 +159,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(RelayFastPath)
     app.include_router(openai.router)
     app.include_router(tenants.router)
     app.include_router(keys.router)

@@ -1,11 +1,11 @@
 """The OpenAI relay: one ASGI response that admits, forwards, streams and always cleans up.
 
 `RelayResponse` runs the whole life of an inference call (audit, admission, upstream call,
-relay) in one task, next to a task that waits for the client's `http.disconnect`. If the client
-goes away at any moment (queued, waiting for the first token, mid-stream) the work task is
+relay) in the request's task, next to a task that waits for the client's `http.disconnect`. If
+the client goes away at any moment (queued, waiting for the first token, mid-stream) the work is
 cancelled: its `finally` blocks free the admission slot and close the upstream connection
 (which makes vLLM abort the request) before anything else runs. The outcome is then counted and
-audited outside the cancelled task.
+audited once the cancellation is caught.
 """
 
 from __future__ import annotations
@@ -13,18 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
-import aiohttp
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from controlplane.api.errors import ApiError, audit_unavailable_error, error_body
+from controlplane.engine_client import (
+    EngineConnectError,
+    EngineDisconnected,
+    EngineHTTPError,
+    EngineResponse,
+)
 from controlplane.exchange import Exchange, Outcome
 from controlplane.limits import Rejected
 from controlplane.sse import StreamRelay
-
-STALE_CONNECTION_RETRIES = 3
 
 
 class RelayResponse(Response):
@@ -34,22 +38,36 @@ class RelayResponse(Response):
         super().__init__()
         self.x = exchange
         self.refusal = refusal  # the gateway's own answer to a request it will not forward
+        self._working = False  # _run has not returned: a disconnect cancels it
+        self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        work = asyncio.create_task(self._run(send))
-        watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        # The work runs in this task; a watcher task cancels it when the client goes away.
+        # (Cheaper than a second task for the work and asyncio.wait over both.)
+        task = asyncio.current_task()
+        assert task is not None
+        self._working = True
+        watcher = asyncio.create_task(self._cancel_on_disconnect(receive, task))
         try:
-            done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:
-                self.x.outcome = Outcome.CANCELLED
-                work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+            await self._run(send)
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise  # the server itself is cancelling us (shutdown)
+            task.uncancel()
         finally:
+            self._working = False
             watcher.cancel()
-            if not work.done():  # we ourselves were cancelled (server shutdown)
-                work.cancel()
             await self.x.finish()
+
+    async def _cancel_on_disconnect(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+        if self._working:
+            self._client_gone = True
+            self.x.outcome = Outcome.CANCELLED
+            task.cancel()
 
     async def _run(self, send: Send) -> None:
         x = self.x
@@ -116,34 +134,25 @@ class RelayResponse(Response):
             "X-Request-Id": x.request_id,
             "X-Sparkplane-Tenant": x.principal.tenant.name,
         }
-        stale_retries = STALE_CONNECTION_RETRIES
         while True:
             try:
-                response = await engine.session.post(
-                    f"{engine.url}/{x.endpoint}",
-                    data=x.upstream_body(),
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=remaining),
+                response = await engine.client.request(
+                    "POST",
+                    engine.api_path(x.endpoint),
+                    x.upstream_body(),
+                    headers,
+                    time_limit=remaining,
                 )
                 break
-            except aiohttp.ClientConnectorError as exc:
+            except EngineConnectError as exc:
                 # Nothing reached the engine: safe to try another healthy one, once per engine.
-                x.services.engines.mark_failed(engine, f"cannot connect: {exc}")
+                x.services.engines.mark_failed(engine, str(exc))
                 if x.services.admission.switch_engine(x.slot, x.model):
                     engine = x.slot.engine
                     continue
                 await self._engine_unreachable(send)
                 return
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if stale_retries > 0:
-                    # Most likely a pooled connection the engine closed (its keep-alive ran out)
-                    # just as it was reused: the engine never read the request. Send it again.
-                    stale_retries -= 1
-                    continue
-                x.services.engines.mark_failed(engine, f"request failed: {exc}")
-                await self._engine_unreachable(send)
-                return
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            except EngineDisconnected as exc:
                 x.services.engines.mark_failed(engine, f"request failed: {exc}")
                 await self._engine_unreachable(send)
                 return
@@ -152,7 +161,8 @@ class RelayResponse(Response):
                 message = "the engine did not answer in time"
                 await self._reply_error(send, ApiError(504, message, code="request_timeout"))
                 return
-        # `close()` drops the upstream connection: on cancellation that aborts the generation.
+        # `close()` drops an unfinished upstream connection: on cancellation that aborts the
+        # generation.
         try:
             x.status = response.status
             is_stream = response.content_type == "text/event-stream"
@@ -165,7 +175,7 @@ class RelayResponse(Response):
             if not x.headers_sent:
                 message = "the engine did not finish in time"
                 await self._reply_error(send, ApiError(504, message, code="request_timeout"))
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        except EngineHTTPError as exc:
             x.outcome = Outcome.ENGINE_ERROR
             x.services.engines.mark_failed(engine, f"response broken: {exc}")
             if not x.headers_sent:
@@ -174,7 +184,7 @@ class RelayResponse(Response):
         finally:
             response.close()
 
-    async def _relay_whole(self, response: aiohttp.ClientResponse, send: Send) -> None:
+    async def _relay_whole(self, response: EngineResponse, send: Send) -> None:
         x = self.x
         body = await response.read()
         if x.request_entry_failed() and not await self._audited(send):
@@ -191,11 +201,11 @@ class RelayResponse(Response):
         # a durable api.request is the record of the call; with neither, the answer is a 503.
         if not await asyncio.shield(x.finish()) and not await self._audited(send):
             return
-        content_type = response.headers.get("Content-Type", "application/json")
+        content_type = response.headers.get("content-type", "application/json")
         await x.send_headers(send, response.status, [(b"content-type", content_type.encode())])
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send) -> None:
+    async def _relay_stream(self, response: EngineResponse, send: Send) -> None:
         x = self.x
         if not await self._audited(send):
             return
@@ -207,7 +217,7 @@ class RelayResponse(Response):
         ]
         await x.send_headers(send, 200, headers)
         try:
-            async for data in response.content.iter_any():
+            async for data in response.iter_chunks():
                 out = relay.feed(data)
                 if out:
                     x.mark_first_byte()
@@ -226,13 +236,6 @@ def _settle_stream(x: Exchange, relay: StreamRelay) -> None:
     x.completion_events = relay.content_events
     if relay.usage is not None:
         x.take_usage(relay.usage)
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def _send_error(send: Send, error: ApiError) -> None:

@@ -187,17 +187,14 @@ async def _client_gone(_request: Request, _exc: Exception) -> Response:
     return Response(status_code=499)
 
 
+def internal_error() -> ApiError:
+    message = "internal error; the administrator can find it in the service log"
+    return ApiError(500, message, "api_error", "internal_error")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _respond(
-        request,
-        ApiError(
-            500,
-            "internal error; the administrator can find it in the service log",
-            "api_error",
-            "internal_error",
-        ),
-    )
+    return _respond(request, internal_error())
 
 
 def audit_unavailable_class() -> type[Exception] | None:

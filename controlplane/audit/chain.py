@@ -56,7 +56,10 @@ def link_hash(prev_hash: bytes, envelope: bytes) -> bytes:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds, e.g. 2026-11-26T20:17:20.123456Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Not strftime(): it imports the time module and builds a struct on every call, and this
+    # runs for every audit entry.
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def check_kind(kind: str) -> None:

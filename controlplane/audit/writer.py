@@ -3,12 +3,18 @@
 `record()` returns only after its entry is committed. All entries waiting at the moment the
 writer thread is free go into one transaction (one fsync), so throughput grows with load while
 each caller still waits for its own durable commit.
+
+An entry enqueued with `urgent=False` does not start a commit by itself: it waits for the next
+urgent entry (it is committed first, being earlier in the chain) or for `LAZY_COMMIT_DELAY`.
+A non-streamed call's `api.request` is such an entry: its answer waits for the completion
+entry anyway, so both share one commit instead of two fsyncs in a row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -32,6 +38,7 @@ from controlplane.audit.errors import AuditUnavailable
 from controlplane.audit.pending import PendingEntry, resolve
 
 PROBE_INTERVAL = 0.5  # seconds between write probes while the store is unavailable
+LAZY_COMMIT_DELAY = 0.05  # seconds a non-urgent entry waits for company before it commits alone
 
 
 class AuditWriter:
@@ -62,6 +69,9 @@ class AuditWriter:
         self._conn: Connection | None = None
         self._dirty_since: float | None = None  # monotonic time of the first uncheckpointed write
         self._known_checkpoint: store.CheckpointRow | None = None  # saves a query per commit
+        self._urgent = False  # the queue holds an entry someone waits for now
+        self._lazy_since: float | None = None  # when the oldest queued non-urgent entry came
+        self._sleeps_until = 0.0  # monotonic end of the thread's current sleep (0: awake)
 
     @property
     def signer(self) -> CheckpointSigner:
@@ -91,15 +101,24 @@ class AuditWriter:
         (tenant exports and retention use it). AuditUnavailable if the store can't be written."""
         return await self.enqueue(kind, **fields)
 
-    def enqueue(self, kind: str, **fields: Any) -> asyncio.Future[int]:
+    def enqueue(self, kind: str, *, urgent: bool = True, **fields: Any) -> asyncio.Future[int]:
         """`record` in two halves: the entry takes its place in the chain's order now (so a
         later entry can never come before it), the future resolves once it is committed.
-        AuditUnavailable at once if the store cannot be written; call on the event loop."""
+        `urgent=False`: commit it with the next urgent entry, or within LAZY_COMMIT_DELAY (or at
+        once after `expedite()`). AuditUnavailable at once if the store cannot be written; call
+        on the event loop."""
         check_kind(kind)
         tenant = fields.pop("tenant", None)
         if tenant is not None and not isinstance(tenant, str):
             raise TypeError(f"audit field 'tenant' must be a string, not {type(tenant).__name__}")
-        return self._enqueue(kind, tenant, canonical_json(fields))
+        return self._enqueue(kind, tenant, canonical_json(fields), urgent=urgent)
+
+    def expedite(self) -> None:
+        """Someone now waits for the queued entries: commit them without further delay."""
+        with self._cond:
+            if self._queue and not self._urgent:
+                self._urgent = True
+                self._cond.notify()
 
     async def checkpoint_now(self) -> int:
         """Commit and sign a checkpoint over the current head; returns its size."""
@@ -120,7 +139,7 @@ class AuditWriter:
         return await self._enqueue(kind, tenant, data, **extra)
 
     def _enqueue(
-        self, kind: str, tenant: str | None, data: bytes, **extra: Any
+        self, kind: str, tenant: str | None, data: bytes, *, urgent: bool = True, **extra: Any
     ) -> asyncio.Future[int]:
         if self._thread is None or self._stopping:
             raise AuditUnavailable("audit writer is not running")
@@ -132,17 +151,18 @@ class AuditWriter:
             if len(self._queue) >= self.max_pending:  # the store is too slow: refuse, don't grow
                 raise AuditUnavailable(f"audit queue full ({self.max_pending} entries waiting)")
             self._queue.append(item)
-            self._cond.notify()
+            if urgent:
+                self._urgent = True
+                self._cond.notify()
+            elif self._lazy_since is None:
+                self._lazy_since = time.monotonic()
+                if self._sleeps_until > self._lazy_since + LAZY_COMMIT_DELAY:
+                    self._cond.notify()  # it would sleep past this entry's deadline
         return item.future
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                if not self._queue and not self._stopping:
-                    self._cond.wait(self._wait_timeout())
-                batch = self._queue[: self.max_batch]
-                del self._queue[: len(batch)]
-                finished = self._stopping and not self._queue
+            batch, finished = self._take_batch()
             try:
                 if not self.healthy:
                     self._probe()
@@ -157,12 +177,40 @@ class AuditWriter:
                 self._drop_connection(invalidate=False)
                 return
 
+    def _take_batch(self) -> tuple[list[PendingEntry], bool]:
+        """Sleep until a commit is due; then (entries to commit, is this the final batch?)."""
+        with self._cond:
+            if not self._commit_due():
+                timeout = self._wait_timeout()
+                now = time.monotonic()
+                self._sleeps_until = math.inf if timeout is None else now + timeout
+                self._cond.wait(timeout)
+                self._sleeps_until = 0.0
+                if not self._commit_due():
+                    return [], False  # woken to learn a deadline, or a timer: nothing to write
+            batch = self._queue[: self.max_batch]
+            del self._queue[: len(batch)]
+            self._urgent = bool(self._queue)  # a backlog beyond max_batch goes on at once
+            self._lazy_since = None
+            return batch, self._stopping and not self._queue
+
+    def _commit_due(self) -> bool:
+        if self._urgent or self._stopping or self._timer_due():
+            return True
+        since = self._lazy_since
+        return since is not None and (
+            not self.healthy or time.monotonic() - since >= LAZY_COMMIT_DELAY
+        )
+
     def _wait_timeout(self) -> float | None:
         if not self.healthy:
             return PROBE_INTERVAL
-        if self._dirty_since is None:
-            return None
-        return max(0.0, self._dirty_since + self.checkpoint_seconds - time.monotonic())
+        deadlines = []
+        if self._dirty_since is not None:
+            deadlines.append(self._dirty_since + self.checkpoint_seconds)
+        if self._lazy_since is not None:
+            deadlines.append(self._lazy_since + LAZY_COMMIT_DELAY)
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _timer_due(self) -> bool:
         since = self._dirty_since

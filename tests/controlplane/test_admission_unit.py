@@ -8,12 +8,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from sqlalchemy import Engine as DbEngine
 
 from controlplane.admission import Admission, Slot
 from controlplane.core.db import init_db, make_engine
+from controlplane.engine_client import EngineClient
 from controlplane.engines import Engine, EnginePool
 from controlplane.limits import Rejected, RejectReason, TenantPolicy
 from controlplane.metrics import Metrics
@@ -52,9 +52,10 @@ def db(tmp_path: Path) -> DbEngine:
 @pytest.fixture
 async def admission(db: DbEngine) -> AsyncIterator[Admission]:
     pool = EnginePool([], capacity=4)
-    async with aiohttp.ClientSession() as session:
-        pool.engines.append(Engine("http://127.0.0.1:9/v1", 4, session, healthy=True))
-        yield Admission(pool, UsageLedger(db), Metrics())
+    client = EngineClient("http://127.0.0.1:9/v1")
+    pool.engines.append(Engine("http://127.0.0.1:9/v1", 4, client, healthy=True))
+    yield Admission(pool, UsageLedger(db), Metrics())
+    await client.close()
 
 
 async def test_weighted_fair_share_under_saturation(admission: Admission) -> None:

@@ -199,3 +199,13 @@ def test_no_key_for_a_disabled_tenant(gateway: ThreadGateway) -> None:
         admin.post("/api/tenants/dormant/disable")
         error = assert_error(admin.post("/api/keys", json={"tenant": "dormant"}), 409, "conflict")
         assert "enable it first" in str(error["message"])
+
+
+def test_an_unexpected_error_in_the_relay_is_a_500_in_the_shape(
+    gateway: ThreadGateway, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("controlplane.api.fastpath.relay", broken)
+    assert_error(post(gateway, key, {"model": "sim-model"}), 500, "internal_error")

@@ -136,9 +136,9 @@ async def relay(request: Request, endpoint: str) -> Response:
     return RelayResponse(exchange, refusal)
 
 
-# The relayed routes take only the request and authenticate inline. In the app they are served
-# by the RelayFastPath middleware (api/fastpath.py) with the same `relay`; these route
-# definitions document them in OpenAPI and serve them when the middleware is not installed.
+# The relayed routes take only the request and authenticate inline. In the app, ControlPlaneApp
+# (api/fastpath.py) serves them with the same `relay` before FastAPI's stack; these route
+# definitions document them in OpenAPI and serve them in a plain FastAPI app.
 RELAYED = {
     "/v1/chat/completions": "chat/completions",
     "/v1/completions": "completions",

@@ -174,3 +174,57 @@ async def test_a_full_queue_is_refused_instead_of_growing(sqlite_engine, tmp_pat
     blocker.close()
     assert sorted(await asyncio.gather(first, *queued)) == list(range(1, 12))
     await audit.close()
+
+
+async def test_a_lazy_entry_waits_for_company_or_its_deadline(writer, sqlite_engine, monkeypatch):
+    monkeypatch.setattr("controlplane.audit.writer.LAZY_COMMIT_DELAY", 30.0)
+    lazy = writer.enqueue("api.request", urgent=False, n=1)
+    await asyncio.sleep(0.3)
+    assert not lazy.done()  # no commit, no fsync of its own
+    # An urgent entry behind it commits both, in one transaction (one timestamp).
+    assert await writer.record("api.completion", n=1) == 2
+    assert await lazy == 1
+    # Someone waiting for a lazy entry (an error reply) asks for it at once.
+    lazy = writer.enqueue("api.request", urgent=False, n=2)
+    await asyncio.sleep(0.1)
+    writer.expedite()
+    assert await asyncio.wait_for(lazy, 5) == 3
+    with sqlite_engine.connect() as conn:
+        times = conn.execute(select(AuditEntry.time).order_by(AuditEntry.seq)).scalars().all()
+    assert times[0] == times[1] != times[2]
+
+    # Alone, it commits once its deadline has passed.
+    monkeypatch.setattr("controlplane.audit.writer.LAZY_COMMIT_DELAY", 0.2)
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(writer.enqueue("api.request", urgent=False, n=3), 5) == 4
+    assert asyncio.get_running_loop().time() - started >= 0.2
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_raw_appends_store_rows_exactly_as_sqlalchemy_does(backend, request):
+    """The writer's inserts bypass SQLAlchemy's statement layer: same stored values anyway."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from controlplane.audit import store
+
+    engine = request.getfixturevalue("sqlite_engine" if backend == "sqlite" else "pg_engine")
+    moment = datetime(2026, 11, 27, 3, 4, 5, 678901, tzinfo=UTC)
+    with engine.connect() as conn:
+        store.lock_chain(conn)
+        (raw,) = store.append_entries(
+            conn, store.read_head(conn), [("api.request", "t", b"{}")], moment
+        )
+        row = {"seq": 2, "time": moment, "kind": "x", "tenant": None, "envelope": b"e",
+               "data": None, "hash": b"h"}  # fmt: skip
+        conn.execute(insert(AuditEntry).values(**row))
+        conn.commit()
+        stored = conn.execute(
+            text("SELECT seq, CAST(time AS TEXT), envelope, hash FROM audit_entries ORDER BY seq")
+        ).all()
+        assert store.read_head(conn) == (2, b"h")
+    assert stored[0][1] == stored[1][1]  # the time column, as the database holds it
+    assert (stored[0][0], bytes(stored[0][2]), bytes(stored[0][3])) == (1, raw.envelope, raw.hash)
