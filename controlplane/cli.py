@@ -92,8 +92,9 @@ def _limits(**given: Any) -> dict[str, Any]:
     limits = {name: value for name, value in given.items() if value is not None}
     if models is not None:
         limits["allowed_models"] = [m.strip() for m in models.split(",") if m.strip()]
-    if limits.get("max_context_tokens") == 0:
-        limits["max_context_tokens"] = None  # 0 = no cap (clears it on update)
+    for name in CLEARABLE_LIMITS:
+        if limits.get(name) == 0:
+            limits[name] = None  # 0 = no limit (clears it on update)
     return limits
 
 
@@ -111,11 +112,19 @@ def _show_tenant(tenant: TenantPublic) -> None:
 
 MaxConcurrency = Annotated[int | None, typer.Option(help="requests in flight at most")]
 Weight = Annotated[float | None, typer.Option(help="share of engine capacity under load")]
-Rpm = Annotated[int | None, typer.Option(help="requests per minute")]
-Tpm = Annotated[int | None, typer.Option(help="tokens per minute")]
-Daily = Annotated[int | None, typer.Option(help="tokens per UTC day")]
-Monthly = Annotated[int | None, typer.Option(help="tokens per UTC month")]
-MaxTokens = Annotated[int | None, typer.Option(help="cap on a request's max_tokens")]
+CLEARABLE_LIMITS = (
+    "rpm",
+    "tpm",
+    "daily_tokens",
+    "monthly_tokens",
+    "max_tokens",
+    "max_context_tokens",
+)
+Rpm = Annotated[int | None, typer.Option(help="requests per minute (0: no limit)")]
+Tpm = Annotated[int | None, typer.Option(help="tokens per minute (0: no limit)")]
+Daily = Annotated[int | None, typer.Option(help="tokens per UTC day (0: no limit)")]
+Monthly = Annotated[int | None, typer.Option(help="tokens per UTC month (0: no limit)")]
+MaxTokens = Annotated[int | None, typer.Option(help="cap on a request's max_tokens (0: no cap)")]
 MaxContextTokens = Annotated[
     int | None, typer.Option(help="cap on a request's prompt + completion tokens (0: no cap)")
 ]

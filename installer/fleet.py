@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.markup import escape
@@ -49,7 +50,6 @@ from installer.lock import installer_lock
 from installer.runner import InventoryError, RunResult, inventory_hosts, run_playbook
 
 GROUP = "sparkplane"
-TRUTHY = {"1", "true", "yes", "on", "y", "t"}  # what ansible's `bool` filter calls true
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ class FleetHost:
             False,
         )
         host = defaults[GROUP]["hosts"]["localhost"] | self.vars
-        # INI inventories give strings; the playbook reads this with `| bool`, Python must too.
-        allow = str(host["sparkplane_allow_system_changes"]).lower() in TRUTHY
+        # INI inventories give strings; the playbook reads this with `| bool`, and so do we.
+        allow = boolean(host["sparkplane_allow_system_changes"], strict=False)
         host["sparkplane_allow_system_changes"] = allow
         return {GROUP: {"hosts": {"localhost": host}}}
 

@@ -7,7 +7,6 @@ the batch happen in one writer order.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -17,9 +16,10 @@ from sqlalchemy import Connection, Dialect, insert, select, update
 from controlplane.audit.chain import GENESIS_HASH, ChainEntry, build_entry
 from controlplane.audit.checkpoint import CheckpointSigner
 from controlplane.audit.models import AuditCheckpoint, AuditEntry, AuditHealthProbe
+from controlplane.core.db import advisory_lock_key
 
 # One advisory-lock key per chain (the chain lives in the connection's schema).
-CHAIN_LOCK_KEY = int.from_bytes(hashlib.sha256(b"sparkplane.audit.chain").digest()[:8], "big") >> 1
+CHAIN_LOCK_KEY = advisory_lock_key("sparkplane.audit.chain")
 
 
 def lock_chain(conn: Connection) -> None:

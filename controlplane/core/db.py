@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,11 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def advisory_lock_key(name: str) -> int:
+    """A stable PostgreSQL advisory-lock key (positive bigint) for a named lock."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:

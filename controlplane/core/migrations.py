@@ -19,7 +19,6 @@ the model in the same commit.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +27,12 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, String, inspect, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controlplane.core.db import Base, UtcDateTime, utcnow
+from controlplane.core.db import Base, UtcDateTime, advisory_lock_key, utcnow
 
 log = logging.getLogger(__name__)
 
 # Not the audit chain's key: a start that migrates must not wait for the audit writer.
-MIGRATION_LOCK_KEY = (
-    int.from_bytes(hashlib.sha256(b"sparkplane.schema.migrations").digest()[:8], "big") >> 1
-)
+MIGRATION_LOCK_KEY = advisory_lock_key("sparkplane.schema.migrations")
 
 
 class SchemaMigration(Base):

@@ -54,7 +54,10 @@ def test_tenant_and_key_lifecycle(tmp_path: Path) -> None:
     assert secret[:12] in keys.stdout and "active" in keys.stdout and secret not in keys.stdout
 
     updated = sparkplane(tmp_path, "tenants", "update", "acme", "--max-concurrency", "9")
-    assert "concurrency=9" in updated.stdout
+    assert "concurrency=9" in updated.stdout and "rpm=60" in updated.stdout
+    cleared = sparkplane(tmp_path, "tenants", "update", "acme", "--rpm", "0", "--tpm", "0")
+    assert cleared.returncode == 0, cleared.stderr
+    assert "rpm=-" in cleared.stdout and "tpm=-" in cleared.stdout
     disabled = sparkplane(tmp_path, "tenants", "disable", "acme")
     assert "disabled" in disabled.stdout
     revoked = sparkplane(tmp_path, "keys", "revoke", "1")
