@@ -195,11 +195,12 @@ class RelayResponse(Response):
                 x.take_usage(orjson.loads(body).get("usage"))
         else:
             x.outcome = Outcome.UPSTREAM_ERROR
-        # One answer, so one wait: the completion entry is queued behind api.request (often
-        # into the same group commit) and is durable before the client gets a byte; shielded,
-        # so a client leaving now cannot cancel the write half-way. If it could not be written,
-        # a durable api.request is the record of the call; with neither, the answer is a 503.
-        if not await asyncio.shield(x.finish()) and not await self._audited(send):
+        # One answer, so one wait: the completion entry is queued behind api.request (usually
+        # into the same group commit) and is durable before the client gets a byte. (A client
+        # leaving now cannot stop the write: the entry is queued before the first await.) If it
+        # could not be written, a durable api.request is the record of the call; with neither,
+        # the answer is a 503.
+        if not await x.finish() and not await self._audited(send):
             return
         content_type = response.headers.get("content-type", "application/json")
         await x.send_headers(send, response.status, [(b"content-type", content_type.encode())])
@@ -226,7 +227,7 @@ class RelayResponse(Response):
             x.outcome = Outcome.OK
             _settle_stream(x, relay)
             # Hold back the end of the stream ([DONE]) until the completion entry is durable.
-            await asyncio.shield(x.finish())
+            await x.finish()
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             _settle_stream(x, relay)
