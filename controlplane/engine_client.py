@@ -100,6 +100,7 @@ class EngineClient:
             f"{method} {path} HTTP/1.1".encode("ascii"),
             b"Host: " + self._host_header,
             b"Content-Length: " + str(len(body)).encode("ascii"),
+            b"Accept-Encoding: identity",  # bodies are relayed as they come: never compressed
         ]
         for name, value in (headers or {}).items():
             if "\r" in value or "\n" in value:

@@ -202,8 +202,13 @@ class RelayResponse(Response):
         # the answer is a 503.
         if not await x.finish() and not await self._audited(send):
             return
-        content_type = response.headers.get("content-type", "application/json")
-        await x.send_headers(send, response.status, [(b"content-type", content_type.encode())])
+        # With its length the answer goes out as one plain body (as the engine sent it), not
+        # chunked.
+        headers = [
+            (b"content-type", response.headers.get("content-type", "application/json").encode()),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        await x.send_headers(send, response.status, headers)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _relay_stream(self, response: EngineResponse, send: Send) -> None:
@@ -240,8 +245,8 @@ def _settle_stream(x: Exchange, relay: StreamRelay) -> None:
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
-    headers = [(b"content-type", b"application/json")]
+    body = error_body(error.status, error.message, error.type, error.code, error.param)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    body = error_body(error.status, error.message, error.type, error.code, error.param)
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -97,6 +97,7 @@ async def test_request_format_and_connection_reuse(serve: Callable[..., Awaitabl
     assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{server.port}\r\n".encode() in first
     assert b"Content-Length: 7\r\n" in first and b"X-Id: r1\r\n" in first
+    assert b"Accept-Encoding: identity\r\n" in first
     assert first.endswith(b'\r\n\r\n{"a":1}')
     await client.close()
 

@@ -49,6 +49,16 @@ def test_chat_plain_reports_usage(gateway: ThreadGateway, key: str) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens == 5
 
 
+def test_plain_answers_and_errors_carry_their_length(gateway: ThreadGateway, key: str) -> None:
+    url, headers = gateway.url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}
+    body = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for payload, status in ((body, 200), ({**body, "model": "absent"}, 404)):
+        answer = httpx.post(url, json=payload, headers=headers)
+        assert answer.status_code == status
+        assert int(answer.headers["content-length"]) == len(answer.content)
+        assert "transfer-encoding" not in answer.headers
+
+
 def test_stream_strips_usage_the_client_did_not_ask_for(gateway: ThreadGateway, key: str) -> None:
     chunks = list(
         client(gateway, key).chat.completions.create(
