@@ -133,6 +133,16 @@ class EngineClient:
         self._busy.add(connection)
         return connection
 
+    def close_expired(self) -> None:
+        """Close idle connections unused for `keepalive` seconds (called by the health loop)."""
+        now = self.loop.time()
+        expired = 0  # the idle list is in the order connections came back: oldest first
+        while expired < len(self._idle) and now - self._idle[expired].idle_since >= self.keepalive:
+            expired += 1
+        stale, self._idle = self._idle[:expired], self._idle[expired:]
+        for connection in stale:
+            connection.close()
+
     def give_back(self, connection: EngineConnection) -> None:
         self._busy.discard(connection)
         connection.idle_since = self.loop.time()

@@ -177,4 +177,6 @@ class EnginePool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._health_interval)
             self._wake.clear()
+            for engine in self.engines:
+                engine.client.close_expired()
             await self.check_all()

@@ -102,6 +102,29 @@ async def test_request_format_and_connection_reuse(serve: Callable[..., Awaitabl
     await client.close()
 
 
+async def test_idle_connections_are_closed_after_the_keepalive(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    async def answer_then_wait(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(OK)
+        await w.drain()
+        await s.wait_for_eof(r)
+
+    server = await serve(answer_then_wait)
+    client = client_for(server, keepalive=0.2)
+    response = await client.request("GET", "/health", time_limit=5)
+    await response.read()
+    response.close()
+    client.close_expired()
+    await asyncio.sleep(0.05)
+    assert not server.closed_by_client.is_set()  # still fresh: kept for reuse
+    await asyncio.sleep(0.3)
+    client.close_expired()
+    await asyncio.wait_for(server.closed_by_client.wait(), 5)
+    await client.close()
+
+
 async def test_a_pooled_connection_closed_by_the_engine_is_retried(
     serve: Callable[..., Awaitable[Server]],
 ) -> None:
