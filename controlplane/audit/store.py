@@ -7,7 +7,8 @@ the batch happen in one writer order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -47,7 +48,8 @@ _LATEST_CHECKPOINT = (
 
 def read_head(conn: Connection) -> tuple[int, bytes]:
     """(seq, hash) of the last entry; after a full prune, the checkpoint at the cut."""
-    row = _driver_cursor(conn).execute(_HEAD_SQL).fetchone()
+    with _driver_cursor(conn) as cursor:
+        row = cursor.execute(_HEAD_SQL).fetchone()
     if row is not None:
         return int(row[0]), bytes(row[1])
     checkpoint = latest_checkpoint(conn)
@@ -88,7 +90,8 @@ def append_entries(
             (e.seq, times[id(e.time)], e.kind, e.tenant, e.envelope, e.data, e.hash)
             for e in entries
         ]
-        _driver_cursor(conn).executemany(_insert_sql(conn.dialect), rows)
+        with _driver_cursor(conn) as cursor:
+            cursor.executemany(_insert_sql(conn.dialect), rows)
     return entries
 
 
@@ -105,8 +108,14 @@ _TIME_BINDERS: dict[str, Callable[[datetime], Any]] = {}
 assert AuditEntry.__tablename__ == "audit_entries"  # the raw SQL above names it
 
 
-def _driver_cursor(conn: Connection) -> Any:
-    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+@contextlib.contextmanager
+def _driver_cursor(conn: Connection) -> Iterator[Any]:
+    """A cursor of the connection's own DBAPI connection (same transaction), closed after use."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    finally:
+        cursor.close()
 
 
 def _insert_sql(dialect: Dialect) -> str:
