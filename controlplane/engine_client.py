@@ -1,12 +1,12 @@
 """A small HTTP/1.1 keep-alive client for the engines, on asyncio protocols and httptools.
 
 The relay is the gateway's hot path, and a general-purpose client's per-request machinery
-(aiohttp: about 0.3 ms of CPU per call on a 2-core box, a third of the event loop's work) cost
-more than everything else the relay does. This client does only what talking to one known
-engine needs: one pool of idle connections per engine, a request written in one piece, the
-response parsed by httptools (uvicorn's parser; engine_response.py), one deadline per request,
-and closing the connection when a response is abandoned (which is how vLLM learns to abort a
-generation).
+cost more than everything else the relay does (aiohttp's was a third of the event loop's CPU at
+200 req/s; `bench/engine_client.py`: 184 µs of CPU per call against this client's 84 µs). This
+client does only what talking to one known engine needs: one pool of idle connections per
+engine, a request written in one piece, the response parsed by httptools (uvicorn's parser;
+engine_response.py), one deadline per request, and closing the connection when a response is
+abandoned (which is how vLLM learns to abort a generation).
 """
 
 from __future__ import annotations

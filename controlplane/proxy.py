@@ -19,7 +19,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from controlplane.api.errors import ApiError, audit_unavailable_error, error_body
+from controlplane.api.errors import ApiError, audit_unavailable_error, error_response
 from controlplane.engine_client import (
     EngineConnectError,
     EngineDisconnected,
@@ -245,8 +245,7 @@ def _settle_stream(x: Exchange, relay: StreamRelay) -> None:
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
-    body = error_body(error.status, error.message, error.type, error.code, error.param)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    response = error_response(error)  # the one error shape, with its length and headers
+    start = {"type": "http.response.start", "status": response.status_code}
+    await send({**start, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})

@@ -8,6 +8,7 @@ the batch happen in one writer order.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -84,12 +85,8 @@ def append_entries(
         entries.append(entry)
         prev = entry.hash
     if entries:
-        bind_time = _time_binder(conn.dialect)
-        times = {id(e.time): bind_time(e.time) for e in entries}  # a batch shares one moment
-        rows = [
-            (e.seq, times[id(e.time)], e.kind, e.tenant, e.envelope, e.data, e.hash)
-            for e in entries
-        ]
+        stored_time = _time_binder(conn.dialect)(moment)  # the whole batch shares one moment
+        rows = [(e.seq, stored_time, e.kind, e.tenant, e.envelope, e.data, e.hash) for e in entries]
         with _driver_cursor(conn) as cursor:
             cursor.executemany(_insert_sql(conn.dialect), rows)
     return entries
@@ -104,7 +101,6 @@ _INSERT_SQL = (
     "INSERT INTO audit_entries (seq, time, kind, tenant, envelope, data, hash) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_TIME_BINDERS: dict[str, Callable[[datetime], Any]] = {}
 assert AuditEntry.__tablename__ == "audit_entries"  # the raw SQL above names it
 
 
@@ -122,13 +118,10 @@ def _insert_sql(dialect: Dialect) -> str:
     return _INSERT_SQL if dialect.paramstyle == "qmark" else _INSERT_SQL.replace("?", "%s")
 
 
+@functools.cache
 def _time_binder(dialect: Dialect) -> Callable[[datetime], Any]:
-    binder = _TIME_BINDERS.get(dialect.name)
-    if binder is None:
-        processor = AuditEntry.__table__.c.time.type.dialect_impl(dialect).bind_processor(dialect)
-        binder = processor if processor is not None else (lambda moment: moment)
-        _TIME_BINDERS[dialect.name] = binder
-    return binder
+    processor = AuditEntry.__table__.c.time.type.dialect_impl(dialect).bind_processor(dialect)
+    return processor if processor is not None else (lambda moment: moment)
 
 
 def add_checkpoint(
