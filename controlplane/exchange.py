@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import secrets
@@ -95,7 +96,7 @@ class Exchange:
         self.body_changed = False
         self._request_entry: asyncio.Future[int] | None = None
         self._finished = False
-        self._completion_durable = False
+        self._completion_recorded = False
 
     def upstream_body(self) -> bytes:
         if self.stream and not self.client_wants_usage:
@@ -173,14 +174,16 @@ class Exchange:
 
     async def finish(self) -> bool:
         """Count usage, update metrics and write the completion audit event (never raises);
-        returns whether the completion entry is durable.
+        returns whether the completion entry is recorded: committed, or with `audit_wait =
+        "queued"` accepted by a healthy writer in the chain's order (it commits with the next
+        group commit while the answer goes out).
 
         Called once (later calls return the first result): by the relay just before the
         response's last byte (so a client that saw the end has a durable completion entry),
         else when the exchange ends in any other way.
         """
         if self._finished:
-            return self._completion_durable
+            return self._completion_recorded
         self._finished = True
         services, tenant = self.services, self.principal.tenant
         estimated = self._estimate_unreported_usage()
@@ -198,7 +201,7 @@ class Exchange:
         services.usage.touch_key(self.principal.key_id)
         services.metrics.requests.labels(tenant.name, self.endpoint, self.outcome.value).inc()
         try:
-            await services.audit.record(
+            entry = services.audit.enqueue(
                 "api.completion",
                 tenant=tenant.name,
                 key_id=self.principal.key_id,
@@ -215,13 +218,24 @@ class Exchange:
                 queue_ms=round(self.slot.queue_wait * 1000, 3) if self.slot else None,
                 engine=self.slot.engine.url if self.slot else None,
             )
+            if services.settings.audit_wait == "queued":
+                entry.add_done_callback(functools.partial(_completion_written, self.request_id))
+            else:
+                await entry
         except Exception:
             # The request already ran; the failure is visible as audit unhealthy and in /readyz,
             # and new requests are refused at `api.request` until the store is back.
             log.exception("could not audit completion of %s", self.request_id)
             return False
-        self._completion_durable = True
+        self._completion_recorded = True
         return True
+
+
+def _completion_written(request_id: str, entry: asyncio.Future[int]) -> None:
+    """With queued audit nobody awaits the completion entry: a failure is logged here (the
+    writer is unhealthy then, so new requests are refused until the store is back)."""
+    if not entry.cancelled() and entry.exception() is not None:
+        log.error("could not audit completion of %s: %s", request_id, entry.exception())
 
 
 def _consume(entry: asyncio.Future[int]) -> None:

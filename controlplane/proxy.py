@@ -196,10 +196,10 @@ class RelayResponse(Response):
         else:
             x.outcome = Outcome.UPSTREAM_ERROR
         # One answer, so one wait: the completion entry is queued behind api.request (usually
-        # into the same group commit) and is durable before the client gets a byte. (A client
-        # leaving now cannot stop the write: the entry is queued before the first await.) If it
-        # could not be written, a durable api.request is the record of the call; with neither,
-        # the answer is a 503.
+        # into the same group commit) and is durable before the client gets a byte (with queued
+        # audit: accepted, in the chain's order). A client leaving now cannot stop the write: the
+        # entry is queued before the first await. If it could not be written, a durable
+        # api.request is the record of the call; with neither, the answer is a 503.
         if not await x.finish() and not await self._audited(send):
             return
         # With its length the answer goes out as one plain body (as the engine sent it), not
@@ -231,7 +231,7 @@ class RelayResponse(Response):
             tail = relay.finish()
             x.outcome = Outcome.OK
             _settle_stream(x, relay)
-            # Hold back the end of the stream ([DONE]) until the completion entry is durable.
+            # Hold back the end of the stream ([DONE]) until the completion entry is recorded.
             await x.finish()
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:

@@ -58,9 +58,10 @@ class Settings(BaseSettings):
         default=15.0, gt=1, description="seconds before a dead replica's slots expire"
     )
     usage_flush_interval: float = Field(default=1.0, gt=0)
-    # "durable": no response byte before the api.request audit event is committed (fsync);
-    # "queued": it must be accepted by a healthy audit writer and commits within one group
-    # commit, so a crash can lose the last few milliseconds of request events.
+    # "durable": no response byte before the api.request audit event is committed (fsync), no
+    # last byte before api.completion is; "queued": both only have to be accepted by a healthy
+    # audit writer, in the chain's order, and commit with the next group commit, so no answer
+    # waits for a commit but a crash can lose the last few milliseconds of events.
     audit_wait: Literal["durable", "queued"] = "durable"
     # Console (controlplane/console): session lifetimes and the appliance root for its system page.
     console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)

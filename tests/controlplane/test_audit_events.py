@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -106,3 +108,42 @@ def test_refused_credentials_are_audited_without_the_secret(sim: SimHandle, tmp_
     assert failures[3][1]["key_prefix"] is None  # not key-shaped: nothing of it is kept
     text = json.dumps([fields for _, fields in failures])
     assert key not in text and "not-the-admin-token" not in text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("audit_wait", ["durable", "queued"])
+def test_only_queued_audit_answers_while_the_store_cannot_commit(
+    sim: SimHandle, tmp_path: Path, audit_wait: str, stream: bool
+) -> None:
+    server = ThreadGateway(make_settings(tmp_path, [sim.url], audit_wait=audit_wait))
+    body = {"model": "sim-model", "max_tokens": 2, "stream": stream,
+            "messages": [{"role": "user", "content": "x"}]}  # fmt: skip
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "patient")
+        headers = {"Authorization": f"Bearer {key}"}
+        # Another connection holds SQLite's write lock: the audit writer's next commit waits.
+        lock = sqlite3.connect(tmp_path / "sparkplane.db", timeout=5, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(
+                httpx.post, server.url + "/v1/chat/completions", json=body, headers=headers,
+                timeout=30,
+            )  # fmt: skip
+            try:
+                if audit_wait == "queued":  # accepted in the chain's order, committed later
+                    answer = call.result(timeout=10)
+                else:  # no byte before api.request is committed
+                    with pytest.raises(TimeoutError):
+                        call.result(timeout=1.5)
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            answer = call.result(timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert (b"[DONE]" in answer.content) is stream
+        time.sleep(0.3)  # a queued completion entry commits with the next group commit
+    finally:
+        server.stop()
+    kinds = [kind for kind, _, _ in entries(tmp_path)]
+    assert kinds[-2:] == ["api.request", "api.completion"]
