@@ -6,7 +6,6 @@ they work on the server's database. `keys create` prints the new key alone on th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,25 +13,13 @@ from pydantic import ValidationError
 
 from controlplane import operations
 from controlplane.audit import AuditUnavailable
-from controlplane.core.config import ConfigError, Settings, load_settings
+from controlplane.cli_options import ConfigOption, settings_or_exit
+from controlplane.core.config import ConfigError, load_settings
 from controlplane.models import TenantPublic
 from controlplane.services import ServiceError
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="config file (YAML or KEY=VALUE), under SPARKPLANE_* env"),
-]
-
 tenants_app = typer.Typer(help="Create, list, change and disable tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke tenant API keys.", no_args_is_help=True)
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -163,14 +150,14 @@ def tenants_create(
         queue_size=queue_size,
         queue_timeout=queue_timeout,
     )
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     _show_tenant(_guarded(lambda: operations.create_tenant(settings, name, **limits)))
 
 
 @tenants_app.command("list")
 def tenants_list(config: ConfigOption = None) -> None:
     """List tenants and their limits."""
-    for tenant in operations.list_tenants(_settings(config)):
+    for tenant in operations.list_tenants(settings_or_exit(config)):
         _show_tenant(tenant)
 
 
@@ -209,14 +196,14 @@ def tenants_update(
         changes["disabled"] = False
     if not changes:
         raise _fail("nothing to change: give at least one option")
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     _show_tenant(_guarded(lambda: operations.update_tenant(settings, name, **changes)))
 
 
 @tenants_app.command("disable")
 def tenants_disable(name: str, config: ConfigOption = None) -> None:
     """Disable a tenant: its keys stop working on the next request."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     _show_tenant(_guarded(lambda: operations.update_tenant(settings, name, disabled=True)))
 
 
@@ -228,7 +215,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
 ) -> None:
     """Create a key; the key is printed once, alone on the last line."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     secret = _guarded(lambda: operations.create_key(settings, tenant, expires, name))
     typer.echo(f"created a key for tenant {tenant}; store it now, it is not shown again:")
     typer.echo(secret)
@@ -240,7 +227,7 @@ def keys_list(
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
 ) -> None:
     """List keys (prefix, state, dates; never the secret)."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     for key in _guarded(lambda: operations.list_keys(settings, tenant)):
         state = "revoked" if key.revoked_at else "active"
         expires = key.expires_at.isoformat() if key.expires_at else "never"
@@ -254,7 +241,7 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(key_id: int, config: ConfigOption = None) -> None:
     """Revoke a key: refused from the next request on, on every replica."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     key = _guarded(lambda: operations.revoke_key(settings, key_id))
     typer.echo(f"revoked key {key.id} ({key.prefix}…) of tenant {key.tenant}")
 

@@ -18,8 +18,9 @@ import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from controlplane.cli_options import ConfigOption, settings_or_exit
+
 AUDIT_KEY_FILE = "audit-signing.key"
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="server config file")]
 DatabaseOption = Annotated[
     str | None, typer.Option("--database-url", help="overrides SPARKPLANE_DATABASE_URL")
 ]
@@ -40,12 +41,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _settings(config: Path | None, database_url: str | None) -> Any:
-    from controlplane.core.config import ConfigError, load_settings
-
-    try:
-        return load_settings(config, **({"database_url": database_url} if database_url else {}))
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    return settings_or_exit(config, **({"database_url": database_url} if database_url else {}))
 
 
 def _engine(settings: Any) -> Engine:

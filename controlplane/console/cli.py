@@ -14,18 +14,14 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from controlplane.cli_options import ConfigOption, settings_or_exit
 from controlplane.console import users
 from controlplane.console.auth import ConsoleAuthError
-from controlplane.core.config import ConfigError, Settings, load_settings
 from controlplane.core.db import init_db, make_engine, session_factory
 from controlplane.core.security import write_private_file
 from controlplane.operations import AdminContext, admin_context
 
 T = TypeVar("T")
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="config file (YAML or KEY=VALUE), under SPARKPLANE_* env"),
-]
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="also write the one-time password here (mode 0600)")
 ]
@@ -33,16 +29,8 @@ OutOption = Annotated[
 admins_app = typer.Typer(help="Console users: create, list, reset, disable.", no_args_is_help=True)
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 def _run(config: Path | None, work: Callable[[AdminContext], Awaitable[T]]) -> T:
-    settings = _settings(config)
+    settings = settings_or_exit(config)
 
     async def main() -> T:
         async with admin_context(settings) as ctx:
@@ -124,7 +112,7 @@ def unlock(username: str, config: ConfigOption = None) -> None:
 @admins_app.command("list")
 def list_users(config: ConfigOption = None) -> None:
     """List console users."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     engine = make_engine(settings.database_url)
     try:
         init_db(engine)
