@@ -3,6 +3,9 @@
     git worktree add /tmp/sp-before <commit>
     .venv/bin/python -m bench.gateway_ab --before /tmp/sp-before [--rate 200] [--rounds 4]
 
+    # one tree, two settings: --before-env/--after-env add SPARKPLANE_* variables to one side
+    .venv/bin/python -m bench.gateway_ab --before . --after-env SPARKPLANE_AUDIT_WAIT=queued
+
 On this noisy 2-core machine the same version's added latency moves by more than most changes
 do between two runs; served side by side, alternating every 5 s, both versions see the same
 noise. Each tree is run as `sparkplane serve` with its own temporary SQLite data dir and
@@ -52,7 +55,13 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=REPO, help="default: this repository")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--rounds", type=int, default=4, help="5 s per tree and round")
+    for side in ("before", "after"):
+        parser.add_argument(
+            f"--{side}-env", action="append", default=[], metavar="KEY=VALUE",
+            help=f"an environment variable for the {side} server (repeatable)",
+        )  # fmt: skip
     args = parser.parse_args()
+    extra_env = {side: _env_pairs(getattr(args, f"{side}_env")) for side in ("before", "after")}
     load = os.getloadavg()[0]
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     procs: dict[str, gateways.Proc] = {}
@@ -63,6 +72,7 @@ def main() -> None:
             for name, tree in trees.items():
                 env = gateways.sparkplane_env(Path(tmp) / name, procs["direct"].url, 512)
                 env["PYTHONPATH"] = str(tree)
+                env.update(extra_env[name])
                 keys[name] = gateways.create_tenant_key(env, "bench", "--max-concurrency", "512")
                 procs[name] = gateways.start_sparkplane(env)
             targets = {
@@ -78,7 +88,8 @@ def main() -> None:
     print(
         f"\n# Sparkplane A/B at {args.rate:g} req/s, open loop ({args.rounds} rounds x 5 s per "
         f"target, alternating; 1-min load average before the run {load:.1f})\n"
-        f"before: {trees['before']}\nafter:  {trees['after']}\n"
+        f"before: {trees['before']} {_show(extra_env['before'])}\n"
+        f"after:  {trees['after']} {_show(extra_env['after'])}\n"
         f"direct: p50 {b50 * 1000:.2f} ms, p99 {b99 * 1000:.2f} ms\n"
     )
     print("tree      ok  err   +p50 ms  +p99 ms  CPU ms/req")
@@ -89,6 +100,20 @@ def main() -> None:
         per_request = cpu[name] / max(r.ok, 1) * 1000
         line = f"{name:<7} {r.ok:5d} {r.failed:4d}  {added50:8.2f} {added99:8.2f}"
         print(f"{line}  {per_request:10.2f}")
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def _show(env: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in env.items())
 
 
 if __name__ == "__main__":
