@@ -57,11 +57,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="5 s per tree and round")
     for side in ("before", "after"):
         parser.add_argument(
-            f"--{side}-env", action="append", default=[], metavar="KEY=VALUE",
+            f"--{side}-env", action="append", default=[], type=_env_pair, metavar="KEY=VALUE",
             help=f"an environment variable for the {side} server (repeatable)",
         )  # fmt: skip
     args = parser.parse_args()
-    extra_env = {side: _env_pairs(getattr(args, f"{side}_env")) for side in ("before", "after")}
+    extra_env = {side: dict(getattr(args, f"{side}_env")) for side in ("before", "after")}
     load = os.getloadavg()[0]
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     procs: dict[str, gateways.Proc] = {}
@@ -102,14 +102,11 @@ def main() -> None:
         print(f"{line}  {per_request:10.2f}")
 
 
-def _env_pairs(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def _show(env: dict[str, str]) -> str:

@@ -60,6 +60,11 @@ class GatewayServices:
     def audit_healthy(self) -> bool:
         return bool(getattr(self.audit, "healthy", True))
 
+    @property
+    def audit_queued(self) -> bool:
+        """Answers wait for no audit commit, only for a healthy writer to accept the entry."""
+        return self.settings.audit_wait == "queued"
+
 
 class Exchange:
     def __init__(
@@ -158,8 +163,12 @@ class Exchange:
         return entry.exception() is not None
 
     async def audit_done(self) -> None:
-        """Wait until the api.request event is durable (raises AuditUnavailable if it cannot be)."""
+        """Wait until the api.request event is recorded: durable, or with queued audit accepted
+        by a healthy writer (it commits with the next group commit, while the answer is already
+        on its way). Raises AuditUnavailable if it cannot be."""
         assert self._request_entry is not None, "start_audit() first"
+        if self.services.audit_queued and self.services.audit_healthy():
+            return
         if not self._request_entry.done():
             self.services.audit.expedite()
         await asyncio.shield(self._request_entry)
@@ -179,7 +188,7 @@ class Exchange:
         group commit while the answer goes out).
 
         Called once (later calls return the first result): by the relay just before the
-        response's last byte (so a client that saw the end has a durable completion entry),
+        response's last byte (so a client that saw the end has a recorded completion entry),
         else when the exchange ends in any other way.
         """
         if self._finished:
@@ -218,7 +227,7 @@ class Exchange:
                 queue_ms=round(self.slot.queue_wait * 1000, 3) if self.slot else None,
                 engine=self.slot.engine.url if self.slot else None,
             )
-            if services.settings.audit_wait == "queued":
+            if services.audit_queued:
                 entry.add_done_callback(functools.partial(_completion_written, self.request_id))
             else:
                 await entry

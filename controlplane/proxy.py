@@ -99,13 +99,8 @@ class RelayResponse(Response):
             x.slot.release()
 
     async def _audited(self, send: Send) -> bool:
-        """Wait for the api.request event; if it failed, answer 503 and return False.
-
-        With `audit_wait = "queued"` the event only has to be accepted by a healthy writer
-        (it commits with the next group commit, while the answer is already on its way).
-        """
-        if self.x.services.settings.audit_wait == "queued" and self.x.services.audit_healthy():
-            return True
+        """Wait for the api.request event (`Exchange.audit_done`); if it failed, answer 503
+        and return False."""
         try:
             await self.x.audit_done()
         except self.x.services.audit_unavailable:

@@ -132,7 +132,7 @@ def test_only_queued_audit_answers_while_the_store_cannot_commit(
             )  # fmt: skip
             try:
                 if audit_wait == "queued":  # accepted in the chain's order, committed later
-                    answer = call.result(timeout=10)
+                    call.result(timeout=10)
                 else:  # no byte before api.request is committed
                     with pytest.raises(TimeoutError):
                         call.result(timeout=1.5)
