@@ -62,7 +62,7 @@ class GatewayServices:
 
     @property
     def audit_queued(self) -> bool:
-        """Answers wait for no audit commit, only for a healthy writer to accept the entry."""
+        """Answers wait for no audit commit, only for the writer to accept (and keep) the entry."""
         return self.settings.audit_wait == "queued"
 
 
@@ -133,13 +133,20 @@ class Exchange:
 
     def start_audit(self) -> None:
         """Queue the api.request entry: it has its place in the chain before anything this
-        exchange records later. A stream's commits while admission and the engine work (its
-        first byte waits for it); a plain answer waits for the completion entry anyway, so its
-        api.request is not urgent and usually shares that one commit."""
+        exchange records later. Fails (the entry's future holds AuditUnavailable) when the
+        audit store cannot be written: no new call then (fail closed).
+
+        A stream's entry commits while admission and the engine work; a plain answer waits for
+        the completion entry anyway, so its api.request is not urgent and usually shares that
+        one commit. With queued audit the entry is kept through store failures (nobody waits
+        for its commit)."""
+        audit = self.services.audit
         try:
-            self._request_entry = self.services.audit.enqueue(
+            audit.check_writable()
+            self._request_entry = audit.enqueue(
                 "api.request",
                 urgent=self.stream,
+                keep=self.services.audit_queued,
                 tenant=self.principal.tenant.name,
                 key_id=self.principal.key_id,
                 key_prefix=self.principal.key_prefix,
@@ -163,11 +170,11 @@ class Exchange:
         return entry.exception() is not None
 
     async def audit_done(self) -> None:
-        """Wait until the api.request event is recorded: durable, or with queued audit accepted
-        by a healthy writer (it commits with the next group commit, while the answer is already
-        on its way). Raises AuditUnavailable if it cannot be."""
+        """Wait until the api.request event is recorded: committed, or with queued audit
+        accepted (it commits with the next group commit while the answer is on its way, and is
+        kept through store failures). Raises AuditUnavailable if it cannot be."""
         assert self._request_entry is not None, "start_audit() first"
-        if self.services.audit_queued and self.services.audit_healthy():
+        if self.services.audit_queued and not self.request_entry_failed():
             return
         if not self._request_entry.done():
             self.services.audit.expedite()
@@ -184,8 +191,8 @@ class Exchange:
     async def finish(self) -> bool:
         """Count usage, update metrics and write the completion audit event (never raises);
         returns whether the completion entry is recorded: committed, or with `audit_wait =
-        "queued"` accepted by a healthy writer in the chain's order (it commits with the next
-        group commit while the answer goes out).
+        "queued"` accepted in the chain's order (it commits with the next group commit while
+        the answer goes out, and is kept through store failures).
 
         Called once (later calls return the first result): by the relay just before the
         response's last byte (so a client that saw the end has a recorded completion entry),
@@ -212,6 +219,7 @@ class Exchange:
         try:
             entry = services.audit.enqueue(
                 "api.completion",
+                keep=services.audit_queued,
                 tenant=tenant.name,
                 key_id=self.principal.key_id,
                 request_id=self.request_id,
@@ -241,8 +249,8 @@ class Exchange:
 
 
 def _completion_written(request_id: str, entry: asyncio.Future[int]) -> None:
-    """With queued audit nobody awaits the completion entry: a failure is logged here (the
-    writer is unhealthy then, so new requests are refused until the store is back)."""
+    """With queued audit nobody awaits the completion entry. It fails only if the writer closed
+    while the store was down; that is logged here."""
     if not entry.cancelled() and entry.exception() is not None:
         log.error("could not audit completion of %s: %s", request_id, entry.exception())
 

@@ -71,10 +71,10 @@ class RelayResponse(Response):
 
     async def _run(self, send: Send) -> None:
         x = self.x
-        # The api.request event commits (an fsync) while admission and the engine work; the
-        # client gets no byte before it is durable, and gets 503 instead if it cannot be.
+        # The api.request event commits while admission and the engine work; the client gets no
+        # byte before it is recorded (see Exchange.audit_done), and 503 if it cannot be.
         x.start_audit()
-        if not x.services.audit_healthy():
+        if x.request_entry_failed():
             await self._audited(send)
             return
         if self.refusal is not None:
@@ -191,10 +191,10 @@ class RelayResponse(Response):
         else:
             x.outcome = Outcome.UPSTREAM_ERROR
         # One answer, so one wait: the completion entry is queued behind api.request (usually
-        # into the same group commit) and is durable before the client gets a byte (with queued
-        # audit: accepted, in the chain's order). A client leaving now cannot stop the write: the
-        # entry is queued before the first await. If it could not be written, a durable
-        # api.request is the record of the call; with neither, the answer is a 503.
+        # into the same group commit) and is committed before the client gets a byte (with
+        # queued audit: accepted, in the chain's order). A client leaving now cannot stop the
+        # write: the entry is queued before the first await. If it could not be written, a
+        # committed api.request is the record of the call; with neither, the answer is a 503.
         if not await x.finish() and not await self._audited(send):
             return
         # With its length the answer goes out as one plain body (as the engine sent it), not

@@ -11,7 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 @dataclass(eq=False)
 class PendingEntry:
-    """One `record` call (kind "" = a checkpoint request) and the future its caller awaits."""
+    """One `record` call (kind "" = a checkpoint request) and the future its caller awaits.
+
+    `keep`: nobody waits for the commit (the answer went out once the entry was accepted), so
+    a store failure does not fail the entry: it stays queued, in the chain's order."""
 
     kind: str
     tenant: str | None
@@ -19,6 +22,7 @@ class PendingEntry:
     future: asyncio.Future[int]
     loop: asyncio.AbstractEventLoop
     force_checkpoint: bool = False
+    keep: bool = False
     new_key: Ed25519PrivateKey | None = field(default=None, repr=False)
 
 

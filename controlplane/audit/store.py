@@ -59,6 +59,12 @@ def read_head(conn: Connection) -> tuple[int, bytes]:
     return 0, GENESIS_HASH
 
 
+def has_entry(conn: Connection, seq: int, entry_hash: bytes) -> bool:
+    """Whether entry `seq` of the chain has this hash (a commit of ours that we lost sight of)."""
+    found = conn.execute(select(AuditEntry.hash).where(AuditEntry.seq == seq)).scalar()
+    return found is not None and bytes(found) == entry_hash
+
+
 class CheckpointRow(NamedTuple):
     size: int
     root_hash: bytes

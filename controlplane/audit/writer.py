@@ -4,6 +4,11 @@
 writer thread is free go into one transaction (one fsync), so throughput grows with load while
 each caller still waits for its own durable commit.
 
+An entry enqueued with `keep=True` is one whose caller does not wait for its commit (queued
+audit). A store failure does not drop it: it stays queued in order, the writer probes the store
+until it takes writes again, and then commits it before anything newer. Only a writer closed
+while the store is still down gives such entries up, and says so in the log.
+
 An entry enqueued with `urgent=False` does not start a commit by itself: it waits for the next
 urgent entry (it is committed first, being earlier in the chain) or for `LAZY_COMMIT_DELAY`.
 A non-streamed call's `api.request` is such an entry: its answer waits for the completion
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -25,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine
 
 from controlplane.audit import store
-from controlplane.audit.chain import canonical_json, check_kind
+from controlplane.audit.chain import ChainEntry, canonical_json, check_kind
 from controlplane.audit.checkpoint import (
     CheckpointSigner,
     SigningKeyFile,
@@ -36,6 +42,8 @@ from controlplane.audit.checkpoint import (
 )
 from controlplane.audit.errors import AuditUnavailable
 from controlplane.audit.pending import PendingEntry, resolve
+
+log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 0.5  # seconds between write probes while the store is unavailable
 LAZY_COMMIT_DELAY = 0.05  # seconds a non-urgent entry waits for company before it commits alone
@@ -72,6 +80,11 @@ class AuditWriter:
         self._urgent = False  # the queue holds an entry someone waits for now
         self._lazy_since: float | None = None  # when the oldest queued non-urgent entry came
         self._sleeps_until = 0.0  # monotonic end of the thread's current sleep (0: awake)
+        self._next_probe = 0.0  # monotonic time of the next write probe while unhealthy
+        # (seq, hash) of the last entry of a failed commit that may have committed after all
+        # (a connection lost during COMMIT), and its kept entries: the next commit looks, so
+        # they are not appended twice.
+        self._in_doubt: tuple[int, bytes, dict[PendingEntry, int]] | None = None
 
     @property
     def signer(self) -> CheckpointSigner:
@@ -101,17 +114,30 @@ class AuditWriter:
         (tenant exports and retention use it). AuditUnavailable if the store can't be written."""
         return await self.enqueue(kind, **fields)
 
-    def enqueue(self, kind: str, *, urgent: bool = True, **fields: Any) -> asyncio.Future[int]:
+    def enqueue(
+        self, kind: str, *, urgent: bool = True, keep: bool = False, **fields: Any
+    ) -> asyncio.Future[int]:
         """`record` in two halves: the entry takes its place in the chain's order now (so a
         later entry can never come before it), the future resolves once it is committed.
         `urgent=False`: commit it with the next urgent entry, or within LAZY_COMMIT_DELAY (or at
         once after `expedite()`). AuditUnavailable at once if the store cannot be written; call
-        on the event loop."""
+        on the event loop.
+
+        `keep=True`: the caller will not wait for the commit. The entry is accepted even while
+        the store is unavailable and survives store failures (see the module docstring); it
+        is refused only if the writer is closing or its queue is full."""
         check_kind(kind)
         tenant = fields.pop("tenant", None)
         if tenant is not None and not isinstance(tenant, str):
             raise TypeError(f"audit field 'tenant' must be a string, not {type(tenant).__name__}")
-        return self._enqueue(kind, tenant, canonical_json(fields), urgent=urgent)
+        return self._enqueue(kind, tenant, canonical_json(fields), urgent=urgent, keep=keep)
+
+    def check_writable(self) -> None:
+        """AuditUnavailable unless the writer runs and the store takes writes (fail closed)."""
+        if self._thread is None or self._stopping:
+            raise AuditUnavailable("audit writer is not running")
+        if not self.healthy:
+            raise AuditUnavailable(f"audit store unavailable: {self.last_error}")
 
     def expedite(self) -> None:
         """Someone now waits for the queued entries: commit them without further delay."""
@@ -139,18 +165,27 @@ class AuditWriter:
         return await self._enqueue(kind, tenant, data, **extra)
 
     def _enqueue(
-        self, kind: str, tenant: str | None, data: bytes, *, urgent: bool = True, **extra: Any
+        self,
+        kind: str,
+        tenant: str | None,
+        data: bytes,
+        *,
+        urgent: bool = True,
+        keep: bool = False,
+        **extra: Any,
     ) -> asyncio.Future[int]:
-        if self._thread is None or self._stopping:
+        if not keep:
+            self.check_writable()
+        elif self._thread is None or self._stopping:
             raise AuditUnavailable("audit writer is not running")
-        if not self.healthy:
-            raise AuditUnavailable(f"audit store unavailable: {self.last_error}")
         loop = asyncio.get_running_loop()
-        item = PendingEntry(kind, tenant, data, loop.create_future(), loop, **extra)
+        item = PendingEntry(kind, tenant, data, loop.create_future(), loop, keep=keep, **extra)
         with self._cond:
             if len(self._queue) >= self.max_pending:  # the store is too slow: refuse, don't grow
                 raise AuditUnavailable(f"audit queue full ({self.max_pending} entries waiting)")
             self._queue.append(item)
+            if not self.healthy:
+                return item.future  # a kept entry: the writer commits it once the store is back
             if urgent:
                 self._urgent = True
                 self._cond.notify()
@@ -195,16 +230,16 @@ class AuditWriter:
             return batch, self._stopping and not self._queue
 
     def _commit_due(self) -> bool:
+        if not self.healthy:  # only kept entries wait in the queue now: probe on schedule
+            return self._stopping or time.monotonic() >= self._next_probe
         if self._urgent or self._stopping or self._timer_due():
             return True
         since = self._lazy_since
-        return since is not None and (
-            not self.healthy or time.monotonic() - since >= LAZY_COMMIT_DELAY
-        )
+        return since is not None and time.monotonic() - since >= LAZY_COMMIT_DELAY
 
     def _wait_timeout(self) -> float | None:
         if not self.healthy:
-            return PROBE_INTERVAL
+            return max(0.0, self._next_probe - time.monotonic())
         deadlines = []
         if self._dirty_since is not None:
             deadlines.append(self._dirty_since + self.checkpoint_seconds)
@@ -238,6 +273,7 @@ class AuditWriter:
         self._drop_connection(invalidate=True)
         self.healthy = False
         self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self._next_probe = time.monotonic() + PROBE_INTERVAL
 
     def _probe(self) -> None:
         try:
@@ -248,14 +284,36 @@ class AuditWriter:
         except Exception as exc:
             self._mark_unavailable(exc)
             return
-        self.healthy, self.last_error = True, None
+        with self._cond:
+            self._urgent = bool(self._queue)  # kept entries go first, before anything newer
+            self.healthy, self.last_error = True, None
+
+    def _drop_committed(self, batch: list[PendingEntry]) -> list[PendingEntry]:
+        """Kept entries of a commit that failed may be in the chain after all (a connection
+        lost during COMMIT): if so they are settled, not appended a second time."""
+        if self._in_doubt is None:
+            return batch
+        seq, entry_hash, seqs = self._in_doubt
+        conn = self._connection()
+        try:
+            store.lock_chain(conn)
+            committed = store.has_entry(conn, seq, entry_hash)
+        finally:
+            conn.rollback()
+        self._in_doubt = None
+        if not committed:
+            return batch
+        resolve(list(seqs), list(seqs.values()))
+        return [item for item in batch if item not in seqs]
 
     def _commit(self, batch: list[PendingEntry], *, final: bool = False) -> None:
         signer, new_key = self.signer, None
-        entries = [item for item in batch if item.kind]
-        rotating = [item.new_key for item in entries if item.new_key is not None]
-        forced = final or bool(rotating) or any(item.force_checkpoint for item in batch)
+        linked: list[ChainEntry] = []
         try:
+            batch = self._drop_committed(batch)
+            entries = [item for item in batch if item.kind]
+            rotating = [item.new_key for item in entries if item.new_key is not None]
+            forced = final or bool(rotating) or any(item.force_checkpoint for item in batch)
             conn = self._connection()
             linked, size, known, due = store.append_and_checkpoint(
                 conn,
@@ -272,6 +330,9 @@ class AuditWriter:
             conn.commit()
         except Exception as exc:
             self._mark_unavailable(exc)
+            if linked:  # for all we know, the COMMIT itself may have succeeded
+                kept = {i: e.seq for i, e in zip(entries, linked, strict=True) if i.keep}
+                self._in_doubt = (linked[-1].seq, linked[-1].hash, kept) if kept else None
             self._fail(batch)
             return
         self._known_checkpoint = known
@@ -285,5 +346,16 @@ class AuditWriter:
         resolve(batch, [by_item.get(item, size) for item in batch])
 
     def _fail(self, batch: list[PendingEntry]) -> None:
+        """The store failed: every waiting caller learns it now; kept entries go back to the
+        head of the queue (in order) unless the writer is closing."""
         error = AuditUnavailable(f"audit store unavailable: {self.last_error}")
-        resolve(batch, [error] * len(batch))
+        with self._cond:
+            waiting = [*batch, *self._queue]
+            kept = [] if self._stopping else [item for item in waiting if item.keep]
+            self._queue = kept
+            self._urgent, self._lazy_since = False, None
+        failed = [item for item in waiting if not item.keep or self._stopping]
+        lost = sum(item.keep for item in failed)
+        if lost:
+            log.error("%d accepted audit entries were not written: %s", lost, self.last_error)
+        resolve(failed, [error] * len(failed))

@@ -59,9 +59,10 @@ class Settings(BaseSettings):
     )
     usage_flush_interval: float = Field(default=1.0, gt=0)
     # "durable": no response byte before the api.request audit event is committed (fsync), no
-    # last byte before api.completion is; "queued": both only have to be accepted by a healthy
-    # audit writer, in the chain's order, and commit with the next group commit, so no answer
-    # waits for a commit but a crash can lose the last few milliseconds of events.
+    # last byte before api.completion is; "queued": both only have to be accepted by the audit
+    # writer, in the chain's order; they commit with the next group commit and are kept through
+    # store failures, so no answer waits for a commit, but a crash of the process or the box
+    # can lose its last milliseconds of events (docs/controlplane.md, "Audit").
     audit_wait: Literal["durable", "queued"] = "durable"
     # Console (controlplane/console): session lifetimes and the appliance root for its system page.
     console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)

@@ -59,6 +59,7 @@ def render(name: str, **overrides: object) -> str:
         "sparkplane_controlplane_bind": "0.0.0.0",
         "sparkplane_controlplane_port": 443,
         "sparkplane_controlplane_environment": "production",
+        "sparkplane_controlplane_audit_wait": "durable",
         "sparkplane_firewall_ssh_port": 22,
         "sparkplane_firewall_deny_egress": False,
         "sparkplane_firewall_egress_allow": [],

@@ -154,6 +154,7 @@ def test_controlplane_env_names_the_pair_only_when_both_files_exist(tmp_path: Pa
     # The control plane accepts the rendered file as it is (production, key 0600).
     settings = load_settings(env_file)
     assert settings.environment == "production"
+    assert settings.audit_wait == "durable"  # the installer's default, set in group_vars
     assert (settings.tls_cert, settings.tls_key) == (tls_dir / "server.crt", tls_dir / "server.key")
 
 

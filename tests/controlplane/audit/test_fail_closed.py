@@ -50,6 +50,20 @@ def test_disk_full_refuses_then_recovers_by_itself(tmp_path):
     assert result["verify"]["valid"] and result["verify"]["entries"] == 2
 
 
+def test_disk_full_keeps_entries_nobody_waits_for_and_writes_them_in_order(tmp_path):
+    # Queued audit: the answers went out when the entries were accepted, so a full disk must
+    # not lose them; a caller who waits (an admin change) is told at once instead.
+    result = run_unwritable("disk-full-kept", tmp_path)
+    assert "disk is full" in result["last_error"], result
+    assert 1 < result["failed_at"] < 200
+    assert result["waiting_caller"].startswith("unavailable: audit store unavailable")
+    assert result["pending_while_full"] == 210
+    assert result["recovered_after_s"] < 5
+    assert result["seqs"] == list(range(1, 211))
+    assert result["ns"] == list(range(210))  # every entry once, in the order accepted
+    assert result["verify"]["valid"] and result["verify"]["entries"] == 210
+
+
 def test_read_only_store_refuses_then_recovers_by_itself(tmp_path):
     result = run_unwritable("read-only", tmp_path)
     assert result["healthy_at_start"] is False and result["last_error"]

@@ -1,8 +1,8 @@
 import asyncio
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from controlplane.audit import AuditUnavailable, AuditWriter
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
@@ -198,6 +198,41 @@ async def test_a_lazy_entry_waits_for_company_or_its_deadline(writer, sqlite_eng
     started = asyncio.get_running_loop().time()
     assert await asyncio.wait_for(writer.enqueue("api.request", urgent=False, n=3), 5) == 4
     assert asyncio.get_running_loop().time() - started >= 0.2
+
+
+async def test_kept_entries_of_a_commit_that_lost_its_answer_are_not_appended_twice(
+    sqlite_engine, tmp_path, monkeypatch
+):
+    """A connection lost during COMMIT: the transaction may have committed. Kept entries are
+    retried after recovery, so the writer must first look whether they are in the chain."""
+    audit = AuditWriter(sqlite_engine, tmp_path / "k.key")
+    await audit.start()
+    open_connection = AuditWriter._connection
+    answers_lost = []
+
+    def connection_that_loses_one_commit_answer(self: AuditWriter) -> Connection:
+        conn = open_connection(self)
+        if not answers_lost:
+            commit = conn.commit
+
+            def commit_then_lose_the_answer() -> None:
+                commit()  # really committed...
+                answers_lost.append(conn)
+                raise OperationalError("COMMIT", None, Exception("server closed the connection"))
+
+            conn.commit = commit_then_lose_the_answer  # type: ignore[method-assign]
+        return conn
+
+    monkeypatch.setattr(AuditWriter, "_connection", connection_that_loses_one_commit_answer)
+    kept = [audit.enqueue("api.completion", keep=True, n=n) for n in range(3)]
+    assert await asyncio.wait_for(asyncio.gather(*kept), 10) == [1, 2, 3]
+    assert answers_lost and audit.healthy
+    assert await audit.record("api.request", n=3) == 4  # the chain goes on after them
+    await audit.close()
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(AuditEntry)).scalar() == 4
+    report = verify_live(sqlite_engine, [tmp_path / "k.pub"])
+    assert report.valid and report.entries_valid == 4, report.as_dict()
 
 
 @pytest.mark.parametrize(
