@@ -184,8 +184,8 @@ class AuditWriter:
             if len(self._queue) >= self.max_pending:  # the store is too slow: refuse, don't grow
                 raise AuditUnavailable(f"audit queue full ({self.max_pending} entries waiting)")
             self._queue.append(item)
-            if not self.healthy:
-                return item.future  # a kept entry: the writer commits it once the store is back
+            if not self.healthy:  # a kept entry, or one racing a failure: the next probe decides
+                return item.future
             if urgent:
                 self._urgent = True
                 self._cond.notify()
