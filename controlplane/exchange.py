@@ -57,9 +57,6 @@ class GatewayServices:
     audit: Any  # controlplane.audit.AuditWriter
     audit_unavailable: type[Exception]
 
-    def audit_healthy(self) -> bool:
-        return bool(getattr(self.audit, "healthy", True))
-
     @property
     def audit_queued(self) -> bool:
         """Answers wait for no audit commit, only for the writer to accept (and keep) the entry."""
