@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.audit_commit [--commits 600] [--gaps 0,0.005,0.01]
 
 At each pacing (seconds of idle between commits: 0 = back to back, 0.005 = 200 calls/s) three
-things are timed in a fresh SQLite store on the same disk, alternating:
+things are timed in a fresh SQLite store in a temporary directory under the current one (run it
+from a directory on the disk the data dir lives on; /tmp may be a tmpfs, where fsync is free):
 
 - `fdatasync`: a 4 KiB write and `os.fdatasync` of a file beside the database (the floor);
 - `commit`: the writer's own store code for one group commit of a plain call's two entries

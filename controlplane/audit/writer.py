@@ -134,10 +134,13 @@ class AuditWriter:
 
     def check_writable(self) -> None:
         """AuditUnavailable unless the writer runs and the store takes writes (fail closed)."""
-        if self._thread is None or self._stopping:
-            raise AuditUnavailable("audit writer is not running")
+        self._check_running()
         if not self.healthy:
             raise AuditUnavailable(f"audit store unavailable: {self.last_error}")
+
+    def _check_running(self) -> None:
+        if self._thread is None or self._stopping:
+            raise AuditUnavailable("audit writer is not running")
 
     def expedite(self) -> None:
         """Someone now waits for the queued entries: commit them without further delay."""
@@ -174,10 +177,10 @@ class AuditWriter:
         keep: bool = False,
         **extra: Any,
     ) -> asyncio.Future[int]:
-        if not keep:
+        if keep:
+            self._check_running()  # a kept entry is accepted while the store is down
+        else:
             self.check_writable()
-        elif self._thread is None or self._stopping:
-            raise AuditUnavailable("audit writer is not running")
         loop = asyncio.get_running_loop()
         item = PendingEntry(kind, tenant, data, loop.create_future(), loop, keep=keep, **extra)
         with self._cond:
@@ -293,7 +296,7 @@ class AuditWriter:
         lost during COMMIT): if so they are settled, not appended a second time."""
         if self._in_doubt is None:
             return batch
-        seq, entry_hash, seqs = self._in_doubt
+        seq, entry_hash, kept = self._in_doubt
         conn = self._connection()
         try:
             store.lock_chain(conn)
@@ -303,8 +306,8 @@ class AuditWriter:
         self._in_doubt = None
         if not committed:
             return batch
-        resolve(list(seqs), list(seqs.values()))
-        return [item for item in batch if item not in seqs]
+        resolve(list(kept), list(kept.values()))
+        return [item for item in batch if item not in kept]
 
     def _commit(self, batch: list[PendingEntry], *, final: bool = False) -> None:
         signer, new_key = self.signer, None
@@ -349,12 +352,11 @@ class AuditWriter:
         """The store failed: every waiting caller learns it now; kept entries go back to the
         head of the queue (in order) unless the writer is closing."""
         error = AuditUnavailable(f"audit store unavailable: {self.last_error}")
-        with self._cond:
-            waiting = [*batch, *self._queue]
-            kept = [] if self._stopping else [item for item in waiting if item.keep]
-            self._queue = kept
+        with self._cond:  # one decision: `close()` may set _stopping meanwhile
+            waiting, give_up = [*batch, *self._queue], self._stopping
+            self._queue = [] if give_up else [item for item in waiting if item.keep]
             self._urgent, self._lazy_since = False, None
-        failed = [item for item in waiting if not item.keep or self._stopping]
+        failed = waiting if give_up else [item for item in waiting if not item.keep]
         lost = sum(item.keep for item in failed)
         if lost:
             log.error("%d accepted audit entries were not written: %s", lost, self.last_error)

@@ -126,6 +126,6 @@ async def read_only(root: Path) -> dict[str, object]:
 
 if __name__ == "__main__":
     scenario, directory = sys.argv[1], Path(sys.argv[2])
-    run = {"disk-full": disk_full, "disk-full-kept": disk_full_kept, "read-only": read_only}
-    run = run[scenario]
+    scenarios = {"disk-full": disk_full, "disk-full-kept": disk_full_kept, "read-only": read_only}
+    run = scenarios[scenario]
     print(json.dumps(asyncio.run(run(directory))))
