@@ -18,7 +18,7 @@ import orjson
 import uvloop
 
 from bench import gateways
-from controlplane.engine_client import EngineClient
+from controlplane.engines.client import EngineClient
 
 BODY = orjson.dumps(
     {"model": "bench-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}

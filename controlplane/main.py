@@ -16,18 +16,18 @@ from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 import controlplane
-from controlplane.admission import Admission
+from controlplane.admission.local import Admission
 from controlplane.api.errors import add_html_error_page, install_error_handlers
-from controlplane.api.fastpath import ControlPlaneApp
 from controlplane.api.routes import docs, health, keys, openai, tenants
 from controlplane.core.config import Settings
 from controlplane.core.db import init_db, make_engine, session_factory
-from controlplane.core.keycache import KeyAuthenticator
 from controlplane.core.security import load_or_create_pepper
-from controlplane.engines import EnginePool
-from controlplane.exchange import GatewayServices
-from controlplane.metrics import Metrics
-from controlplane.usage import UsageLedger
+from controlplane.engines.pool import EnginePool
+from controlplane.gateway.exchange import GatewayServices
+from controlplane.gateway.ingress import ControlPlaneApp
+from controlplane.metering.metrics import Metrics
+from controlplane.metering.usage import UsageLedger
+from controlplane.tenancy.keycache import KeyAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ async def _make_admission(
 ) -> Admission:
     if not settings.uses_database_coordination:
         return Admission(engines, usage, metrics)
-    from controlplane.admission_pg import CoordinatedAdmission
+    from controlplane.admission.coordinated import CoordinatedAdmission
 
     admission = CoordinatedAdmission(engines, usage, metrics, db_engine, settings)
     await admission.start()

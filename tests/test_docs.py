@@ -9,7 +9,7 @@ import click
 import typer
 
 from controlplane.core.config import Settings
-from installer.cli import app
+from installer.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 

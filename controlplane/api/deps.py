@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.api.errors import ApiError, audit_unavailable_error
-from controlplane.core.keycache import AuthFailed, KeyPrincipal
 from controlplane.core.security import looks_like_api_key, visible_prefix
-from controlplane.exchange import GatewayServices
-from controlplane.operations import AdminContext
+from controlplane.gateway.exchange import GatewayServices
+from controlplane.tenancy.actions import AdminContext
+from controlplane.tenancy.keycache import AuthFailed, KeyPrincipal
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

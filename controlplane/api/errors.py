@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from controlplane.services import ServiceError
+from controlplane.tenancy.store import ServiceError
 
 log = logging.getLogger(__name__)
 

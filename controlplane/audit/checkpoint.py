@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from controlplane.audit.chain import format_time
-from installer.signing import load_private_key, public_pem, raw_public_bytes, verify
+from controlplane.core.signing import load_private_key, public_pem, raw_public_bytes, verify
 
 ED25519_TYPE = b"\x01"
 SIGNATURE_DASH = "\u2014 "

@@ -23,7 +23,7 @@ from controlplane.audit.checkpoint import CheckpointSigner
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
 from controlplane.audit.store import as_utc
 from controlplane.audit.writer import AuditWriter
-from installer.signing import public_pem
+from controlplane.core.signing import public_pem
 
 FORMAT = "sparkplane-audit-export/v1"
 HEADER_SIGNATURE_CONTEXT = b"sparkplane audit export header v1\n"

@@ -1,7 +1,7 @@
 """Installer lifecycle events (install, upgrade, rollback, uninstall) into the audit chain.
 
 The installer runs before (and beside) the control plane, so it appends one JSON object per line
-to ROOT/var/lib/sparkplane/installer/events.jsonl (`installer/events.py`):
+to ROOT/var/lib/sparkplane/installer/events.jsonl (`controlplane/appliance/events.py`):
 `{"time": ..., "kind": "installer.<action>", "phase": ..., "version": ..., ...}`; the short form
 `{"action": "<action>", ...}` is accepted too. `sparkplane audit import-installer-events FILE`
 moves them into the chain as `installer.<action>` entries, keeping every other field. Each event

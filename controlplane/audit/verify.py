@@ -17,7 +17,7 @@ from controlplane.audit.export import FORMAT, HEADER_SIGNATURE_CONTEXT
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
 from controlplane.audit.parallel import parallel_scan
 from controlplane.audit.scan import scan_lines
-from installer.signing import load_public_key, verify
+from controlplane.core.signing import load_public_key, verify
 
 DEFAULT_ORIGIN = "sparkplane/audit"
 

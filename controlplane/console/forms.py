@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
-from controlplane.models import TenantCreate, TenantLimits, TenantUpdate
+from controlplane.tenancy.models import TenantCreate, TenantLimits, TenantUpdate
 
 LIMIT_FIELDS = [name for name in TenantLimits.model_fields if name != "capture_content"]
 # Human labels and hints for the tenant form, in display order.

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from controlplane.audit.models import AuditEntry
 from controlplane.console.charts import DayTokens
 from controlplane.core.db import utcnow
-from controlplane.models import DailyUsage, Tenant
+from controlplane.tenancy.models import DailyUsage, Tenant
 
 # Where the top-models table looks: the most recent completions of the tenant.
 TOP_MODELS_SCAN_LIMIT = 20_000

@@ -23,7 +23,7 @@ from controlplane.console.auth import (
 )
 from controlplane.console.models import AdminUser, Role
 from controlplane.core.db import utcnow
-from controlplane.operations import AdminContext
+from controlplane.tenancy.actions import AdminContext
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse
 
 from controlplane.api.errors import ApiError, audit_unavailable_error
 from controlplane.console.sessions import ActiveSession
-from controlplane.operations import AdminContext
+from controlplane.tenancy.actions import AdminContext
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"

@@ -14,8 +14,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Table modules of every package; init_db imports each that exists so create_all sees them.
 TABLE_MODULES = (
-    "controlplane.models",
-    "controlplane.admission_pg_schema",
+    "controlplane.tenancy.models",
+    "controlplane.admission.pg_schema",
     "controlplane.audit.models",
     "controlplane.console.models",
 )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle import components, sbom
 from installer.bundle.hashing import Digest, ProgressSink, hash_tree_files
 from installer.bundle.manifest import (

@@ -19,7 +19,7 @@ from typing import IO, Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.manifest import (
     CONTROL_FILES,
     ENDORSEMENT_NAME,

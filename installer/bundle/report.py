@@ -7,7 +7,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.manifest import Manifest
 
 # Problem codes, in the order a reader wants them: trust first, then content.

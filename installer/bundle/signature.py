@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.manifest import ENDORSEMENT_NAME, SIGNATURE_NAME, SIGNER_NAME
 from installer.bundle.report import VerifyReport
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.signature import check_endorsement
 
 REVOKED_NAME = "revoked"

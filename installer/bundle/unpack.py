@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.hashing import Digest, ProgressSink, hash_tree_files
 from installer.bundle.manifest import ENDORSEMENT_NAME, SIGNER_NAME
 from installer.bundle.pack import INDEX_NAME, INDEX_SIG_NAME, PackError, extract_part

@@ -119,7 +119,7 @@ class ProcessGateway:
         self.log = log_path.open("ab")
         full_env = {**os.environ, **env, "SPARKPLANE_PORT": str(port)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from installer.cli import main; main()", "serve"],
+            [sys.executable, "-c", "from installer.cli.main import main; main()", "serve"],
             cwd=REPO_ROOT,
             env=full_env,
             stdout=self.log,

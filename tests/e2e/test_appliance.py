@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from installer.layout import read_env_file
+from controlplane.appliance.layout import read_env_file
 from tests.e2e.netns import NetworkNamespace, outbound_connects, signal_traced
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

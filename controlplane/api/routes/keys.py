@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 
-from controlplane import operations, services
 from controlplane.api.deps import AuditWritable, CurrentAdmin, ReaderDep, admin_context, in_session
 from controlplane.api.errors import documented
-from controlplane.models import TENANT_NAME_PATTERN, ApiKeyCreated, ApiKeyPublic, KeyCreate
+from controlplane.tenancy import actions, store
+from controlplane.tenancy.models import TENANT_NAME_PATTERN, ApiKeyCreated, ApiKeyPublic, KeyCreate
 
 router = APIRouter(prefix="/api/keys", tags=["keys"], responses=documented(401, 403, 422, 503))
 
@@ -24,7 +24,7 @@ async def list_keys(
     tenant: Annotated[str | None, Query(pattern=TENANT_NAME_PATTERN, max_length=63)] = None,
 ) -> list[ApiKeyPublic]:
     return await in_session(
-        request, lambda s: [services.key_public(k) for k in services.list_keys(s, tenant)]
+        request, lambda s: [store.key_public(k) for k in store.list_keys(s, tenant)]
     )
 
 
@@ -36,7 +36,7 @@ async def list_keys(
     responses=documented(404, 409),
 )
 async def create_key(request: Request, spec: KeyCreate, admin: CurrentAdmin) -> ApiKeyCreated:
-    public, secret = await operations.create_key_async(
+    public, secret = await actions.create_key_async(
         admin_context(request, admin), spec.tenant, expires_days=spec.expires_days, name=spec.name
     )
     return ApiKeyCreated(**public.model_dump(), key=secret)
@@ -44,7 +44,7 @@ async def create_key(request: Request, spec: KeyCreate, admin: CurrentAdmin) -> 
 
 @router.get("/{key_id}", summary="One key", responses=NOT_FOUND)
 async def get_key(request: Request, key_id: KeyId, _reader: ReaderDep) -> ApiKeyPublic:
-    return await in_session(request, lambda s: services.key_public(services.get_key(s, key_id)))
+    return await in_session(request, lambda s: store.key_public(store.get_key(s, key_id)))
 
 
 @router.post(
@@ -54,4 +54,4 @@ async def get_key(request: Request, key_id: KeyId, _reader: ReaderDep) -> ApiKey
     responses=NOT_FOUND,
 )
 async def revoke_key(request: Request, key_id: KeyId, admin: CurrentAdmin) -> ApiKeyPublic:
-    return await operations.revoke_key_async(admin_context(request, admin), key_id)
+    return await actions.revoke_key_async(admin_context(request, admin), key_id)

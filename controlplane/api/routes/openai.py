@@ -11,10 +11,10 @@ from starlette.responses import Response
 
 from controlplane.api.deps import ServicesDep, TenantKeyDep, tenant_key
 from controlplane.api.errors import ApiError, documented
-from controlplane.context_cap import enforce_context_cap, token_count_field
-from controlplane.core.keycache import KeyPrincipal
-from controlplane.exchange import Exchange, GatewayServices
-from controlplane.proxy import RelayResponse
+from controlplane.gateway.context_cap import enforce_context_cap, token_count_field
+from controlplane.gateway.exchange import Exchange, GatewayServices
+from controlplane.gateway.relay import RelayResponse
+from controlplane.tenancy.keycache import KeyPrincipal
 
 router = APIRouter(
     prefix="/v1", tags=["openai"], responses=documented(400, 401, 403, 404, 413, 429, 503)

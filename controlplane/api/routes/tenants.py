@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 
-from controlplane import operations, services
 from controlplane.api.deps import AuditWritable, CurrentAdmin, ReaderDep, admin_context, in_session
 from controlplane.api.errors import documented
-from controlplane.models import (
+from controlplane.tenancy import actions, store
+from controlplane.tenancy.models import (
     TENANT_NAME_PATTERN,
     DailyUsagePublic,
     TenantCreate,
@@ -27,8 +27,8 @@ NOT_FOUND = documented(404)
 
 @router.get("", summary="List tenants")
 async def list_tenants(request: Request, _reader: ReaderDep) -> list[TenantPublic]:
-    rows = await in_session(request, services.list_tenants)
-    return [services.tenant_public(row) for row in rows]
+    rows = await in_session(request, store.list_tenants)
+    return [store.tenant_public(row) for row in rows]
 
 
 @router.post(
@@ -39,13 +39,13 @@ async def list_tenants(request: Request, _reader: ReaderDep) -> list[TenantPubli
     responses=documented(409),
 )
 async def create_tenant(request: Request, spec: TenantCreate, admin: CurrentAdmin) -> TenantPublic:
-    return await operations.create_tenant_async(admin_context(request, admin), spec)
+    return await actions.create_tenant_async(admin_context(request, admin), spec)
 
 
 @router.get("/{name}", summary="One tenant", responses=NOT_FOUND)
 async def get_tenant(request: Request, name: TenantName, _reader: ReaderDep) -> TenantPublic:
-    row = await in_session(request, lambda s: services.get_tenant(s, name))
-    return services.tenant_public(row)
+    row = await in_session(request, lambda s: store.get_tenant(s, name))
+    return store.tenant_public(row)
 
 
 @router.patch(
@@ -54,7 +54,7 @@ async def get_tenant(request: Request, name: TenantName, _reader: ReaderDep) -> 
 async def update_tenant(
     request: Request, name: TenantName, changes: TenantUpdate, admin: CurrentAdmin
 ) -> TenantPublic:
-    return await operations.update_tenant_async(admin_context(request, admin), name, changes)
+    return await actions.update_tenant_async(admin_context(request, admin), name, changes)
 
 
 @router.post(
@@ -65,7 +65,7 @@ async def update_tenant(
 )
 async def disable_tenant(request: Request, name: TenantName, admin: CurrentAdmin) -> TenantPublic:
     ctx = admin_context(request, admin)
-    return await operations.update_tenant_async(ctx, name, TenantUpdate(disabled=True))
+    return await actions.update_tenant_async(ctx, name, TenantUpdate(disabled=True))
 
 
 @router.post(
@@ -76,7 +76,7 @@ async def disable_tenant(request: Request, name: TenantName, admin: CurrentAdmin
 )
 async def enable_tenant(request: Request, name: TenantName, admin: CurrentAdmin) -> TenantPublic:
     ctx = admin_context(request, admin)
-    return await operations.update_tenant_async(ctx, name, TenantUpdate(disabled=False))
+    return await actions.update_tenant_async(ctx, name, TenantUpdate(disabled=False))
 
 
 @router.get("/{name}/usage", summary="Tokens per UTC day", responses=NOT_FOUND)
@@ -86,5 +86,5 @@ async def tenant_usage(
     _reader: ReaderDep,
     days: Annotated[int, Query(ge=1, le=366)] = 31,
 ) -> list[DailyUsagePublic]:
-    rows = await in_session(request, lambda s: services.tenant_usage(s, name, days))
+    rows = await in_session(request, lambda s: store.tenant_usage(s, name, days))
     return [DailyUsagePublic.model_validate(row) for row in rows]

@@ -14,7 +14,7 @@ from controlplane.console.models import Role
 from controlplane.console.notices import notice_text
 from controlplane.console.sessions import ActiveSession
 from controlplane.console.web import admin_context, ensure_audit_writable, redirect, render, run_db
-from controlplane.operations import AdminContext
+from controlplane.tenancy.actions import AdminContext
 
 router = APIRouter()
 

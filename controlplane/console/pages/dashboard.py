@@ -12,12 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from controlplane.appliance.system_info import appliance_root, disk_usage, read_system_info
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
 from controlplane.console.charts import meter
 from controlplane.console.deps import Viewer
 from controlplane.console.notices import notice_text
 from controlplane.console.queries import entry_data
-from controlplane.console.system_info import appliance_root, disk_usage, read_system_info
 from controlplane.console.web import render, run_db
 from controlplane.core.db import utcnow
 

@@ -7,8 +7,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 import controlplane
+from controlplane.appliance.system_info import appliance_root, read_system_info
 from controlplane.console.deps import Viewer
-from controlplane.console.system_info import appliance_root, read_system_info
 from controlplane.console.web import render
 from controlplane.core.db import utcnow
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from controlplane import operations, services
 from controlplane.console.charts import fill_days, token_bar_chart
 from controlplane.console.deps import AdminAction, Viewer
 from controlplane.console.forms import FormError, optional_int
@@ -25,7 +24,8 @@ from controlplane.console.web import (
     run_db,
 )
 from controlplane.core.db import utcnow
-from controlplane.models import ApiKeyPublic, TenantPublic
+from controlplane.tenancy import actions, store
+from controlplane.tenancy.models import ApiKeyPublic, TenantPublic
 
 router = APIRouter()
 CHART_DAYS = 30
@@ -40,8 +40,8 @@ class TenantView:
 
 
 def _load(db: Session, name: str) -> TenantView:
-    tenant = services.tenant_public(services.get_tenant(db, name))
-    keys = [services.key_public(key) for key in services.list_keys(db, name)]
+    tenant = store.tenant_public(store.get_tenant(db, name))
+    keys = [store.key_public(key) for key in store.list_keys(db, name)]
     rows = fill_days(daily_tokens(db, name, CHART_DAYS), utcnow().date(), CHART_DAYS)
     return TenantView(tenant, keys, rows, top_models(db, name, CHART_DAYS))
 
@@ -68,7 +68,7 @@ async def _issue(request: Request, active: ActiveSession, tenant: str, key_name:
                  expires_days: int | None) -> tuple[ApiKeyPublic, str]:  # fmt: skip
     ensure_audit_writable(request)
     ctx = admin_context(request, active)
-    return await operations.create_key_async(ctx, tenant, expires_days=expires_days, name=key_name)
+    return await actions.create_key_async(ctx, tenant, expires_days=expires_days, name=key_name)
 
 
 @router.post("/tenants/{name}/keys")
@@ -86,16 +86,16 @@ async def key_create(request: Request, name: str, active: AdminAction) -> Respon
 
 
 def _owned_key(db: Session, tenant: str, key_id: int) -> ApiKeyPublic:
-    key = services.key_public(services.get_key(db, key_id))
+    key = store.key_public(store.get_key(db, key_id))
     if key.tenant != tenant:
-        raise services.NotFound(f"key {key_id} does not belong to tenant {tenant!r}", "key_id")
+        raise store.NotFound(f"key {key_id} does not belong to tenant {tenant!r}", "key_id")
     return key
 
 
 async def _revoke(request: Request, active: ActiveSession, tenant: str, key_id: int) -> None:
     ensure_audit_writable(request)
     await run_db(request, _owned_key, tenant, key_id)
-    await operations.revoke_key_async(admin_context(request, active), key_id)
+    await actions.revoke_key_async(admin_context(request, active), key_id)
 
 
 @router.post("/tenants/{name}/keys/{key_id}/revoke")

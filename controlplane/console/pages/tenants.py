@@ -1,4 +1,4 @@
-"""Tenants: list, create, edit limits, disable/enable. Changes go through controlplane.services."""
+"""Tenants: list, create, edit limits, disable/enable (through controlplane.tenancy.actions)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from controlplane import operations, services
 from controlplane.audit.content import ContentVault
 from controlplane.console.deps import AdminAction, AdminViewer, Viewer
 from controlplane.console.forms import (
@@ -30,14 +29,15 @@ from controlplane.console.web import (
     render,
     run_db,
 )
-from controlplane.models import TenantLimits, TenantPublic, TenantUpdate
+from controlplane.tenancy import actions, store
+from controlplane.tenancy.models import TenantLimits, TenantPublic, TenantUpdate
 
 router = APIRouter()
 CONTENT_KEY_FILE = "audit-content.key"  # the audit package's suggested master key path
 
 
 def _public_tenants(db: Session) -> list[TenantPublic]:
-    return [services.tenant_public(tenant) for tenant in services.list_tenants(db)]
+    return [store.tenant_public(tenant) for tenant in store.list_tenants(db)]
 
 
 def live_load(request: Request) -> dict[int, tuple[int, int]]:
@@ -79,8 +79,8 @@ async def tenant_create(request: Request, active: AdminAction) -> Response:
         return _tenant_form(request, active, form_values(form), error=str(exc), status_code=400)
     ensure_audit_writable(request)
     try:
-        tenant = await operations.create_tenant_async(admin_context(request, active), spec)
-    except services.ServiceError as exc:
+        tenant = await actions.create_tenant_async(admin_context(request, active), spec)
+    except store.ServiceError as exc:
         return _tenant_form(
             request, active, form_values(form), error=exc.message, status_code=exc.status
         )
@@ -89,14 +89,14 @@ async def tenant_create(request: Request, active: AdminAction) -> Response:
 
 @router.get("/tenants/{name}/edit")
 async def tenant_edit(request: Request, name: str, active: AdminViewer) -> Response:
-    tenant = await run_db(request, lambda db: services.tenant_public(services.get_tenant(db, name)))
+    tenant = await run_db(request, lambda db: store.tenant_public(store.get_tenant(db, name)))
     return _tenant_form(request, active, form_values(tenant), editing=tenant.name)
 
 
 async def _apply_update(request: Request, active: ActiveSession, name: str,
                         changes: TenantUpdate) -> None:  # fmt: skip
     ensure_audit_writable(request)
-    await operations.update_tenant_async(admin_context(request, active), name, changes)
+    await actions.update_tenant_async(admin_context(request, active), name, changes)
 
 
 @router.post("/tenants/{name}/edit")
@@ -142,11 +142,11 @@ async def tenant_erase(request: Request, name: str, active: AdminAction) -> Resp
                           "confirm_name")  # fmt: skip
     ensure_audit_writable(request)
     ctx = admin_context(request, active)
-    keys = await run_db(request, lambda db: [k.id for k in services.list_keys(db, name)
+    keys = await run_db(request, lambda db: [k.id for k in store.list_keys(db, name)
                                              if k.revoked_at is None])  # fmt: skip
     for key_id in keys:
-        await operations.revoke_key_async(ctx, key_id)
-    await operations.update_tenant_async(ctx, name, TenantUpdate.model_validate({"disabled": True}))
+        await actions.revoke_key_async(ctx, key_id)
+    await actions.update_tenant_async(ctx, name, TenantUpdate.model_validate({"disabled": True}))
     shred_seq = await content_vault(request).shred(name, request.app.state.audit,
                                                    actor=active.username)  # fmt: skip
     await record(request, "admin.tenant_erase", active, tenant=name, target=name,

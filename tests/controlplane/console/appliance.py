@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from installer.events import record_event
-from installer.layout import Layout
+from controlplane.appliance.events import record_event
+from controlplane.appliance.layout import Layout
 
 VERSION = "0.1.0"
 

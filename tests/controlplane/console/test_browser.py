@@ -150,10 +150,10 @@ def test_auditor_has_no_mutating_controls_and_forged_posts_fail(
 ) -> None:
     tenant = server.unique("globex-")
     with server.sessions() as db:
-        from controlplane import services
-        from controlplane.models import TenantCreate
+        from controlplane.tenancy import store
+        from controlplane.tenancy.models import TenantCreate
 
-        services.create_tenant(db, TenantCreate.model_validate({"name": tenant}))
+        store.create_tenant(db, TenantCreate.model_validate({"name": tenant}))
     auditor, _ = server.add_user("auditor")
     with console_page(browser, server.url) as (page, _guard):
         sign_in(page, auditor, PASSWORD)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+from controlplane.appliance.system_info import appliance_root, engine_flags, read_system_info
 from controlplane.console.charts import DayTokens, fill_days, nice_ceiling, token_bar_chart
-from controlplane.console.system_info import appliance_root, engine_flags, read_system_info
 from controlplane.core.config import Settings
 from tests.controlplane.console.appliance import lay_out_appliance
 

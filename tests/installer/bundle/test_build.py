@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.build import BuildError, build_bundle
 from installer.bundle.manifest import parse_manifest
 from installer.bundle.spec import SpecError
 from installer.bundle.verify import verify_bundle
 from installer.bundle.wheelhouse import COMPLETE_MARKER, wheelhouse_key
-
-from .conftest import write_tiny_sources
+from tests.installer.fixtures.bundles import write_tiny_sources
 
 
 def _sha(path: Path) -> str:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.build import BuildError, build_bundle
 from installer.bundle.modelsig import ModelSignatureError, ModelTrust, verify_model_signature
 from installer.bundle.verify import verify_bundle
-
-from .test_cli import run
+from tests.installer.fixtures.cli import run
 
 DATA = Path(__file__).parent / "data" / "modelsig"
 KEY = DATA / "signer-ec.pub"

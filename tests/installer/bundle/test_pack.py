@@ -7,11 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.pack import PackError, parse_size, plan_parts
 from installer.bundle.unpack import PartsError, unpack
-
-from .test_cli import run
+from tests.installer.fixtures.cli import run
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.build import build_bundle
 from installer.bundle.spec import load_spec
 from installer.bundle.verify import verify_bundle
 from installer.bundle.wheelhouse import COMPLETE_MARKER, requirement_lines, wheelhouse_key
-
-from .conftest import REPO
+from tests.installer.fixtures.bundles import REPO
 
 SPARK = REPO / "offline-bundle" / "gemma4-26b-a4b-nvfp4-spark.yaml"
 SPARK_WHEELS = REPO / "offline-bundle" / "gemma4-26b-a4b-nvfp4-spark-wheels.yaml"

@@ -1,12 +1,11 @@
 import pytest
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.build import build_bundle
 from installer.bundle.signature import make_endorsement
 from installer.bundle.trust import TrustError, TrustStore, resolve_trust
 from installer.bundle.verify import verify_bundle
-
-from .conftest import write_tiny_sources
+from tests.installer.fixtures.bundles import write_tiny_sources
 
 
 def _keys(tmp_path, name):

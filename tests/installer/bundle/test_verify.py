@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from installer import signing
+from controlplane.core import signing
 from installer.bundle.manifest import FileEntry, parse_manifest
 from installer.bundle.verify import verify_bundle
 

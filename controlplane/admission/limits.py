@@ -1,0 +1,137 @@
+"""Value types of admission: rejection reasons, the token bucket, rate and quota checks."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from controlplane.tenancy.policy import TenantPolicy
+
+
+class RejectReason(StrEnum):
+    CONCURRENCY = "tenant_concurrency_limit"
+    ENGINE_CAPACITY = "engine_capacity"
+    RPM = "rpm_limit"
+    TPM = "tpm_limit"
+    DAILY_QUOTA = "daily_token_quota"
+    MONTHLY_QUOTA = "monthly_token_quota"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    COORDINATION_UNAVAILABLE = "coordination_unavailable"
+
+
+class Rejected(Exception):
+    """Admission said no; `reason` names the limit, `retry_after` is in seconds."""
+
+    def __init__(self, reason: RejectReason, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        unavailable = {RejectReason.ENGINE_UNAVAILABLE, RejectReason.COORDINATION_UNAVAILABLE}
+        return 503 if self.reason in unavailable else 429
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class TokenBucket:
+    """`per_minute` tokens per minute, bursting up to one minute's worth; may go into debt."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self._level = float(per_minute)
+        self._stamp = time.monotonic()
+
+    @classmethod
+    def resize(cls, bucket: TokenBucket | None, per_minute: int | None) -> TokenBucket | None:
+        if per_minute is None:
+            return None
+        if bucket is None or bucket.per_minute != per_minute:
+            fresh = cls(per_minute)
+            if bucket is not None:  # keep what was spent: a limit change is no free refill
+                fresh._level = min(bucket.level(), float(per_minute))
+            return fresh
+        return bucket
+
+    def level(self) -> float:
+        now = time.monotonic()
+        self._level = min(float(self.per_minute), self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+        return self._level
+
+    def try_take(self, amount: float) -> bool:
+        if self.level() >= amount:
+            self._level -= amount
+            return True
+        return False
+
+    def spend(self, amount: float) -> None:
+        self.level()
+        self._level -= amount
+
+    def seconds_until(self, amount: float) -> float:
+        missing = amount - self.level()
+        return max(0.0, missing / self.rate)
+
+
+def seconds_until_next_utc_day(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+def seconds_until_next_utc_month(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    start = datetime(year, month, 1, tzinfo=UTC)
+    return (start - now).total_seconds()
+
+
+class UsageCounts(Protocol):
+    def tokens_today(self, tenant_id: int) -> int: ...
+    def tokens_this_month(self, tenant_id: int) -> int: ...
+
+
+def check_rates_and_quotas(
+    policy: TenantPolicy,
+    requests: TokenBucket | None,
+    tokens: TokenBucket | None,
+    usage: UsageCounts,
+) -> None:
+    """Raise Rejected naming the first quota or rate limit the request would break.
+
+    Quotas before rates, and rpm last: a request refused for another reason takes no rpm token.
+    """
+    daily, monthly = policy.daily_tokens, policy.monthly_tokens
+    if daily is not None and usage.tokens_today(policy.tenant_id) >= daily:
+        raise Rejected(
+            RejectReason.DAILY_QUOTA,
+            f"daily token quota of {daily} used up",
+            seconds_until_next_utc_day(),
+        )
+    if monthly is not None and usage.tokens_this_month(policy.tenant_id) >= monthly:
+        raise Rejected(
+            RejectReason.MONTHLY_QUOTA,
+            f"monthly token quota of {monthly} used up",
+            seconds_until_next_utc_month(),
+        )
+    if tokens is not None and tokens.level() <= 0:
+        raise Rejected(
+            RejectReason.TPM,
+            f"tokens-per-minute limit of {policy.tpm} reached",
+            tokens.seconds_until(1),
+        )
+    if requests is not None and not requests.try_take(1):
+        raise Rejected(
+            RejectReason.RPM,
+            f"requests-per-minute limit of {policy.rpm} reached",
+            requests.seconds_until(1),
+        )

@@ -1,0 +1,1 @@
+"""The control plane's `sparkplane` sub-commands: serve, tenants, keys, audit, admins."""

@@ -1,0 +1,1 @@
+"""Usage counting (per tenant and day) and the Prometheus metrics."""

@@ -1,0 +1,188 @@
+"""Tenant and key operations shared by the admin API, the CLI and `sparkplane demo`.
+
+Every function takes an open SQLAlchemy session and commits its own change together with a bump
+of the auth epoch, so every gateway replica sees the change on its next request.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from controlplane.core.db import utcnow
+from controlplane.core.security import generate_api_key, hash_api_key, visible_prefix
+from controlplane.tenancy.epoch import bump_epoch_file
+from controlplane.tenancy.models import (
+    ApiKey,
+    ApiKeyPublic,
+    AuthEpoch,
+    DailyUsage,
+    Tenant,
+    TenantCreate,
+    TenantPublic,
+    TenantUpdate,
+)
+
+
+class ServiceError(Exception):
+    """A request the data does not allow; `code` is machine-readable, the message is for people."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+def commit_auth_change(session: Session) -> None:
+    """Commit a key or tenant change, then tell every gateway's key cache (see keycache.py)."""
+    bump_auth_epoch(session)
+    session.commit()
+    bump_epoch_file(session.get_bind().engine.url)
+
+
+def bump_auth_epoch(session: Session) -> None:
+    updated = session.execute(
+        update(AuthEpoch).where(AuthEpoch.id == 1).values(value=AuthEpoch.value + 1)
+    )
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(AuthEpoch(id=1, value=1))
+
+
+def tenant_public(tenant: Tenant) -> TenantPublic:
+    return TenantPublic.model_validate(tenant)
+
+
+def key_public(key: ApiKey) -> ApiKeyPublic:
+    return ApiKeyPublic(
+        id=key.id,
+        tenant=key.tenant.name,
+        name=key.name,
+        prefix=key.prefix,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        last_used_at=key.last_used_at,
+    )
+
+
+def get_tenant(session: Session, name: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotFound(f"tenant {name!r} does not exist", param="tenant")
+    return tenant
+
+
+def list_tenants(session: Session) -> list[Tenant]:
+    return list(session.scalars(select(Tenant).order_by(Tenant.name)))
+
+
+def create_tenant(session: Session, spec: TenantCreate) -> Tenant:
+    if session.scalar(select(Tenant.id).where(Tenant.name == spec.name)) is not None:
+        raise Conflict(f"tenant {spec.name!r} already exists", param="name")
+    tenant = Tenant(**spec.model_dump())
+    session.add(tenant)
+    try:
+        commit_auth_change(session)
+    except IntegrityError as exc:  # a concurrent create of the same name on another replica
+        session.rollback()
+        raise Conflict(f"tenant {spec.name!r} already exists", param="name") from exc
+    return tenant
+
+
+def update_tenant(
+    session: Session, name: str, changes: TenantUpdate
+) -> tuple[TenantPublic, Tenant]:
+    """Apply the fields set in `changes`; returns (before, tenant after)."""
+    tenant = get_tenant(session, name)
+    before = tenant_public(tenant)
+    for field, value in changes.model_dump(exclude_unset=True).items():
+        setattr(tenant, field, value)
+    commit_auth_change(session)
+    return before, tenant
+
+
+def set_tenant_disabled(session: Session, name: str, disabled: bool) -> tuple[TenantPublic, Tenant]:
+    return update_tenant(session, name, TenantUpdate(disabled=disabled))
+
+
+def issue_key(
+    session: Session,
+    pepper: bytes,
+    tenant_name: str,
+    *,
+    name: str = "",
+    expires_days: int | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key for the tenant; returns the row and the secret (shown once, never stored)."""
+    tenant = get_tenant(session, tenant_name)
+    if tenant.disabled:
+        raise Conflict(f"tenant {tenant_name!r} is disabled: enable it first", param="tenant")
+    secret = generate_api_key()
+    expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
+    key = ApiKey(
+        tenant=tenant,
+        name=name,
+        prefix=visible_prefix(secret),
+        key_hash=hash_api_key(pepper, secret),
+        expires_at=expires_at,
+    )
+    session.add(key)
+    commit_auth_change(session)
+    return key, secret
+
+
+def list_keys(session: Session, tenant_name: str | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.id)
+    if tenant_name is not None:
+        query = query.where(ApiKey.tenant_id == get_tenant(session, tenant_name).id)
+    return list(session.scalars(query))
+
+
+def get_key(session: Session, key_id: int) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"key {key_id} does not exist", param="key_id")
+    return key
+
+
+def revoke_key(session: Session, key_id: int) -> tuple[ApiKeyPublic, ApiKey]:
+    """Revoke a key (idempotent: revoking twice keeps the first time)."""
+    key = get_key(session, key_id)
+    before = key_public(key)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        commit_auth_change(session)
+    return before, key
+
+
+def tenant_usage(session: Session, tenant_name: str, days: int = 31) -> list[DailyUsage]:
+    tenant = get_tenant(session, tenant_name)
+    since = utcnow().date() - timedelta(days=days - 1)
+    query = (
+        select(DailyUsage)
+        .where(DailyUsage.tenant_id == tenant.id, DailyUsage.day >= since)
+        .order_by(DailyUsage.day)
+    )
+    return list(session.scalars(query))
+
+
+def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The `{field: [old, new]}` pairs that differ: what an admin audit event records."""
+    return {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}

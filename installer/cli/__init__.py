@@ -1,0 +1,1 @@
+"""The one `sparkplane` command and the installer's sub-commands."""

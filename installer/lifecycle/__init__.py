@@ -1,0 +1,1 @@
+"""A running appliance over time: upgrade, rollback, uninstall, status, the health check."""

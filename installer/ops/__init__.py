@@ -1,0 +1,1 @@
+"""Operator tools: support bundle, TLS certificates, the demo appliance."""

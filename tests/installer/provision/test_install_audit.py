@@ -1,0 +1,224 @@
+"""Install with the real control plane: lifecycle events reach the audit chain, first admin,
+and the upgrade's health check is one audited completion through the control plane.
+
+The bundle carries this repo's real sparkplane wheel (and its dependencies from the build
+cache), so the installer drives the installed release's own CLI exactly as on an appliance.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controlplane.appliance.events import read_events
+from controlplane.appliance.layout import Layout, controlplane_command, read_env_file
+from controlplane.appliance.system_info import read_system_info
+from controlplane.core import signing
+from installer.lifecycle.healthcheck import HEALTH_TENANT, HealthCheckError, check_health
+from installer.lifecycle.status import appliance_status
+from installer.lifecycle.upgrade import rollback, uninstall, upgrade
+from installer.ops.processes import ManagedProcess
+from installer.provision.install import install
+from tests.controlplane.harness import free_port
+from tests.enginesim import SimHandle, start_simulator
+from tests.installer.fixtures.bundles import make_bundle
+from tests.installer.fixtures.release import exported_entries, release_cli
+
+pytestmark = pytest.mark.slow
+SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory):
+    keys = tmp_path_factory.mktemp("keys")
+    signing.generate_keypair(keys)
+    bundle = make_bundle(
+        tmp_path_factory.mktemp("b") / "bundle", keys / "bundle.key", real_controlplane=True
+    )
+    root = tmp_path_factory.mktemp("root")
+    # The first install as an operator runs it (the output must show the password once) ...
+    engine_port, port = free_port(), free_port()  # the health-check tests serve on them
+    ports = ["--engine-port", str(engine_port), "--port", str(port), "--bind", "127.0.0.1"]
+    trust = ["--trust", str(keys / "bundle.pub"), "--yes"]
+    first = subprocess.run(
+        [SPARKPLANE, "install", str(bundle), "--root", str(root), *trust, *ports],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    password_file = Layout.at(root).etc / "initial-admin-password"
+    first_file = password_file.read_bytes()
+    # ... the second through the API, to look at what it returns.
+    key = signing.load_public_key(keys / "bundle.pub")
+    second = install(
+        bundle,
+        root,
+        [key],
+        "demo",
+        engine_port=engine_port,
+        controlplane_port=port,
+        controlplane_bind="127.0.0.1",
+    )
+    return root, first.stdout, second, first_file, keys
+
+
+def test_lifecycle_events_are_in_a_valid_chain_once_each(installed, tmp_path) -> None:
+    root, first_output, second, _, _ = installed
+    assert "warning" not in first_output and not second.warnings, (first_output, second.warnings)
+    assert "audit: 2 installer event(s) added to the chain" in first_output  # started+succeeded
+    assert second.audit_imported == 2
+    verified = release_cli(root, "audit", "verify", "--live")
+    assert verified.returncode == 0 and verified.stdout.strip().endswith("VALID"), verified.stdout
+    entries = exported_entries(root, tmp_path / "export.jsonl")
+    imported = [e for e in entries if e["kind"].startswith("installer.")]
+    events = read_events(Layout.at(root))
+    assert len(imported) == len(events) == 4
+    for entry, event in zip(imported, events, strict=True):
+        assert entry["kind"] == event["kind"] == "installer.install"
+        fields = {key: value for key, value in event.items() if key != "kind"}
+        assert fields.items() <= entry["data"].items()
+    assert [e["data"]["phase"] for e in imported] == ["started", "succeeded"] * 2
+    # The admin was created between the two installs, through the same chain.
+    kinds = [e["kind"] for e in entries]
+    assert kinds.index("admin.user_create") == 2, kinds
+
+
+def test_first_admin_is_created_once_with_a_0600_password(installed) -> None:
+    root, first_output, second, first_file, _ = installed
+    stored = Layout.at(root).etc / "initial-admin-password"
+    password = first_file.decode().strip()
+    assert len(password) >= 12 and stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert f"first console admin 'admin', one-time password: {password}" in first_output
+    assert f"stored in {stored} (mode 0600)" in first_output
+    # The second install finds the admin and neither creates nor shows anything.
+    assert second.first_admin is None
+    assert stored.read_bytes() == first_file
+    listed = release_cli(root, "admins", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split("\t")[:2] == ["admin", "admin"]
+    assert "must-change-password" in listed.stdout
+
+
+def test_console_files_describe_the_current_release(installed) -> None:
+    root, _, second, _, _ = installed
+    state = Layout.at(root).installer_state
+    plan = json.loads((state / "plan.json").read_text())
+    assert plan["profile"] == "demo" and plan["max_num_seqs"] == second.plan.max_num_seqs
+    assert plan["table"] and {"context", "bytes_per_sequence", "sequences_that_fit"} <= set(
+        plan["table"][0]
+    )
+    preflight = json.loads((state / "preflight.json").read_text())
+    assert preflight["checks"] and all(
+        {"name", "status", "detail"} <= set(check) for check in preflight["checks"]
+    )
+    env = read_env_file(Layout.at(root).engine_env)
+    assert env["SPARKPLANE_ENGINE_PROFILE"] == "demo"
+    # What the console's System page makes of them.
+    info = read_system_info(root)
+    assert info.profile == "demo" and not info.problems, info.problems
+    assert info.plan == plan and info.preflight == preflight
+
+
+@pytest.fixture
+def serving(installed, tmp_path: Path) -> Iterator[tuple[Layout, SimHandle]]:
+    """The installed control plane, started with its unit's exact command, in front of the
+    engine simulator listening on the engine port the release was installed with."""
+    layout = Layout.at(installed[0])
+    status = appliance_status(layout.root, probe_health=False)
+    engine_port = int(status["engine"]["url"].rsplit(":", 1)[1])
+    sim = start_simulator(port=engine_port, models=status["model"]["served_name"], time_scale=0.01)
+    log = tmp_path / "controlplane.log"
+    process = ManagedProcess.start("controlplane", controlplane_command(layout), {}, log)
+    try:
+        yield layout, sim
+    finally:
+        process.stop()
+        sim.stop()
+
+
+def health_keys(root: Path) -> list[str]:
+    """The state (active / revoked) of every key of the health-check tenant."""
+    listed = release_cli(root, "keys", "list", "--tenant", HEALTH_TENANT)
+    assert listed.returncode == 0, listed.stderr
+    return [line.split("\t")[3] for line in listed.stdout.splitlines()]
+
+
+def test_health_check_is_one_audited_completion_through_the_control_plane(
+    serving, tmp_path: Path
+) -> None:
+    layout, sim = serving
+    check_health(layout, timeout=120, interval=0.5)
+    assert health_keys(layout.root) == ["revoked"]
+    check_health(layout, timeout=60, interval=0.5)  # the tenant exists now: reused
+    assert health_keys(layout.root) == ["revoked", "revoked"]
+    tenants = release_cli(layout.root, "tenants", "list").stdout.splitlines()
+    mine = [line for line in tenants if line.startswith(f"{HEALTH_TENANT}\t")]
+    assert len(mine) == 1 and mine[0].endswith("\tmodels=tiny-chat"), tenants
+    # The engine saw both completions with the control plane's tenant header ...
+    assert sim.stats()["tenants"][HEALTH_TENANT]["completed"] == 2, sim.stats()
+    # ... and the audit chain holds them under that tenant: the upgrade's proof of life.
+    entries = exported_entries(layout.root, tmp_path / "export.jsonl")
+    done = [e for e in entries if e["kind"] == "api.completion" and e["tenant"] == HEALTH_TENANT]
+    assert [e["data"]["status"] for e in done] == [200, 200], done
+
+
+def test_health_check_failures_name_the_step_and_revoke_the_key(serving) -> None:
+    layout, sim = serving
+    sim.set_faults(error_rate=1.0)  # the engine answers /health but fails every completion
+    with pytest.raises(
+        HealthCheckError, match=r"control plane \(http://127.0.0.1:\d+\) failed: HTTP 500"
+    ):
+        check_health(layout, timeout=120, interval=0.5)
+    assert "active" not in health_keys(layout.root)
+    sim.stop()
+    with pytest.raises(HealthCheckError, match=r"not healthy after 2s: engine down"):
+        check_health(layout, timeout=2, interval=0.5)
+
+
+def test_upgrade_and_rollback_enter_the_chain(installed, tmp_path) -> None:
+    root, _, _, _, keys = installed
+    bundle = make_bundle(
+        tmp_path / "bundle-2", keys / "bundle.key", version="2.0.0", real_controlplane=True
+    )
+    key = signing.load_public_key(keys / "bundle.pub")
+    upgraded = upgrade(bundle, root, [key], "demo")
+    assert upgraded.version == "2.0.0" and not upgraded.warnings, upgraded.warnings
+    assert upgraded.first_admin is None  # only a first install creates the admin
+    assert rollback(root) == "1.0.0"
+    entries = exported_entries(root, tmp_path / "export.jsonl")
+    lifecycle = {"installer.upgrade", "installer.rollback"}
+    phases = [(e["kind"], e["data"]["phase"]) for e in entries if e["kind"] in lifecycle]
+    assert phases == [
+        ("installer.upgrade", "started"),
+        ("installer.upgrade", "succeeded"),  # the staged install of the new release
+        ("installer.upgrade", "switching"),
+        ("installer.upgrade", "succeeded"),
+        ("installer.rollback", "started"),
+        ("installer.rollback", "succeeded"),
+    ], phases
+    assert release_cli(root, "audit", "verify", "--live").returncode == 0
+    assert json.loads((Layout.at(root).installer_state / "plan.json").read_text())["profile"]
+
+
+def test_uninstall_imports_its_start_before_the_release_goes(installed, tmp_path) -> None:
+    # Runs last in this module: it removes the release the other tests use.
+    root, _, _, _, _ = installed
+    layout = Layout.at(root)
+    data = layout.controlplane_data
+    uninstall(root)
+    assert not layout.current.exists() and data.is_dir()
+    kinds = [e["kind"] for e in read_events(layout)]
+    assert kinds[-2:] == ["installer.uninstall", "installer.uninstall"]
+    # The chain got the "started" line; checking it needs a control plane: read the DB.
+    import sqlite3
+
+    with sqlite3.connect(data / "sparkplane.db") as db:
+        rows = db.execute("select kind from audit_entries where kind like 'installer.%'").fetchall()
+    assert [kind for (kind,) in rows].count("installer.uninstall") == 1
