@@ -17,6 +17,7 @@ import typer
 from controlplane.cli.options import ConfigOption, settings_or_exit
 from controlplane.console import users
 from controlplane.console.auth import ConsoleAuthError
+from controlplane.console.web import format_time
 from controlplane.core.db import init_db, make_engine, session_factory
 from controlplane.core.security import write_private_file
 from controlplane.tenancy.actions import AdminContext, admin_context
@@ -104,7 +105,7 @@ def enable(username: str, config: ConfigOption = None) -> None:
 
 @admins_app.command("unlock")
 def unlock(username: str, config: ConfigOption = None) -> None:
-    """Lift a sign-in lockout before it runs out."""
+    """Lift the sign-in throttle on an account (from every address) before it runs out."""
     _run(config, lambda ctx: users.unlock_user(ctx, username))
     typer.echo(f"{username}: unlocked")
 
@@ -120,11 +121,15 @@ def list_users(config: ConfigOption = None) -> None:
             rows = users.list_users(db)
     finally:
         engine.dispose()
+    typer.echo("USER\tROLE\tSOURCE\tSTATUS\tLAST SIGN-IN\tFROM\tIDENTITY")
     for user in rows:
-        states = {"disabled": user.disabled, "locked": user.locked,
+        states = {"disabled": user.disabled, "throttled": user.throttled,
                   "must-change-password": user.must_change_password}  # fmt: skip
         flags = [name for name, on in states.items() if on]
-        typer.echo(f"{user.username}\t{user.role}\t{','.join(flags) or 'active'}")
+        signed_in = format_time(user.last_signin_at) if user.last_signin_at else "never"
+        typer.echo("\t".join([user.username, user.role, user.source, ",".join(flags) or "active",
+                               signed_in, user.last_signin_address or "-",
+                               user.external_id or "-"]))  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

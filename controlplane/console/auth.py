@@ -1,4 +1,4 @@
-"""Admin users: argon2id password hashing, first-admin creation, sign-in with lockout.
+"""Local admin users: argon2id password hashing, first-admin creation, password sign-in.
 
 Everything here is synchronous (SQLAlchemy session + CPU-bound argon2); the async routes call it
 through a worker thread so a sign-in never stalls the gateway's event loop.
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 
@@ -20,12 +18,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controlplane.console.models import AdminUser, Role
+from controlplane.console.models import AdminUser, Role, Source
 from controlplane.core.db import utcnow
 
 MIN_PASSWORD_LENGTH = 12
-LOCKOUT_THRESHOLD = 5  # consecutive failures before the account is locked
-LOCKOUT_DURATION = timedelta(minutes=15)
 USERNAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 # argon2-cffi's default is RFC 9106's second recommended profile: argon2id, 64 MiB, t=3, p=4.
@@ -42,7 +38,6 @@ class ConsoleAuthError(ValueError):
 class SignInOutcome(StrEnum):
     OK = "ok"
     BAD_CREDENTIALS = "bad_credentials"
-    LOCKED = "locked"
     DISABLED = "disabled"
 
 
@@ -51,7 +46,6 @@ class SignInResult:
     outcome: SignInOutcome
     user_id: int | None = None
     username: str = ""
-    locked_until: datetime | None = None
 
 
 def hash_password(password: str) -> str:
@@ -123,6 +117,7 @@ def create_admin(session: Session, username: str, role: str, password: str | Non
             role=parsed_role.value,
             password_hash=hash_password(secret),
             must_change_password=one_time,
+            source=Source.LOCAL.value,
         )
     )
     session.flush()
@@ -130,18 +125,20 @@ def create_admin(session: Session, username: str, role: str, password: str | Non
 
 
 def reset_password(session: Session, user: AdminUser) -> str:
-    """Give `user` a new one-time password, unlock it and end its sessions."""
+    """Give `user` a new one-time password and end its sessions."""
+    if not user.is_local:
+        raise ConsoleAuthError(f"{user.username} signs in through the directory: no password here")
     secret = generate_password()
     user.password_hash = hash_password(secret)
     user.must_change_password = True
-    user.failed_attempts = 0
-    user.locked_until = None
     user.password_changed_at = utcnow()
     user.sessions.clear()
     return secret
 
 
 def change_password(session: Session, user: AdminUser, current: str, new: str) -> None:
+    if not user.is_local:
+        raise ConsoleAuthError("directory accounts change their password in the directory")
     if not verify_password(user.password_hash, current):
         raise ConsoleAuthError("current password is wrong")
     if new == current:
@@ -155,60 +152,21 @@ def change_password(session: Session, user: AdminUser, current: str, new: str) -
 def authenticate(
     session: Session, username: str, password: str, now: datetime | None = None
 ) -> SignInResult:
-    """Check a sign-in attempt and update the lockout counters (the caller commits)."""
-    now = now or utcnow()
+    """Check a local sign-in; every outcome costs one argon2 verification (the caller commits).
+
+    Throttling is not done here but by address (console/throttle.py): a count per account
+    would let anyone lock its owner out.
+    """
     user = find_user(session, username)
-    if user is None:
+    if user is None or not user.is_local:
+        # Same work as for a real account: the answer's timing must not tell who exists.
         verify_password(_dummy_hash(), password)
         return SignInResult(SignInOutcome.BAD_CREDENTIALS, username=username.strip().lower())
-    if user.locked_until is not None and user.locked_until > now:
-        return SignInResult(SignInOutcome.LOCKED, user.id, user.username, user.locked_until)
     if not verify_password(user.password_hash, password):
-        user.failed_attempts += 1
-        if user.failed_attempts >= LOCKOUT_THRESHOLD:
-            user.locked_until = now + LOCKOUT_DURATION
-            user.failed_attempts = 0
-            return SignInResult(SignInOutcome.LOCKED, user.id, user.username, user.locked_until)
         return SignInResult(SignInOutcome.BAD_CREDENTIALS, user.id, user.username)
     if user.disabled:
         return SignInResult(SignInOutcome.DISABLED, user.id, user.username)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    user.failed_attempts = 0
-    user.locked_until = None
-    user.last_signin_at = now
+    user.last_signin_at = now or utcnow()
     return SignInResult(SignInOutcome.OK, user.id, user.username)
-
-
-class SignInThrottle:
-    """Failed sign-ins per client address in a sliding window (per process).
-
-    The per-account lockout lives in the database and holds across replicas; this guards
-    against one address spraying many usernames.
-    """
-
-    def __init__(self, max_failures: int = 20, window_seconds: float = 600.0) -> None:
-        self.max_failures = max_failures
-        self.window_seconds = window_seconds
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, address: str, now: float) -> deque[float]:
-        stamps = self._failures.setdefault(address, deque())
-        while stamps and stamps[0] <= now - self.window_seconds:
-            stamps.popleft()
-        return stamps
-
-    def retry_after(self, address: str) -> int:
-        """Seconds until `address` may try again, 0 if it may now."""
-        now = time.monotonic()
-        with self._lock:
-            stamps = self._recent(address, now)
-            if len(stamps) < self.max_failures:
-                return 0
-            return max(1, int(stamps[0] + self.window_seconds - now) + 1)
-
-    def record_failure(self, address: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            self._recent(address, now).append(now)

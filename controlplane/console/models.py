@@ -1,4 +1,4 @@
-"""Console tables: admin users and their server-side sessions, on the shared `Base`."""
+"""Console tables: admin users, their server-side sessions and the sign-in throttle."""
 
 from __future__ import annotations
 
@@ -18,8 +18,21 @@ class Role(StrEnum):
     AUDITOR = "auditor"
 
 
+class Source(StrEnum):
+    """Where an account comes from: a local password, or the site's directory."""
+
+    LOCAL = "local"
+    LDAP = "ldap"
+    OIDC = "oidc"
+
+
 class AdminUser(Base):
-    """A person who signs in to the console."""
+    """A person who signs in to the console.
+
+    Directory (LDAP, OIDC) users get a row at their first sign-in, named `ldap:NAME` or
+    `oidc:NAME` so that they never collide with a local account; their role is the one their
+    groups gave them at their last sign-in, and they have no usable password.
+    """
 
     __tablename__ = "admin_users"
 
@@ -30,11 +43,22 @@ class AdminUser(Base):
     # Set for installer-created and reset accounts: the one-time password must be replaced.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # No longer written: the per-account lockout gave way to the address throttle
+    # (console/throttle.py). Kept because installed databases have them NOT NULL.
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_signin_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_signin_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # NULL for accounts made before directories existed: those are local.
+    source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The directory's identity: the LDAP DN, or the OIDC issuer and subject.
+    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+    @property
+    def is_local(self) -> bool:
+        return self.source in (None, Source.LOCAL)
 
     sessions: Mapped[list[ConsoleSession]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -55,3 +79,16 @@ class ConsoleSession(Base):
     client_address: Mapped[str] = mapped_column(String(64), default="")
 
     user: Mapped[AdminUser] = relationship(back_populates="sessions")
+
+
+class SignInFailure(Base):
+    """Failed sign-ins of one address (`account` empty) or one address + typed account name."""
+
+    __tablename__ = "signin_failures"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from controlplane.console import throttle
 from controlplane.console.auth import (
     ConsoleAuthError,
     create_admin,
@@ -21,52 +22,72 @@ from controlplane.console.auth import (
     parse_role,
     reset_password,
 )
-from controlplane.console.models import AdminUser, Role
-from controlplane.core.db import utcnow
+from controlplane.console.models import AdminUser, Role, Source
 from controlplane.tenancy.actions import AdminContext
 
 
 @dataclass(frozen=True)
 class UserView:
+    """One row of the Admin users page and of `sparkplane admins list`."""
+
     id: int
     username: str
     role: str
+    source: str
+    external_id: str
     disabled: bool
     must_change_password: bool
-    locked_until: datetime | None
+    throttled: bool
     created_at: datetime
     last_signin_at: datetime | None
+    last_signin_address: str
 
     @property
-    def locked(self) -> bool:
-        return self.locked_until is not None and self.locked_until > utcnow()
+    def local(self) -> bool:
+        return self.source == Source.LOCAL
 
 
-def user_view(user: AdminUser) -> UserView:
-    return UserView(user.id, user.username, user.role, user.disabled, user.must_change_password,
-                    user.locked_until, user.created_at, user.last_signin_at)  # fmt: skip
+def user_view(user: AdminUser, throttled: bool = False) -> UserView:
+    return UserView(
+        user.id, user.username, user.role, user.source or Source.LOCAL.value,
+        user.external_id or "", user.disabled, user.must_change_password and user.is_local,
+        throttled, user.created_at, user.last_signin_at, user.last_signin_address or "",
+    )  # fmt: skip
 
 
 def list_users(db: Session) -> list[UserView]:
-    return [user_view(u) for u in db.scalars(select(AdminUser).order_by(AdminUser.username))]
+    blocked = throttle.blocked_accounts(db)
+    users = db.scalars(select(AdminUser).order_by(AdminUser.username))
+    return [user_view(u, u.username in blocked) for u in users]
+
+
+def _name(username: str) -> str:
+    """A user's name as stored: local names are validated at creation, `ldap:`/`oidc:` names
+    come from the directory."""
+    return username.strip().lower()
 
 
 def _existing(db: Session, username: str) -> AdminUser:
-    user = find_user(db, normalise_username(username))
+    user = find_user(db, _name(username))
     if user is None:
         raise ConsoleAuthError(f"user {username!r} does not exist")
     return user
 
 
-def _active_admins(db: Session) -> int:
-    query = select(func.count()).where(AdminUser.role == Role.ADMIN, AdminUser.disabled.is_(False))
+def _local_admins(db: Session) -> int:
+    query = select(func.count()).where(
+        AdminUser.role == Role.ADMIN,
+        AdminUser.disabled.is_(False),
+        AdminUser.source.is_(None) | (AdminUser.source == Source.LOCAL),
+    )
     return int(db.scalar(query) or 0)
 
 
 def _guard_last_admin(db: Session, user: AdminUser) -> None:
-    # Locking every admin out would leave only the installer's shell to recover.
-    if user.role == Role.ADMIN and not user.disabled and _active_admins(db) <= 1:
-        raise ConsoleAuthError("this is the last enabled admin; create another admin first")
+    # Break-glass: one enabled local admin always remains, whatever the directory does;
+    # without one, only the installer's shell could recover the console.
+    if user.is_local and user.role == Role.ADMIN and not user.disabled and _local_admins(db) <= 1:
+        raise ConsoleAuthError("this is the last enabled local admin; create another first")
 
 
 async def _record(ctx: AdminContext, action: str, username: str, **fields: Any) -> None:
@@ -90,7 +111,7 @@ async def create_user(ctx: AdminContext, username: str, role: str,
 
 
 async def reset_user_password(ctx: AdminContext, username: str) -> str:
-    """New one-time password; unlocks the account and signs it out everywhere."""
+    """New one-time password; signs the account out everywhere."""
 
     def work(db: Session) -> str:
         secret = reset_password(db, _existing(db, username))
@@ -98,7 +119,7 @@ async def reset_user_password(ctx: AdminContext, username: str) -> str:
         return secret
 
     secret = await ctx.run(work)
-    await _record(ctx, "password_reset", normalise_username(username))
+    await _record(ctx, "password_reset", _name(username))
     return secret
 
 
@@ -107,6 +128,10 @@ async def set_role(ctx: AdminContext, username: str, role: str) -> None:
 
     def work(db: Session) -> str:
         user = _existing(db, username)
+        if not user.is_local:
+            raise ConsoleAuthError(
+                f"{user.username}'s role comes from its directory groups; change them there"
+            )
         before = user.role
         if before != new_role:
             _guard_last_admin(db, user)
@@ -117,7 +142,7 @@ async def set_role(ctx: AdminContext, username: str, role: str) -> None:
 
     before = await ctx.run(work)
     if before != new_role:
-        await _record(ctx, "role_change", normalise_username(username),
+        await _record(ctx, "role_change", _name(username),
                       before={"role": before}, after={"role": new_role})  # fmt: skip
 
 
@@ -134,15 +159,15 @@ async def set_disabled(ctx: AdminContext, username: str, disabled: bool) -> None
         return True
 
     if await ctx.run(work):
-        await _record(ctx, "disable" if disabled else "enable", normalise_username(username))
+        await _record(ctx, "disable" if disabled else "enable", _name(username))
 
 
 async def unlock_user(ctx: AdminContext, username: str) -> None:
+    """Lift the sign-in throttle on an account from every address."""
+
     def work(db: Session) -> None:
-        user = _existing(db, username)
-        user.locked_until = None
-        user.failed_attempts = 0
+        throttle.forget_account(db, _existing(db, username).username)
         db.commit()
 
     await ctx.run(work)
-    await _record(ctx, "unlock", normalise_username(username))
+    await _record(ctx, "unlock", _name(username))

@@ -67,6 +67,12 @@ def add_column(table: str, column: str, sql_type: str) -> Callable[[Connection],
 
 STEPS: list[Step] = [
     Step("0001_tenants_max_context_tokens", add_column("tenants", "max_context_tokens", "INTEGER")),
+    Step("0002_admin_users_source", add_column("admin_users", "source", "VARCHAR(16)")),
+    Step("0003_admin_users_external_id", add_column("admin_users", "external_id", "VARCHAR(512)")),
+    Step(
+        "0004_admin_users_last_signin_address",
+        add_column("admin_users", "last_signin_address", "VARCHAR(64)"),
+    ),
 ]
 
 

@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from controlplane.api.errors import ApiError
+from controlplane.console import throttle
 from controlplane.console.auth import (
     MIN_PASSWORD_LENGTH,
     ConsoleAuthError,
     SignInOutcome,
     SignInResult,
-    SignInThrottle,
     authenticate,
     change_password,
 )
@@ -54,13 +54,9 @@ AUDIT_DOWN = (
     "(see /readyz and the service log)."
 )
 
-
-def throttle(request: Request) -> SignInThrottle:
-    state = request.app.state
-    if not hasattr(state, "console_signin_throttle"):
-        state.console_signin_throttle = SignInThrottle()
-    limiter: SignInThrottle = state.console_signin_throttle
-    return limiter
+# One answer for every failure and one for every throttled attempt, whoever the account is.
+WRONG_CREDENTIALS = "Wrong username or password."
+THROTTLED = "Too many failed sign-ins from your address; try again in {wait} seconds."
 
 
 def safe_next(path: str | None) -> str:
@@ -107,10 +103,20 @@ def _attempt(db: Session, username: str, password: str, policy: SessionPolicy,
     if result.outcome is SignInOutcome.OK:
         user = db.get(AdminUser, result.user_id)
         assert user is not None
+        user.last_signin_address = address[:64]
         token = start_session(db, user, policy, address)
-        purge_expired(db, policy)  # housekeeping: sign-ins are rare, expired rows pile up
+        throttle.succeeded(db, address, username)
+        # Housekeeping: sign-ins are rare, expired rows pile up.
+        purge_expired(db, policy)
+        throttle.purge(db)
     db.commit()
     return SignInAttempt(result, token)
+
+
+def throttled_page(request: Request, wait: int, username: str, next_path: str) -> Response:
+    response = signin_page(request, THROTTLED.format(wait=wait), 429, username, next_path)
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 @router.post("/signin")
@@ -122,28 +128,23 @@ async def signin(request: Request) -> Response:
     if not tokens_match(request.cookies.get(SIGNIN_CSRF_COOKIE, ""), str(form.get("csrf_token"))):
         raise ApiError(403, "missing or wrong CSRF token; reload the sign-in page",
                        code="csrf_failed")  # fmt: skip
-    address = client_address(request)
-    wait = throttle(request).retry_after(address)
-    if wait:
-        response = signin_page(request, f"Too many failed sign-ins from your address; try "
-                               f"again in {wait} seconds.", 429, username)  # fmt: skip
-        response.headers["Retry-After"] = str(wait)
-        return response
     if not getattr(request.app.state.audit, "healthy", True):
         # Fail closed: a sign-in that cannot be audited does not happen.
         return signin_page(request, AUDIT_DOWN, 503, username)
+    address = client_address(request)
+    admission = await run_db(request, throttle.admit, address, username)
+    if admission.wait:
+        # Refused before any check: nothing was tried, so nothing is audited (a flood of
+        # refusals must not grow the audit log); the failure that started the wait was.
+        return throttled_page(request, admission.wait, username, next_path)
     attempt = await run_db(request, _attempt, username, password, session_policy(request), address)
     result = attempt.result
     if attempt.token is None:
-        throttle(request).record_failure(address)
         await record(request, "console.signin_failed", None, actor=result.username,
-                     reason=result.outcome.value)  # fmt: skip
-        if result.outcome is SignInOutcome.LOCKED and result.locked_until is not None:
-            until = result.locked_until.strftime("%H:%M UTC")
-            return signin_page(request, f"Too many failed sign-ins: this account is locked "
-                               f"until {until}.", 429, username, next_path)  # fmt: skip
-        return signin_page(request, "Wrong username or password.", 401, username, next_path)
-    await record(request, "console.signin", None, actor=result.username)
+                     reason=result.outcome.value, source="local",
+                     blocked_seconds=admission.delay_if_failed)  # fmt: skip
+        return signin_page(request, WRONG_CREDENTIALS, 401, username, next_path)
+    await record(request, "console.signin", None, actor=result.username, source="local")
     response = redirect(safe_next(next_path).removeprefix(PREFIX))
     set_session_cookie(request, response, attempt.token)
     response.delete_cookie(SIGNIN_CSRF_COOKIE, path=f"{PREFIX}/signin")

@@ -51,17 +51,17 @@ def test_create_prints_one_time_password_last_and_writes_0600_file(
     assert again != password
     assert _outcome(tmp_path, "root", password) is SignInOutcome.BAD_CREDENTIALS
     assert _outcome(tmp_path, "root", again) is SignInOutcome.OK
-    assert "root\tadmin\tmust-change-password" in run("list")
+    assert "root\tadmin\tlocal\tmust-change-password\tnever\t-\t-" in run("list")
 
 
 def test_roles_disable_and_last_admin_guard(run: Invoke, tmp_path: Path) -> None:
     run("create", "boss")
     assert "role must be one of" in run("create", "eve", "--role", "root", code=1)
-    assert "last enabled admin" in run("disable", "boss", code=1)
-    assert "last enabled admin" in run("set-role", "boss", "auditor", code=1)
+    assert "last enabled local admin" in run("disable", "boss", code=1)
+    assert "last enabled local admin" in run("set-role", "boss", "auditor", code=1)
     run("create", "audrey", "--role", "auditor")
     run("create", "second")
     run("disable", "boss")
     listing = run("list")
-    assert "boss\tadmin\tdisabled" in listing and "audrey\tauditor" in listing
+    assert "boss\tadmin\tlocal\tdisabled" in listing and "audrey\tauditor" in listing
     assert "does not exist" in run("unlock", "nobody", code=1)

@@ -17,9 +17,14 @@ def csrf_of(html: str) -> str:
 
 
 class ConsoleClient:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, local_address: str | None = None) -> None:
+        """`local_address`: connect from another loopback address (127.0.0.2, ...), as a
+        second machine would."""
         self.username = ""
-        self.http = httpx.Client(base_url=base_url, follow_redirects=False, timeout=30)
+        transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
+        self.http = httpx.Client(
+            base_url=base_url, follow_redirects=False, timeout=30, transport=transport
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -27,13 +32,11 @@ class ConsoleClient:
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.get(f"/console{path}", **kwargs)
 
-    def signin(self, username: str, password: str) -> httpx.Response:
+    def signin(self, username: str, password: str, **fields: str) -> httpx.Response:
         self.username = username
         form = self.get("/signin")
-        return self.http.post(
-            "/console/signin",
-            data={"username": username, "password": password, "csrf_token": csrf_of(form.text)},
-        )
+        data = {"username": username, "password": password, "csrf_token": csrf_of(form.text)}
+        return self.http.post("/console/signin", data=data | fields)
 
     def csrf(self, page: str = "/tenants") -> str:
         response = self.get(page)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.console.auth import LOCKOUT_THRESHOLD, SignInThrottle
+from controlplane.console.throttle import ACCOUNT_FREE_FAILURES, ADDRESS_FREE_FAILURES
 from tests.controlplane.console.client import ConsoleClient, csrf_of
 from tests.controlplane.console.server import PASSWORD, ConsoleServer
 
@@ -40,21 +40,22 @@ def test_signin_without_csrf_token_is_refused(server: ConsoleServer) -> None:
     client.close()
 
 
-def test_wrong_password_then_lockout(server: ConsoleServer) -> None:
+def test_wrong_passwords_make_the_address_wait(server: ConsoleServer) -> None:
     name, _ = server.add_user("admin")
-    client = ConsoleClient(server.url)
-    for _ in range(LOCKOUT_THRESHOLD - 1):
+    client = ConsoleClient(server.url, local_address="127.0.1.1")
+    for _ in range(ACCOUNT_FREE_FAILURES):
         response = client.signin(name, "not-the-password")
         assert response.status_code == 401
         assert "Wrong username or password" in response.text
-    locked = client.signin(name, "not-the-password")
-    assert locked.status_code == 429 and "locked until" in locked.text
-    # The right password does not help while the lock lasts.
-    assert client.signin(name, PASSWORD).status_code == 429
+    waiting = client.signin(name, PASSWORD)
+    # The right password does not help while the wait lasts, from this address.
+    assert waiting.status_code == 429 and "try again in" in waiting.text
+    assert 1 <= int(waiting.headers["retry-after"]) <= 5
     failures = [f for kind, _, f in server.audit_entries("console.signin_failed")
                 if f.get("actor") == name]  # fmt: skip
-    assert len(failures) == LOCKOUT_THRESHOLD + 1
-    assert failures[-1]["reason"] == "locked"
+    # Failures are audited; the refused attempts, which tried nothing, are not.
+    assert len(failures) == ACCOUNT_FREE_FAILURES
+    assert failures[-1]["reason"] == "bad_credentials" and failures[-1]["blocked_seconds"] == 5
     client.close()
 
 
@@ -100,20 +101,11 @@ def test_open_redirect_is_not_followed(server: ConsoleServer) -> None:
 
 
 def test_one_address_spraying_usernames_is_throttled(server: ConsoleServer) -> None:
-    state = server.app.state
-    saved = getattr(state, "console_signin_throttle", None)
-    state.console_signin_throttle = SignInThrottle(max_failures=3, window_seconds=60)
-    client = ConsoleClient(server.url)
-    try:
-        for number in range(3):
-            assert client.signin(f"sprayed{number}", "guess").status_code == 401
-        throttled = client.signin("sprayed9", "guess")
-        assert throttled.status_code == 429
-        assert 0 < int(throttled.headers["retry-after"]) <= 61
-        assert "Too many failed sign-ins from your address" in throttled.text
-    finally:
-        client.close()
-        if saved is None:
-            del state.console_signin_throttle
-        else:
-            state.console_signin_throttle = saved
+    client = ConsoleClient(server.url, local_address="127.0.1.2")
+    for number in range(ADDRESS_FREE_FAILURES):
+        assert client.signin(f"sprayed{number}", "guess").status_code == 401
+    throttled = client.signin("sprayed99", "guess")
+    assert throttled.status_code == 429
+    assert 0 < int(throttled.headers["retry-after"]) <= 5
+    assert "Too many failed sign-ins from your address" in throttled.text
+    client.close()
