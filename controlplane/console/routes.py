@@ -9,6 +9,7 @@ from controlplane.console.pages import (
     admins,
     audit,
     dashboard,
+    password,
     signin,
     system,
     tenant_detail,
@@ -28,6 +29,6 @@ async def console_root() -> Response:
 
 
 # Order matters where paths overlap: /tenants/new (tenants) before /tenants/{name} (tenant_detail).
-PAGES = (signin, dashboard, tenants, tenant_detail, usage, audit, admins, system)
+PAGES = (signin, password, dashboard, tenants, tenant_detail, usage, audit, admins, system)
 for page in PAGES:
     router.include_router(page.router)

@@ -10,7 +10,8 @@ affected, and the answers are the same whether the account exists or not.
 
 Every attempt is charged *before* the password is checked (`admit`), under the row's lock, so a
 burst of parallel guesses cannot all slip through before the first failure is written; a
-success takes its charge back (`succeeded`).
+success takes its charge back (`succeeded`), and so does an attempt that checked nothing
+because the directory was down (`refund`).
 """
 
 from __future__ import annotations
@@ -109,23 +110,30 @@ def admit(db: Session, address: str, username: str, now: datetime | None = None)
     return Admission(wait=0, delay_if_failed=math.ceil(delay.total_seconds()))
 
 
-def succeeded(db: Session, address: str, username: str) -> None:
-    """Take back the charge of a successful attempt (the caller commits).
+def refund(db: Session, address: str, username: str) -> None:
+    """Take back an attempt's charge when nothing was checked (the directory was down).
 
-    The address count loses this attempt; the address + account count is cleared. Any block
-    found on them was put there by this attempt's own charge, since it was admitted.
+    Any block on its rows was put there by this attempt's own charge, since it was admitted.
+    The caller commits.
     """
-    address_key, account = _keys(address, username)
-    db.execute(
-        update(SignInFailure)
-        .where(SignInFailure.scope == ADDRESS, SignInFailure.address == address_key[1])
-        .values(failures=SignInFailure.failures - 1, blocked_until=None)
-    )
+    for scope, key_address, account in _keys(address, username):
+        db.execute(
+            update(SignInFailure)
+            .where(SignInFailure.scope == scope, SignInFailure.address == key_address,
+                   SignInFailure.account == account, SignInFailure.failures > 0)
+            .values(failures=SignInFailure.failures - 1, blocked_until=None)
+        )  # fmt: skip
+
+
+def succeeded(db: Session, address: str, username: str) -> None:
+    """A successful sign-in: refund its charge and clear the address + account count."""
+    refund(db, address, username)
+    _, key_address, account = _keys(address, username)[1]
     db.execute(
         delete(SignInFailure).where(
             SignInFailure.scope == ACCOUNT,
-            SignInFailure.address == account[1],
-            SignInFailure.account == account[2],
+            SignInFailure.address == key_address,
+            SignInFailure.account == account,
         )
     )
 

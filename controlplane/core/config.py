@@ -71,6 +71,34 @@ class Settings(BaseSettings):
     # HTTPS: `serve` hands both to uvicorn; the installer's `tls init|import` writes them.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Console sign-in with the site's directory (docs/console.md, "Directory sign-in"). Group
+    # lists are separated by ";" because LDAP DNs contain commas.
+    ldap_url: str = Field(default="", description="ldaps://HOST[:PORT] or ldap:// (StartTLS)")
+    ldap_plaintext: bool = False  # ldap:// without StartTLS: a lab's explicit opt-in
+    ldap_ca_file: Path | None = None
+    ldap_bind_dn: str = ""
+    ldap_bind_password_file: Path | None = None
+    ldap_user_base_dn: str = ""
+    ldap_user_filter: str = "(&(objectClass=person)(uid={username}))"
+    ldap_group_base_dn: str = ""
+    ldap_group_filter: str = "(|(member={user_dn})(uniqueMember={user_dn}))"
+    ldap_admin_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ldap_auditor_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ldap_timeout: int = Field(default=5, ge=1, le=60, description="seconds per LDAP call")
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: Path | None = None
+    oidc_ca_file: Path | None = None
+    oidc_scopes: str = "openid profile email"
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_admin_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_auditor_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_display_name: str = "Single sign-on"
+    oidc_timeout: float = Field(default=5.0, gt=0, le=60)
+    # The console's address as browsers reach it (https://sparkplane.example.org): the base of
+    # the OIDC redirect URI, which the identity provider must have registered.
+    console_public_url: str = ""
 
     @field_validator("engine_urls", mode="before")
     @classmethod
@@ -89,12 +117,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"engine URL {url!r} must start with http:// or https://")
         return [url.rstrip("/") for url in urls]
 
+    @field_validator(
+        "ldap_admin_groups", "ldap_auditor_groups", "oidc_admin_groups", "oidc_auditor_groups",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _split_groups(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(";") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
         if not self.database_url:
             path = (self.data_dir / "sparkplane.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{path}")
         self._check_tls_files()
+        self._check_ldap()
+        self._check_oidc()
         if self.environment == "production":
             self._refuse_development_defaults()
         return self
@@ -118,6 +158,69 @@ class Settings(BaseSettings):
                 f"{stat.S_IMODE(mode):04o}: it must not be accessible to group or others "
                 f"(chmod 600)"
             )
+
+    def _check_secret_file(self, setting: str, path: Path | None) -> None:
+        if path is None:
+            return
+        if not path.is_file():
+            raise ValueError(f"SPARKPLANE_{setting}: {path} is not a file")
+        mode = path.stat().st_mode
+        if self.environment == "production" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ValueError(
+                f"production refuses SPARKPLANE_{setting} {path} with mode "
+                f"{stat.S_IMODE(mode):04o}: it must not be accessible to group or others "
+                f"(chmod 600)"
+            )
+
+    def _check_ldap(self) -> None:
+        if not self.ldap_url:
+            return
+        scheme = self.ldap_url.partition("://")[0].lower()
+        if scheme not in ("ldaps", "ldap"):
+            raise ValueError("SPARKPLANE_LDAP_URL must start with ldaps:// or ldap:// (StartTLS)")
+        if self.ldap_plaintext and scheme == "ldaps":
+            raise ValueError("SPARKPLANE_LDAP_PLAINTEXT contradicts an ldaps:// URL")
+        needed = {
+            "LDAP_USER_BASE_DN": self.ldap_user_base_dn,
+            "LDAP_BIND_DN": self.ldap_bind_dn,
+            "LDAP_BIND_PASSWORD_FILE": self.ldap_bind_password_file,
+        }
+        missing = [name for name, value in needed.items() if not value]
+        if missing:
+            raise ValueError(f"SPARKPLANE_LDAP_URL needs {', '.join(missing)} too")
+        if not self.ldap_admin_groups and not self.ldap_auditor_groups:
+            raise ValueError(
+                "SPARKPLANE_LDAP_URL needs SPARKPLANE_LDAP_ADMIN_GROUPS or "
+                "SPARKPLANE_LDAP_AUDITOR_GROUPS: without a mapped group nobody can sign in"
+            )
+        if "{username}" not in self.ldap_user_filter:
+            raise ValueError("SPARKPLANE_LDAP_USER_FILTER must contain {username}")
+        if "{user_dn}" not in self.ldap_group_filter:
+            raise ValueError("SPARKPLANE_LDAP_GROUP_FILTER must contain {user_dn}")
+        if self.ldap_ca_file is not None and not self.ldap_ca_file.is_file():
+            raise ValueError(f"SPARKPLANE_LDAP_CA_FILE: {self.ldap_ca_file} is not a file")
+        self._check_secret_file("LDAP_BIND_PASSWORD_FILE", self.ldap_bind_password_file)
+
+    def _check_oidc(self) -> None:
+        if not self.oidc_issuer:
+            return
+        if not self.oidc_issuer.startswith("https://"):
+            raise ValueError("SPARKPLANE_OIDC_ISSUER must be an https:// URL")
+        if not self.oidc_client_id:
+            raise ValueError("SPARKPLANE_OIDC_ISSUER needs SPARKPLANE_OIDC_CLIENT_ID too")
+        if not self.console_public_url.startswith(("https://", "http://")):
+            raise ValueError(
+                "SPARKPLANE_OIDC_ISSUER needs SPARKPLANE_CONSOLE_PUBLIC_URL, the console's "
+                "address as browsers reach it (the redirect URI's base)"
+            )
+        if not self.oidc_admin_groups and not self.oidc_auditor_groups:
+            raise ValueError(
+                "SPARKPLANE_OIDC_ISSUER needs SPARKPLANE_OIDC_ADMIN_GROUPS or "
+                "SPARKPLANE_OIDC_AUDITOR_GROUPS: without a mapped group nobody can sign in"
+            )
+        if self.oidc_ca_file is not None and not self.oidc_ca_file.is_file():
+            raise ValueError(f"SPARKPLANE_OIDC_CA_FILE: {self.oidc_ca_file} is not a file")
+        self._check_secret_file("OIDC_CLIENT_SECRET_FILE", self.oidc_client_secret_file)
 
     def _refuse_development_defaults(self) -> None:
         # Like full-stack-fastapi-template: defaults that are fine on a laptop are refused

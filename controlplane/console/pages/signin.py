@@ -1,38 +1,43 @@
-"""Sign-in, sign-out and change-password pages."""
+"""Sign-in (local accounts and LDAP) and sign-out."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from controlplane.api.errors import ApiError
 from controlplane.console import throttle
 from controlplane.console.auth import (
-    MIN_PASSWORD_LENGTH,
-    ConsoleAuthError,
     SignInOutcome,
     SignInResult,
     authenticate,
-    change_password,
 )
 from controlplane.console.deps import (
     Action,
-    Viewer,
     clear_session_cookie,
     current_session,
     is_tls,
     session_policy,
     set_session_cookie,
 )
-from controlplane.console.models import AdminUser
+from controlplane.console.directory import accounts, ldap_directory, oidc_client
+from controlplane.console.directory.accounts import (
+    DirectoryIdentity,
+    DirectoryRefusal,
+    DirectorySignIn,
+    DirectoryUnavailable,
+)
+from controlplane.console.directory.ldap import LdapDirectory
+from controlplane.console.models import AdminUser, Source
 from controlplane.console.sessions import (
     SessionPolicy,
     end_session,
-    end_user_sessions,
     purge_expired,
     start_session,
     tokens_match,
@@ -40,13 +45,13 @@ from controlplane.console.sessions import (
 from controlplane.console.web import (
     PREFIX,
     client_address,
-    ensure_audit_writable,
     record,
     redirect,
     render,
     run_db,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 SIGNIN_CSRF_COOKIE = "sparkplane_signin"
 AUDIT_DOWN = (
@@ -57,6 +62,10 @@ AUDIT_DOWN = (
 # One answer for every failure and one for every throttled attempt, whoever the account is.
 WRONG_CREDENTIALS = "Wrong username or password."
 THROTTLED = "Too many failed sign-ins from your address; try again in {wait} seconds."
+DIRECTORY_DOWN = (
+    "The directory cannot be reached, so directory sign-in is unavailable for now. Try again "
+    "later, or sign in with a local account."
+)
 
 
 def safe_next(path: str | None) -> str:
@@ -68,13 +77,17 @@ def safe_next(path: str | None) -> str:
 
 def signin_page(
     request: Request, error: str | None = None, status_code: int = 200, username: str = "",
-    next_path: str = "",
+    next_path: str = "", method: str = "",
 ) -> Response:  # fmt: skip
     # Double-submit token for the sign-in form: there is no session to bind it to yet.
     token = request.cookies.get(SIGNIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+    state = request.app.state
+    ldap = ldap_directory(state) is not None
     response = render(
         request, "signin.html", None, status_code=status_code, error=error,
-        signin_csrf=token, username=username, next_path=next_path,
+        signin_csrf=token, username=username, next_path=next_path, ldap=ldap,
+        method=method or ("ldap" if ldap else "local"),
+        oidc_name=state.settings.oidc_display_name if oidc_client(state) else None,
     )  # fmt: skip
     response.set_cookie(
         SIGNIN_CSRF_COOKIE, token, path=f"{PREFIX}/signin", secure=is_tls(request),
@@ -88,6 +101,13 @@ async def signin_form(request: Request, next: str = "") -> Response:
     if await current_session(request) is not None:
         return redirect("/")
     return signin_page(request, next_path=safe_next(next) if next else "")
+
+
+def signed_in_response(request: Request, token: str, next_path: str) -> Response:
+    response = redirect(safe_next(next_path).removeprefix(PREFIX))
+    set_session_cookie(request, response, token)
+    response.delete_cookie(SIGNIN_CSRF_COOKIE, path=f"{PREFIX}/signin")
+    return response
 
 
 @dataclass(frozen=True)
@@ -105,50 +125,118 @@ def _attempt(db: Session, username: str, password: str, policy: SessionPolicy,
         assert user is not None
         user.last_signin_address = address[:64]
         token = start_session(db, user, policy, address)
-        throttle.succeeded(db, address, username)
-        # Housekeeping: sign-ins are rare, expired rows pile up.
-        purge_expired(db, policy)
-        throttle.purge(db)
+        _succeeded(db, address, username, policy)
     db.commit()
     return SignInAttempt(result, token)
 
 
-def throttled_page(request: Request, wait: int, username: str, next_path: str) -> Response:
-    response = signin_page(request, THROTTLED.format(wait=wait), 429, username, next_path)
+def _succeeded(db: Session, address: str, username: str, policy: SessionPolicy) -> None:
+    throttle.succeeded(db, address, username)
+    # Housekeeping: sign-ins are rare, expired rows pile up.
+    purge_expired(db, policy)
+    throttle.purge(db)
+    db.commit()
+
+
+def throttled_page(request: Request, wait: int, username: str, next_path: str,
+                   method: str) -> Response:  # fmt: skip
+    response = signin_page(request, THROTTLED.format(wait=wait), 429, username, next_path, method)
     response.headers["Retry-After"] = str(wait)
     return response
+
+
+@dataclass(frozen=True)
+class SignInForm:
+    username: str
+    password: str
+    next_path: str
+    method: str
+    address: str
+    blocked_seconds: int  # the wait this attempt's failure puts in force
 
 
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     form = await request.form()
     username = str(form.get("username", ""))[:128]
-    password = str(form.get("password", ""))[:1024]
     next_path = str(form.get("next", ""))
+    method = str(form.get("method", "local"))
     if not tokens_match(request.cookies.get(SIGNIN_CSRF_COOKIE, ""), str(form.get("csrf_token"))):
         raise ApiError(403, "missing or wrong CSRF token; reload the sign-in page",
                        code="csrf_failed")  # fmt: skip
     if not getattr(request.app.state.audit, "healthy", True):
         # Fail closed: a sign-in that cannot be audited does not happen.
-        return signin_page(request, AUDIT_DOWN, 503, username)
+        return signin_page(request, AUDIT_DOWN, 503, username, next_path, method)
     address = client_address(request)
     admission = await run_db(request, throttle.admit, address, username)
     if admission.wait:
         # Refused before any check: nothing was tried, so nothing is audited (a flood of
         # refusals must not grow the audit log); the failure that started the wait was.
-        return throttled_page(request, admission.wait, username, next_path)
-    attempt = await run_db(request, _attempt, username, password, session_policy(request), address)
+        return throttled_page(request, admission.wait, username, next_path, method)
+    attempt = SignInForm(username, str(form.get("password", ""))[:1024], next_path, method,
+                         address, admission.delay_if_failed)  # fmt: skip
+    directory = ldap_directory(request.app.state)
+    if method == "ldap" and directory is not None:
+        return await _ldap_signin(request, directory, attempt)
+    return await _local_signin(request, attempt)
+
+
+async def _local_signin(request: Request, form: SignInForm) -> Response:
+    policy = session_policy(request)
+    attempt = await run_db(request, _attempt, form.username, form.password, policy, form.address)
     result = attempt.result
     if attempt.token is None:
         await record(request, "console.signin_failed", None, actor=result.username,
                      reason=result.outcome.value, source="local",
-                     blocked_seconds=admission.delay_if_failed)  # fmt: skip
-        return signin_page(request, WRONG_CREDENTIALS, 401, username, next_path)
+                     blocked_seconds=form.blocked_seconds)  # fmt: skip
+        return signin_page(request, WRONG_CREDENTIALS, 401, form.username, form.next_path,
+                           "local")  # fmt: skip
     await record(request, "console.signin", None, actor=result.username, source="local")
-    response = redirect(safe_next(next_path).removeprefix(PREFIX))
-    set_session_cookie(request, response, attempt.token)
-    response.delete_cookie(SIGNIN_CSRF_COOKIE, path=f"{PREFIX}/signin")
-    return response
+    return signed_in_response(request, attempt.token, form.next_path)
+
+
+async def _ldap_signin(request: Request, directory: LdapDirectory, form: SignInForm) -> Response:
+    actor = f"ldap:{form.username.strip().lower()}"[:128]
+    try:
+        identity = await run_in_threadpool(directory.authenticate, form.username, form.password)
+        signed = await run_db(request, accounts.sign_in, identity, session_policy(request),
+                              form.address)  # fmt: skip
+    except DirectoryUnavailable as exc:
+        # Nothing was checked: the attempt does not count against the address.
+        await run_db(request, _refund, form.address, form.username)
+        log.warning("LDAP sign-in unavailable: %s", exc)
+        await record(request, "console.signin_failed", None, actor=actor, source="ldap",
+                     reason="directory_unavailable", detail=str(exc))  # fmt: skip
+        return signin_page(request, DIRECTORY_DOWN, 503, form.username, form.next_path, "ldap")
+    except DirectoryRefusal as exc:
+        ended = False
+        if exc.reason in ("unknown_user", "no_role"):
+            # The directory's own word: this person is gone, or has no role any more.
+            ended = await run_db(request, accounts.end_sessions_of, Source.LDAP, form.username)
+        await record(request, "console.signin_failed", None, actor=actor, source="ldap",
+                     reason=exc.reason, blocked_seconds=form.blocked_seconds,
+                     sessions_ended=ended)  # fmt: skip
+        return signin_page(request, exc.message, exc.status, form.username, form.next_path,
+                           "ldap")  # fmt: skip
+    await run_db(request, _succeeded, form.address, form.username, session_policy(request))
+    await record_directory_signin(request, identity, signed)
+    return signed_in_response(request, signed.token, form.next_path)
+
+
+def _refund(db: Session, address: str, username: str) -> None:
+    throttle.refund(db, address, username)
+    db.commit()
+
+
+async def record_directory_signin(request: Request, identity: DirectoryIdentity,
+                                  signed: DirectorySignIn) -> None:  # fmt: skip
+    """`console.signin` with who the directory says this is, and what it granted."""
+    changed = signed.previous_role is not None and signed.previous_role != identity.role
+    await record(request, "console.signin", None, actor=signed.username,
+                 actor_role=identity.role.value, source=identity.source.value,
+                 identity=identity.external_id, groups=identity.groups,
+                 role_before=signed.previous_role if changed else None,
+                 sessions_ended=changed)  # fmt: skip
 
 
 @router.post("/signout")
@@ -162,38 +250,3 @@ async def signout(request: Request, active: Action) -> Response:
     response = redirect("/signin")
     clear_session_cookie(request, response)
     return response
-
-
-def _change(db: Session, user_id: int, keep: str, current: str, new: str) -> None:
-    user = db.get(AdminUser, user_id)
-    assert user is not None
-    change_password(db, user, current, new)
-    end_user_sessions(db, user_id, keep_token_hash=keep)  # sign out every other browser
-    db.commit()
-
-
-@router.get("/password")
-async def password_form(request: Request, active: Viewer) -> Response:
-    return render(request, "password.html", active, title="Change password",
-                  min_length=MIN_PASSWORD_LENGTH)  # fmt: skip
-
-
-@router.post("/password")
-async def password_change(request: Request, active: Action) -> Response:
-    form = await request.form()
-    current = str(form.get("current_password", ""))
-    new = str(form.get("new_password", ""))
-    error = None
-    if new != str(form.get("repeat_password", "")):
-        error = "the two new passwords differ"
-    else:
-        ensure_audit_writable(request)
-        try:
-            await run_db(request, _change, active.user_id, active.token_hash, current, new)
-        except ConsoleAuthError as exc:
-            error = str(exc)
-    if error is not None:
-        return render(request, "password.html", active, status_code=400, error=error,
-                      title="Change password", min_length=MIN_PASSWORD_LENGTH)  # fmt: skip
-    await record(request, "admin.password_change", active, target=active.username)
-    return redirect("/", notice="password_changed")

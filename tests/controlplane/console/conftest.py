@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from controlplane.core.db import init_db, make_engine, session_factory
 from tests.controlplane.console.appliance import lay_out_appliance
 from tests.controlplane.console.client import ConsoleClient
+from tests.controlplane.console.ldap_server import LdapServer, start_ldap_server
 from tests.controlplane.console.server import ConsoleServer, start_console_server
 
 
@@ -80,3 +81,11 @@ def anonymous(server: ConsoleServer) -> Iterator[ConsoleClient]:
     client = ConsoleClient(server.url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def ldap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    """One real slapd for the whole session (tests add their own people)."""
+    running = start_ldap_server(tmp_path_factory.mktemp("slapd"))
+    yield running
+    running.stop()
