@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_ROOT ?= demo-root
 DEMO_PORT ?= 8080
 
-.PHONY: demo test lint format host-tools clean
+.PHONY: demo test lint format host-tools oidc-provider clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +20,24 @@ demo: $(STAMP)
 
 # Host tools the tests drive for real, from Debian's packages: chromium for the console's browser
 # tests (Playwright's own browser download cannot work offline), nft to check the firewall rules,
-# ip and strace for the end-to-end test's loopback-only namespace and its socket audit.
-HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd
+# ip and strace for the end-to-end test's loopback-only namespace and its socket audit, slapd
+# (OpenLDAP) and node + npm (the OpenID provider) for the console's directory sign-in tests.
+HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd \
+	/usr/sbin/slapd:slapd node:nodejs npm:npm
 host-tools:
 	@missing=""; for pair in $(HOST_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
-	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# The OpenID provider of the console's tests (npm's oidc-provider), pinned by its lock file.
+OIDC_PROVIDER := tests/oidc/node_modules/.package-lock.json
+$(OIDC_PROVIDER): tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
+oidc-provider: host-tools $(OIDC_PROVIDER)
 
 # The whole suite: unit, integration, PostgreSQL, browser, and the real-engine end to end.
-test: $(STAMP) host-tools
+test: $(STAMP) host-tools oidc-provider
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -92,3 +92,20 @@ class SignInFailure(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     blocked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class OidcLogin(Base):
+    """An OpenID Connect sign-in under way: its state, nonce and PKCE verifier, used once.
+
+    Kept in the database so that the provider's redirect may land on any replica; only the
+    SHA-256 of the state and of the browser's cookie are stored.
+    """
+
+    __tablename__ = "oidc_logins"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -9,6 +9,7 @@ from controlplane.console.pages import (
     admins,
     audit,
     dashboard,
+    oidc,
     password,
     signin,
     system,
@@ -29,6 +30,6 @@ async def console_root() -> Response:
 
 
 # Order matters where paths overlap: /tenants/new (tenants) before /tenants/{name} (tenant_detail).
-PAGES = (signin, password, dashboard, tenants, tenant_detail, usage, audit, admins, system)
+PAGES = (signin, oidc, password, dashboard, tenants, tenant_detail, usage, audit, admins, system)
 for page in PAGES:
     router.include_router(page.router)

@@ -40,6 +40,7 @@ class ActiveSession:
     role: str
     csrf_token: str
     must_change_password: bool
+    source: str = "local"  # local, ldap or oidc: sign-out also ends an OIDC provider session
 
 
 def hash_token(token: str) -> str:
@@ -95,7 +96,8 @@ def load_session(
         username=user.username,
         role=user.role,
         csrf_token=row.csrf_token,
-        must_change_password=user.must_change_password,
+        must_change_password=user.must_change_password and user.is_local,
+        source=user.source or "local",
     )
 
 

@@ -24,11 +24,12 @@ UNUSABLE_PASSWORD = "!"  # noqa: S105 (not an argon2 hash: verify_password never
 class DirectoryRefusal(Exception):
     """The directory answered, and its answer is no; `reason` goes into the audit event."""
 
-    def __init__(self, reason: str, message: str, status: int = 401) -> None:
+    def __init__(self, reason: str, message: str, status: int = 401, name: str = "") -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status = status
+        self.name = name  # the directory's name for the person, when it is known
 
 
 class DirectoryUnavailable(Exception):

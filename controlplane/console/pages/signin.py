@@ -247,6 +247,19 @@ async def signout(request: Request, active: Action) -> Response:
 
     await run_db(request, sign_out)
     await record(request, "console.signout", active)
-    response = redirect("/signin")
+    response: Response = redirect("/signin")
+    client = oidc_client(request.app.state) if active.source == Source.OIDC else None
+    logout = await client.logout_url() if client is not None else None
+    if logout:
+        # Also end the session at the identity provider (RP-initiated logout), which sends the
+        # browser back to the sign-in page.
+        response = render(
+            request,
+            "continue.html",
+            None,
+            heading="Signed out",
+            link_text="Sign out at the identity provider too",
+            target=logout,
+        )
     clear_session_cookie(request, response)
     return response

@@ -14,6 +14,12 @@ from controlplane.core.db import init_db, make_engine, session_factory
 from tests.controlplane.console.appliance import lay_out_appliance
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.ldap_server import LdapServer, start_ldap_server
+from tests.controlplane.console.oidc_server import (
+    OidcProvider,
+    free_port,
+    oidc_settings,
+    start_oidc_provider,
+)
 from tests.controlplane.console.server import ConsoleServer, start_console_server
 
 
@@ -87,5 +93,27 @@ def anonymous(server: ConsoleServer) -> Iterator[ConsoleClient]:
 def ldap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
     """One real slapd for the whole session (tests add their own people)."""
     running = start_ldap_server(tmp_path_factory.mktemp("slapd"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """One real OpenID provider (oidc-provider under Node) for the whole session."""
+    running = start_oidc_provider(tmp_path_factory.mktemp("oidc-provider"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def oidc_console(
+    tmp_path_factory: pytest.TempPathFactory, oidc_provider: OidcProvider
+) -> Iterator[ConsoleServer]:
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    client = oidc_provider.register(f"{public}/console/oidc/callback", f"{public}/console/signin")
+    layout = lay_out_appliance(tmp_path_factory.mktemp("appliance"))
+    settings = oidc_settings(oidc_provider, public, tmp_path_factory.mktemp("secrets"), client)
+    running = start_console_server(layout.controlplane_data, port=port, **settings)
     yield running
     running.stop()

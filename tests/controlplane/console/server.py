@@ -80,12 +80,13 @@ class ConsoleServer:
 
 
 def start_console_server(
-    data_dir: Path, tls: tuple[Path, Path] | None = None, **settings: Any
+    data_dir: Path, tls: tuple[Path, Path] | None = None, port: int | None = None, **settings: Any
 ) -> ConsoleServer:
-    """Start the server; `tls` = (certificate, key) PEM files serves it over HTTPS."""
+    """Start the server; `tls` = (certificate, key) PEM files serves it over HTTPS; `port`
+    when its URL must be known before (an identity provider's redirect URI)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sim = start_simulator(max_num_seqs=4, time_scale=0.01)
-    port = free_port()
+    port = port or free_port()
     config = Settings(
         data_dir=data_dir, engine_urls=[sim.url], engine_capacity=4, usage_flush_interval=0.2,
         engine_health_interval=0.5, **settings,

@@ -13,7 +13,8 @@ from tests.controlplane.console.server import ConsoleServer
 # The only state-changing routes an auditor may use.
 AUDITOR_POSTS = {"/console/signout", "/console/password", "/console/audit/verify",
                  "/console/audit/export"}  # fmt: skip
-PUBLIC = {("GET", "/console/signin"), ("POST", "/console/signin"), ("GET", "/console")}
+PUBLIC = {("GET", "/console/signin"), ("POST", "/console/signin"), ("GET", "/console"),
+          ("GET", "/console/oidc/start"), ("GET", "/console/oidc/callback")}  # fmt: skip
 
 
 def console_routes() -> list[tuple[str, str]]:

@@ -1,0 +1,93 @@
+"""The installer's directory sign-in variables, rendered by a real ansible-playbook run of the
+activate role's tasks and template, then read by the control plane's own settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from controlplane.core.config import load_settings
+from installer.ops.tls import create_local_ca
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+BIND_PASSWORD = "vaulted-bind-password-do-not-log"
+CLIENT_SECRET = "vaulted-client-secret-do-not-log"
+ADMINS = "cn=Sparkplane Admins,ou=Groups,dc=example,dc=org"
+AUDITORS = "cn=auditors,ou=groups,dc=example,dc=org"
+
+PLAYBOOK = f"""
+- hosts: all
+  gather_facts: false
+  vars_files: ["{REPO}/playbooks/group_vars/all.yml"]
+  handlers:
+    - name: Restart sparkplane services
+      ansible.builtin.debug:
+        msg: restart
+  tasks:
+    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/tls.yml"
+    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/directory.yml"
+    - ansible.builtin.template:
+        src: "{REPO}/templates/controlplane.env.j2"
+        dest: "{{{{ sparkplane_etc_dir }}}}/controlplane.env"
+        mode: "0640"
+"""
+
+
+def test_directory_variables_render_settings_and_0600_secrets(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/sparkplane").mkdir(parents=True)
+    create_local_ca(tmp_path / "site-ca")
+    ca = tmp_path / "site-ca" / "ca.crt"
+    variables = {
+        "sparkplane_root": str(root), "ansible_python_interpreter": sys.executable,
+        "sparkplane_controlplane_public_url": "https://sparkplane.example.org",
+        "sparkplane_controlplane_ldap_url": "ldaps://dc1.example.org",
+        "sparkplane_controlplane_ldap_ca_file": str(ca),
+        "sparkplane_controlplane_ldap_bind_dn": "cn=svc,ou=services,dc=example,dc=org",
+        "sparkplane_controlplane_ldap_bind_password": BIND_PASSWORD,
+        "sparkplane_controlplane_ldap_user_base_dn": "ou=people,dc=example,dc=org",
+        "sparkplane_controlplane_ldap_user_filter":
+            "(&(objectCategory=person)(sAMAccountName={username}))",
+        "sparkplane_controlplane_ldap_group_filter": "(member:1.2.840.113556.1.4.1941:={user_dn})",
+        "sparkplane_controlplane_ldap_admin_groups": [ADMINS],
+        "sparkplane_controlplane_ldap_auditor_groups": [AUDITORS, "cn=b,dc=example,dc=org"],
+        "sparkplane_controlplane_oidc_issuer": "https://idp.example.org/realms/site",
+        "sparkplane_controlplane_oidc_client_id": "sparkplane",
+        "sparkplane_controlplane_oidc_client_secret": CLIENT_SECRET,
+        "sparkplane_controlplane_oidc_ca_file": str(ca),
+        "sparkplane_controlplane_oidc_groups_claim": "realm_access.roles",
+        "sparkplane_controlplane_oidc_admin_groups": ["sparkplane-admin"],
+    }  # fmt: skip
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "SPARKPLANE_"))}
+    env |= {"ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_NOCOLOR": "1"}
+    env["ANSIBLE_LOCAL_TEMP"] = env["ANSIBLE_REMOTE_TEMP"] = str(tmp_path / "ansible-tmp")
+    command = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-v",
+               str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert BIND_PASSWORD not in result.stdout and CLIENT_SECRET not in result.stdout  # no_log
+
+    secrets = root / "etc/sparkplane/secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    for name, value in (
+        ("ldap-bind-password", BIND_PASSWORD),
+        ("oidc-client-secret", CLIENT_SECRET),
+    ):
+        assert stat.S_IMODE((secrets / name).stat().st_mode) == 0o600
+        assert (secrets / name).read_text().strip() == value
+    settings = load_settings(root / "etc/sparkplane/controlplane.env")  # production checks pass
+    assert settings.ldap_url == "ldaps://dc1.example.org" and settings.ldap_ca_file == ca
+    assert settings.ldap_bind_password_file == secrets / "ldap-bind-password"
+    assert settings.ldap_admin_groups == [ADMINS]
+    assert settings.ldap_auditor_groups == [AUDITORS, "cn=b,dc=example,dc=org"]
+    assert settings.ldap_group_filter == "(member:1.2.840.113556.1.4.1941:={user_dn})"
+    assert settings.oidc_client_secret_file == secrets / "oidc-client-secret"
+    assert settings.oidc_groups_claim == "realm_access.roles"
+    assert settings.console_public_url == "https://sparkplane.example.org"
