@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from controlplane.core.db import make_engine
-from tests.controlplane.console.appliance import lay_out_appliance
-from tests.controlplane.console.server import ConsoleServer, start_console_server
+from tests.controlplane.console.server import ConsoleServer, running_console, start_console_server
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 _addresses = itertools.count(10)
@@ -26,10 +25,8 @@ def new_address() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    layout = lay_out_appliance(tmp_path_factory.mktemp("appliance"))
-    running = start_console_server(layout.controlplane_data)
-    yield running
-    running.stop()
+    with running_console(tmp_path_factory) as running:
+        yield running
 
 
 def postgres_schema() -> tuple[Engine, str]:

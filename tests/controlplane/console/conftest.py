@@ -11,16 +11,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from controlplane.core.db import init_db, make_engine, session_factory
-from tests.controlplane.console.appliance import lay_out_appliance
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.ldap_server import LdapServer, start_ldap_server
-from tests.controlplane.console.oidc_server import (
-    OidcProvider,
-    free_port,
-    oidc_settings,
-    start_oidc_provider,
-)
-from tests.controlplane.console.server import ConsoleServer, start_console_server
+from tests.controlplane.console.oidc_server import OidcProvider, oidc_settings, start_oidc_provider
+from tests.controlplane.console.server import ConsoleServer, free_port, running_console
 
 
 @pytest.fixture
@@ -58,10 +52,8 @@ def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    layout = lay_out_appliance(tmp_path_factory.mktemp("appliance"))
-    running = start_console_server(layout.controlplane_data)
-    yield running
-    running.stop()
+    with running_console(tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture
@@ -112,8 +104,6 @@ def oidc_console(
     port = free_port()
     public = f"http://127.0.0.1:{port}"
     client = oidc_provider.register(f"{public}/console/oidc/callback", f"{public}/console/signin")
-    layout = lay_out_appliance(tmp_path_factory.mktemp("appliance"))
     settings = oidc_settings(oidc_provider, public, tmp_path_factory.mktemp("secrets"), client)
-    running = start_console_server(layout.controlplane_data, port=port, **settings)
-    yield running
-    running.stop()
+    with running_console(tmp_path_factory, port=port, **settings) as running:
+        yield running

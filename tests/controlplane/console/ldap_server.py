@@ -8,15 +8,14 @@ people with `add_user` (unique names), so they never depend on each other.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, Connection, Server
 
 from installer.ops.tls import create_local_ca, issue_server_certificate
+from tests.controlplane.console.server import free_port, wait_for_port
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -130,13 +129,6 @@ member: {{service_dn}}
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class LdapServer:
     directory: Path
@@ -161,17 +153,11 @@ class LdapServer:
         args = [SLAPD, "-F", str(self.directory / "slapd.d"), "-d", "0",
                 "-h", f"{self.ldaps_url}/ {self.starttls_url}/"]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"slapd exited: {stderr}")
-            try:
-                socket.create_connection(("127.0.0.1", self.ldap_port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("slapd did not listen within 20 s")
+        try:
+            wait_for_port(self.ldap_port, "slapd")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
@@ -23,18 +21,12 @@ import httpx
 
 from controlplane.core.security import write_private_file
 from installer.ops.tls import create_local_ca, issue_server_certificate
+from tests.controlplane.console.server import free_port, wait_for_port
 
 ADMINS, AUDITORS = "sparkplane-admins", "sparkplane-auditors"
 PROVIDER_DIR = Path(__file__).resolve().parents[2] / "oidc"
 FORM = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.S)
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -137,14 +129,8 @@ def start_oidc_provider(directory: Path) -> OidcProvider:
     provider.accounts_file.write_text("{}")
     provider.clients_file.write_text("[]")
     provider.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", provider.port), timeout=1).close()
-            return provider
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("oidc-provider did not listen")
+    wait_for_port(provider.port, "oidc-provider")
+    return provider
 
 
 def oidc_settings(provider: OidcProvider, public_url: str, secrets_dir: Path,

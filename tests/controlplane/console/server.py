@@ -5,11 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -32,6 +35,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_for_port(port: int, what: str, timeout: float = 20) -> None:
+    """Until something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:g} s")
+
+
+@contextmanager
+def running_console(
+    tmp_path_factory: pytest.TempPathFactory, port: int | None = None, **settings: Any
+) -> Iterator[ConsoleServer]:
+    """A console server on a fresh appliance layout, stopped on exit (for module fixtures)."""
+    from tests.controlplane.console.appliance import lay_out_appliance
+
+    layout = lay_out_appliance(tmp_path_factory.mktemp("appliance"))
+    server = start_console_server(layout.controlplane_data, port=port, **settings)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass

@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 
 import openai
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from controlplane.console.throttle import ACCOUNT_FREE_FAILURES
 from tests.controlplane.console.browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+    chromium,
     console_page,
     screenshot,
     sign_in,
@@ -26,10 +25,8 @@ NEW_PASSWORD = "first-admin-chose-this"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def _reload_until(

@@ -14,7 +14,6 @@ from controlplane.console.directory.ldap import LdapConfig, LdapDirectory
 from controlplane.core.config import Settings
 from controlplane.core.security import write_private_file
 from installer.ops.tls import create_local_ca
-from tests.controlplane.console.appliance import lay_out_appliance
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.ldap_server import (
     ADMINS,
@@ -26,7 +25,7 @@ from tests.controlplane.console.ldap_server import (
     SERVICE_PASSWORD,
     LdapServer,
 )
-from tests.controlplane.console.server import ConsoleServer, start_console_server
+from tests.controlplane.console.server import ConsoleServer, running_console
 
 PASSWORD = "directory-password-1"
 
@@ -48,11 +47,9 @@ def ldap_settings(ldap: LdapServer, secrets_dir: Path, **overrides: object) -> d
 def server(
     tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer
 ) -> Iterator[ConsoleServer]:
-    layout = lay_out_appliance(tmp_path_factory.mktemp("appliance"))
     settings = ldap_settings(ldap_server, tmp_path_factory.mktemp("secrets"))
-    running = start_console_server(layout.controlplane_data, **settings)
-    yield running
-    running.stop()
+    with running_console(tmp_path_factory, **settings) as running:
+        yield running
 
 
 def directory(ldap: LdapServer, tmp_path: Path, **overrides: object) -> LdapDirectory:

@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Route, expect
 
-from tests.controlplane.console.browser import CHROMIUM, CHROMIUM_ARGS, screenshot
+from tests.controlplane.console.browser import chromium, screenshot
 from tests.controlplane.console.oidc_server import ADMINS, OidcProvider
 from tests.controlplane.console.server import ConsoleServer
 
@@ -18,10 +18,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def test_sign_in_with_the_identity_provider_and_out_again(
