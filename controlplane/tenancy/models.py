@@ -37,7 +37,7 @@ class Tenant(Base):
     daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     max_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    # Added by migration 0001 (core/migrations.py): prompt + completion tokens of one request.
+    # Added by revision 0001 (core/migrations/versions): prompt + completion tokens of one request.
     max_context_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     allowed_models: Mapped[list[str]] = mapped_column(JSON, default=list)
     queue_size: Mapped[int] = mapped_column(Integer, default=64)
