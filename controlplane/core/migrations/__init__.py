@@ -73,6 +73,12 @@ def head() -> str:
     return str(ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head())
 
 
+def revisions() -> list[str]:
+    """Every revision this release ships, oldest first."""
+    walked = ScriptDirectory(str(SCRIPT_LOCATION)).walk_revisions()
+    return [script.revision for script in reversed(list(walked))]
+
+
 def current(conn: Connection) -> str | None:
     """The revision the database is stamped at (None: not under Alembic)."""
     return MigrationContext.configure(conn).get_current_revision()

@@ -9,6 +9,9 @@ PostgreSQL). Read and complete it before committing: autogenerate does not see e
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,7 +35,11 @@ def new_revision(message: str) -> list[Path]:
         finally:
             engine.dispose()
     scripts = written if isinstance(written, list) else [written]
-    return [Path(script.path) for script in scripts if script is not None]
+    paths = [Path(script.path) for script in scripts if script is not None]
+    if paths and importlib.util.find_spec("ruff") is not None:  # a dev checkout: the house style
+        for step in (["check", "--fix", "--quiet"], ["format", "--quiet"]):
+            subprocess.run([sys.executable, "-m", "ruff", *step, *map(str, paths)], check=False)
+    return paths
 
 
 def main() -> None:
