@@ -17,14 +17,19 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, text
 
 from controlplane.audit import install_guards
 from controlplane.audit.store import append_entries, read_head
 from controlplane.core import migrations
 from controlplane.core.db import init_db, make_engine
-from controlplane.core.migrations import autogen
+from tests.controlplane.core.schema_checks import (
+    assert_audit_guards_hold,
+    columns,
+    drift,
+    stamped,
+    tables,
+)
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ALL = migrations.revisions()  # ["0000", "0001", ...]: a new revision needs no change here
@@ -101,30 +106,6 @@ def build_pre_runner_database(engine: Engine) -> None:
         )
         append_entries(conn, read_head(conn), [("test.event", "acme", b'{"n": 1}')], now)
     install_guards(engine)
-
-
-def columns(engine: Engine, table: str) -> set[str]:
-    return {column["name"] for column in inspect(engine).get_columns(table)}
-
-
-def tables(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names())
-
-
-def stamped(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return migrations.current(conn)
-
-
-def drift(engine: Engine) -> list[object]:
-    with engine.connect() as conn:
-        return autogen.drift(conn)
-
-
-def assert_audit_guards_hold(engine: Engine) -> None:
-    for statement in ("UPDATE audit_entries SET kind = 'x'", "DELETE FROM audit_entries"):
-        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
-            conn.exec_driver_sql(statement)
 
 
 def test_a_new_database_is_built_by_the_revisions_and_matches_the_models(

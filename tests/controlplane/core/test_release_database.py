@@ -27,7 +27,7 @@ from controlplane.audit import install_guards
 from controlplane.audit.verify import verify_live
 from controlplane.core import migrations
 from controlplane.core.db import init_db, make_engine
-from tests.controlplane.core.test_migrations import assert_audit_guards_hold, drift, stamped
+from tests.controlplane.core.schema_checks import assert_audit_guards_hold, drift, stamped
 from tests.controlplane.harness import ThreadGateway, make_settings
 from tests.enginesim import SimHandle
 
