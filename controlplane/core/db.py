@@ -106,7 +106,7 @@ def init_db(engine: Engine) -> list[str]:
         try:
             _lock_schema(conn)
             applied = migrations.upgrade(conn)
-            if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+            if sqlite and applied and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                 raise migrations.MigrationError("a migration left rows violating a foreign key")
             # The auth epoch row must exist before the first change: two first changes racing
             # to insert it would otherwise fail one of them with a unique-key error.

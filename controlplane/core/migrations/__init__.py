@@ -115,8 +115,8 @@ def _adopt_unversioned(conn: Connection, config: Config) -> bool:
         if unknown:
             raise MigrationError(f"{LEGACY_TABLE} names steps this release does not know: "
                                  f"{', '.join(sorted(unknown))}")  # fmt: skip
-        revisions = [rev for step, rev in LEGACY_STEPS.items() if step in done]
-        at = revisions[-1] if revisions else BASELINE
+        matched = [revision for step, revision in LEGACY_STEPS.items() if step in done]
+        at = matched[-1] if matched else BASELINE
     elif tables & BASELINE_TABLES:
         at = BASELINE
     else:
