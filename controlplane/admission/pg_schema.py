@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.core.db import Base, UtcDateTime, utcnow
+from controlplane.tenancy.limits import BY_NAME
 
 NOTIFY_CHANNEL = "sparkplane_admission"
 
@@ -51,11 +52,14 @@ class AdmissionBucket(Base):
 # Refill a bucket of `lim` per minute to now, then apply `delta`; one atomic row update.
 _REFILL = "least({lim}::float8, level + extract(epoch FROM (ts - updated_at)) * {lim} / 60.0)"
 
+# The tenant limits admission reads, typed as their columns (TenantLimits): integer, bigint.
+_CAP, _RPM, _TPM = (BY_NAME[name].postgres_type() for name in ("max_concurrency", "rpm", "tpm"))
+
 # The f-strings below splice only constants of this module, never input: S608 does not apply.
 ADMIT_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION sparkplane_admit(
-    p_tenant integer, p_engine text, p_replica text, p_cap integer, p_capacity integer,
-    p_rpm integer, p_tpm bigint, p_ttl double precision)
+    p_tenant integer, p_engine text, p_replica text, p_cap {_CAP}, p_capacity integer,
+    p_rpm {_RPM}, p_tpm {_TPM}, p_ttl double precision)
 RETURNS TABLE(lease_id bigint, reason text, retry_after double precision)
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.core.envfile import read_env_file
+
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 
 
@@ -111,20 +113,6 @@ class Layout:
             return []
         done = [p.name for p in self.releases.iterdir() if (p / ".complete").is_file()]
         return sorted(done, key=lambda name: (self.releases / name / ".complete").stat().st_mtime)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments and blanks skipped)."""
-    env: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, sep, value = stripped.partition("=")
-        if not sep:
-            raise ValueError(f"{path}: not KEY=VALUE: {line!r}")
-        env[key.strip()] = value.strip()
-    return env
 
 
 def read_args_file(path: Path) -> list[str]:

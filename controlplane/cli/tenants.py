@@ -6,6 +6,8 @@ they work on the server's database. `keys create` prints the new key alone on th
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 from controlplane.audit import AuditUnavailable
 from controlplane.cli.options import ConfigOption, settings_or_exit
 from controlplane.tenancy import actions
+from controlplane.tenancy.limits import BY_NAME, LIMITS, LimitField
 from controlplane.tenancy.models import TenantPublic
 from controlplane.tenancy.store import ServiceError
 
@@ -39,84 +42,68 @@ def _guarded(call: Any) -> Any:
         raise _fail(problems) from None
 
 
-def _limits(**given: Any) -> dict[str, Any]:
-    models = given.pop("models", None)
-    limits = {name: value for name, value in given.items() if value is not None}
-    if models is not None:
-        limits["allowed_models"] = [m.strip() for m in models.split(",") if m.strip()]
-    for name in CLEARABLE_LIMITS:
-        if limits.get(name) == 0:
-            limits[name] = None  # 0 = no limit (clears it on update)
+def _limits(given: dict[str, Any]) -> dict[str, Any]:
+    """The limit options given, as TenantCreate/TenantUpdate fields."""
+    limits = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        field = BY_NAME[name]
+        if field.kind is list:
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        elif field.optional and value == 0:
+            value = None  # 0 = no limit (clears it on update)
+        limits[name] = value
     return limits
 
 
+def _listed(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value) or "*"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
 def _show_tenant(tenant: TenantPublic) -> None:
-    models = ",".join(tenant.allowed_models) or "*"
     state = "disabled" if tenant.disabled else "enabled"
-    typer.echo(
-        f"{tenant.name}\t{state}\tconcurrency={tenant.max_concurrency}\t"
-        f"weight={tenant.weight:g}\trpm={tenant.rpm or '-'}\ttpm={tenant.tpm or '-'}\t"
-        f"daily={tenant.daily_tokens or '-'}\tmonthly={tenant.monthly_tokens or '-'}\t"
-        f"max_tokens={tenant.max_tokens or '-'}\t"
-        f"max_context_tokens={tenant.max_context_tokens or '-'}\tmodels={models}"
+    limits = [
+        f"{f.limit.listed}={_listed(getattr(tenant, f.name))}" for f in LIMITS if f.limit.listed
+    ]
+    typer.echo("\t".join([tenant.name, state, *limits]))
+
+
+def _option(field: LimitField) -> inspect.Parameter:
+    """The `--name` option of a limit: its value type, or a comma-separated string for a list."""
+    flag = "--" + (field.limit.option or field.name).replace("_", "-")
+    kind: Any = str if field.kind is list else field.kind
+    annotation = Annotated[kind | None, typer.Option(flag, help=field.limit.cli)]
+    return inspect.Parameter(
+        field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation
     )
 
 
-MaxConcurrency = Annotated[int | None, typer.Option(help="requests in flight at most")]
-Weight = Annotated[float | None, typer.Option(help="share of engine capacity under load")]
-CLEARABLE_LIMITS = (
-    "rpm",
-    "tpm",
-    "daily_tokens",
-    "monthly_tokens",
-    "max_tokens",
-    "max_context_tokens",
-)
-Rpm = Annotated[int | None, typer.Option(help="requests per minute (0: no limit)")]
-Tpm = Annotated[int | None, typer.Option(help="tokens per minute (0: no limit)")]
-Daily = Annotated[int | None, typer.Option(help="tokens per UTC day (0: no limit)")]
-Monthly = Annotated[int | None, typer.Option(help="tokens per UTC month (0: no limit)")]
-MaxTokens = Annotated[int | None, typer.Option(help="cap on a request's max_tokens (0: no cap)")]
-MaxContextTokens = Annotated[
-    int | None, typer.Option(help="cap on a request's prompt + completion tokens (0: no cap)")
-]
-Models = Annotated[str | None, typer.Option(help="allowed models, comma-separated (empty: all)")]
-QueueSize = Annotated[int | None, typer.Option(help="requests that may wait")]
-QueueTimeout = Annotated[float | None, typer.Option(help="seconds a request may wait")]
+def with_limit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command that takes `**limits` one option per limit with CLI help, after --config.
+
+    Typer reads the options from the signature, so they are added to it: their names, help and
+    order are those of TenantLimits (a new limit gets an option from its `Limit(cli=...)`).
+    """
+    signature = inspect.signature(command, eval_str=True)
+    declared = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    after_config = [p.name for p in declared].index("config") + 1
+    options = [_option(field) for field in LIMITS if field.limit.cli is not None]
+    parameters = [*declared[:after_config], *options, *declared[after_config:]]
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return command
 
 
 @tenants_app.command("create")
-def tenants_create(
-    name: str,
-    config: ConfigOption = None,
-    max_concurrency: MaxConcurrency = None,
-    weight: Weight = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    daily_tokens: Daily = None,
-    monthly_tokens: Monthly = None,
-    max_tokens: MaxTokens = None,
-    max_context_tokens: MaxContextTokens = None,
-    models: Models = None,
-    queue_size: QueueSize = None,
-    queue_timeout: QueueTimeout = None,
-) -> None:
+@with_limit_options
+def tenants_create(name: str, config: ConfigOption = None, **limits: Any) -> None:
     """Create a tenant."""
-    limits = _limits(
-        max_concurrency=max_concurrency,
-        weight=weight,
-        rpm=rpm,
-        tpm=tpm,
-        daily_tokens=daily_tokens,
-        monthly_tokens=monthly_tokens,
-        max_tokens=max_tokens,
-        max_context_tokens=max_context_tokens,
-        models=models,
-        queue_size=queue_size,
-        queue_timeout=queue_timeout,
-    )
     settings = settings_or_exit(config)
-    _show_tenant(_guarded(lambda: actions.create_tenant(settings, name, **limits)))
+    _show_tenant(_guarded(lambda: actions.create_tenant(settings, name, **_limits(limits))))
 
 
 @tenants_app.command("list")
@@ -127,36 +114,15 @@ def tenants_list(config: ConfigOption = None) -> None:
 
 
 @tenants_app.command("update")
+@with_limit_options
 def tenants_update(
     name: str,
     config: ConfigOption = None,
-    max_concurrency: MaxConcurrency = None,
-    weight: Weight = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    daily_tokens: Daily = None,
-    monthly_tokens: Monthly = None,
-    max_tokens: MaxTokens = None,
-    max_context_tokens: MaxContextTokens = None,
-    models: Models = None,
-    queue_size: QueueSize = None,
-    queue_timeout: QueueTimeout = None,
     enable: Annotated[bool, typer.Option(help="enable a disabled tenant")] = False,
+    **limits: Any,
 ) -> None:
     """Change a tenant's limits (only the options given)."""
-    changes = _limits(
-        max_concurrency=max_concurrency,
-        weight=weight,
-        rpm=rpm,
-        tpm=tpm,
-        daily_tokens=daily_tokens,
-        monthly_tokens=monthly_tokens,
-        max_tokens=max_tokens,
-        max_context_tokens=max_context_tokens,
-        models=models,
-        queue_size=queue_size,
-        queue_timeout=queue_timeout,
-    )
+    changes = _limits(limits)
     if enable:
         changes["disabled"] = False
     if not changes:

@@ -8,27 +8,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
-from controlplane.tenancy.models import TenantCreate, TenantLimits, TenantUpdate
+from controlplane.tenancy.limits import LIMITS
+from controlplane.tenancy.models import TenantCreate, TenantUpdate
 
-LIMIT_FIELDS = [name for name in TenantLimits.model_fields if name != "capture_content"]
-# Human labels and hints for the tenant form, in display order.
-TENANT_FIELD_HELP: dict[str, tuple[str, str]] = {
-    "max_concurrency": ("Max concurrency", "hard cap on requests in flight"),
-    "weight": ("Weight", "share of the engine when it is saturated"),
-    "rpm": ("Requests / minute", "empty = unlimited"),
-    "tpm": ("Tokens / minute", "empty = unlimited"),
-    "daily_tokens": ("Tokens / day", "empty = unlimited"),
-    "monthly_tokens": ("Tokens / month", "empty = unlimited"),
-    "max_tokens": ("Max tokens per request", "empty = engine default"),
-    "max_context_tokens": (
-        "Max context per request",
-        "prompt + completion tokens, counted by the engine; empty = the model's own",
-    ),
-    "allowed_models": ("Allowed models", "comma-separated; empty = all"),
-    "queue_size": ("Queue size", "requests that may wait for a slot"),
-    "queue_timeout": ("Queue timeout (s)", "then 429 with Retry-After"),
-    "retention_days": ("Audit retention (days)", "how long this tenant's records are kept"),
-}
+# The tenant form: a text input per limit, a checkbox per on/off one (TenantLimits' order).
+TEXT_FIELDS = [field for field in LIMITS if field.kind is not bool]
+CHECKBOXES = [field for field in LIMITS if field.kind is bool]
+LABELS = {field.name: field.label for field in LIMITS}
 
 
 class FormError(ValueError):
@@ -43,20 +29,21 @@ def describe_errors(exc: ValidationError) -> list[str]:
     messages = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error.get("loc", ()))
-        label = TENANT_FIELD_HELP.get(field, (field or "form", ""))[0]
+        label = LABELS.get(field, field or "form")
         messages.append(f"{label}: {error.get('msg', 'invalid value')}")
     return messages
 
 
 def _limit_values(form: FormData) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for name in LIMIT_FIELDS:
-        raw = str(form.get(name, "")).strip()
-        if name == "allowed_models":
-            values[name] = [part for part in re.split(r"[,\s]+", raw) if part]
+    for field in TEXT_FIELDS:
+        raw = str(form.get(field.name, "")).strip()
+        if field.kind is list:
+            values[field.name] = [part for part in re.split(r"[,\s]+", raw) if part]
         else:
-            values[name] = raw or None
-    values["capture_content"] = form.get("capture_content") == "on"
+            values[field.name] = raw or None
+    for field in CHECKBOXES:
+        values[field.name] = form.get(field.name) == "on"
     return values
 
 
@@ -84,16 +71,16 @@ def tenant_update_from_form(form: FormData) -> TenantUpdate:
 
 def form_values(source: Any) -> dict[str, str]:
     """Field values to prefill the tenant form from a tenant row or a rejected post."""
+    posted = isinstance(source, FormData)
     values: dict[str, str] = {}
-    for name in [*LIMIT_FIELDS, "name"]:
-        value = source.get(name) if isinstance(source, FormData) else getattr(source, name, None)
+    for name in [*(field.name for field in TEXT_FIELDS), "name"]:
+        value = source.get(name) if posted else getattr(source, name, None)
         if isinstance(value, list):
             value = ", ".join(value)
         values[name] = "" if value is None else str(value)
-    if isinstance(source, FormData):
-        values["capture_content"] = "on" if source.get("capture_content") == "on" else ""
-    else:
-        values["capture_content"] = "on" if getattr(source, "capture_content", False) else ""
+    for field in CHECKBOXES:
+        on = source.get(field.name) == "on" if posted else getattr(source, field.name, False)
+        values[field.name] = "on" if on else ""
     return values
 
 

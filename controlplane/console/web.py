@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from controlplane.api.errors import ApiError, audit_unavailable_error
 from controlplane.console.sessions import ActiveSession
 from controlplane.tenancy.actions import AdminContext
+from controlplane.tenancy.limits import LIMITS, LimitField
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
@@ -67,6 +68,15 @@ def format_number(value: float | int | None) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
 
 
+def format_limit(value: Any, field: LimitField) -> str:
+    """A limit on the tenant page: its number and unit, its list, or what empty means."""
+    if value is None or value == []:
+        return field.limit.unset or "—"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return format_number(value) + field.limit.unit
+
+
 def format_bytes(size: float | None) -> str:
     if size is None:
         return "—"
@@ -86,8 +96,10 @@ def template_env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(static_url=static_url, url=console_url)
-    env.filters.update(time=format_time, number=format_number, bytes=format_bytes)
+    env.globals.update(static_url=static_url, url=console_url, tenant_limits=LIMITS)
+    env.filters.update(
+        time=format_time, number=format_number, bytes=format_bytes, limit=format_limit
+    )
     return env
 
 

@@ -1,7 +1,8 @@
 """One `Settings` object: `SPARKPLANE_*` environment variables over an optional config file.
 
 The config file is YAML (a mapping) or `KEY=VALUE` lines (the format of the appliance's
-`/etc/sparkplane/controlplane.env`); keys may carry the `SPARKPLANE_` prefix or not. Environment
+`/etc/sparkplane/controlplane.env`, read as systemd reads it: core/envfile.py); keys may carry
+the `SPARKPLANE_` prefix or not. Environment
 variables win over the file, so an operator can override one value for one run.
 """
 
@@ -17,6 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from controlplane.core.envfile import parse_env
 
 ENV_PREFIX = "SPARKPLANE_"
 DEVELOPMENT_DATA_DIR = Path("sparkplane-data")
@@ -280,15 +283,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         raw = {str(key): value for key, value in loaded.items()}
     else:
-        raw = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            key, sep, value = stripped.partition("=")
-            if not sep:
-                raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {stripped!r}")
-            raw[key.strip()] = value.strip().strip("'\"")
+        try:
+            raw = dict(parse_env(text, path))  # what systemd reads from the same file
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.lower().removeprefix(ENV_PREFIX.lower())

@@ -7,12 +7,13 @@ import importlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-# Table modules of every package; init_db imports each that exists so create_all sees them.
+from controlplane.core import migrations
+
+# Table modules of every package: the metadata the migrations are checked against.
 TABLE_MODULES = (
     "controlplane.tenancy.models",
     "controlplane.admission.pg_schema",
@@ -51,6 +52,10 @@ def advisory_lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
+# Not the audit chain's key: a start that migrates must not wait for the audit writer.
+MIGRATION_LOCK_KEY = advisory_lock_key("sparkplane.schema.migrations")
+
+
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL so readers never block the audit writer."""
     if database_url.startswith("sqlite"):
@@ -86,27 +91,48 @@ def import_table_modules() -> None:
 
 
 def init_db(engine: Engine) -> list[str]:
-    """Create or migrate every table of every package that is installed (idempotent).
+    """Bring every table to the schema head under the migration lock (idempotent).
 
-    Returns the names of the migration steps run now (see core/migrations.py).
+    Returns the revisions run now (see core/migrations). One transaction: a failing revision
+    leaves the database as it was. Replicas starting together take turns on the lock; the
+    later ones find nothing to do.
     """
-    from controlplane.core.migrations import migrate  # it defines a table on Base
-
-    import_table_modules()
-    applied = migrate(engine)
-    # The auth epoch row must exist before the first change: two first changes racing to
-    # insert it would otherwise fail one of them with a unique-key error.
-    try:
-        with engine.begin() as conn:
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode recreates tables; with foreign keys on, dropping the old `tenants`
+            # would cascade. The pragma is a no-op inside a transaction: set it before.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            _lock_schema(conn)
+            applied = migrations.upgrade(conn)
+            if sqlite and applied and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                raise migrations.MigrationError("a migration left rows violating a foreign key")
+            # The auth epoch row must exist before the first change: two first changes racing
+            # to insert it would otherwise fail one of them with a unique-key error.
             conn.execute(
                 text(
                     "INSERT INTO auth_epoch (id, value) SELECT 1, 0 WHERE NOT EXISTS "
                     "(SELECT 1 FROM auth_epoch WHERE id = 1)"
                 )
             )
-    except IntegrityError:
-        pass  # another process inserted it first
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
     return applied
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Take the migration lock for the rest of the transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

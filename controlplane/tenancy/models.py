@@ -6,49 +6,33 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Date,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from controlplane.core.db import Base, UtcDateTime, utcnow
+from controlplane.tenancy.limits import LIMITS, TenantLimits
 
 TENANT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _TENANT_NAME_RE = re.compile(TENANT_NAME_PATTERN)
 
 
 class Tenant(Base):
+    """A tenant; its limit columns (one per field of `TenantLimits`) are added below."""
+
     __tablename__ = "tenants"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    max_concurrency: Mapped[int] = mapped_column(Integer, default=8)
-    weight: Mapped[float] = mapped_column(Float, default=1.0)
-    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    max_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    # Added by migration 0001 (core/migrations.py): prompt + completion tokens of one request.
-    max_context_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    allowed_models: Mapped[list[str]] = mapped_column(JSON, default=list)
-    queue_size: Mapped[int] = mapped_column(Integer, default=64)
-    queue_timeout: Mapped[float] = mapped_column(Float, default=30.0)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    retention_days: Mapped[int] = mapped_column(Integer, default=365)
-    capture_content: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
+
+
+for _field in LIMITS:
+    setattr(Tenant, _field.name, _field.column())
 
 
 class ApiKey(Base):
@@ -94,55 +78,13 @@ class DailyUsage(Base):
 
 # ---- admin API schemas -------------------------------------------------------------------
 
-# rpm, max_tokens, max_context_tokens: a 32-bit column
-PositiveInt = Annotated[int, Field(ge=1, le=2**31 - 1)]
-TokenCount = Annotated[int, Field(ge=1, le=10**15)]  # tpm and quotas: a 64-bit column
-ModelName = Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class TenantLimits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_concurrency: int = Field(
-        default=8, ge=1, le=10_000, description="hard cap on requests in flight"
-    )
-    weight: float = Field(
-        default=1.0, gt=0, le=1000, description="share of engine capacity under load"
-    )
-    rpm: PositiveInt | None = Field(default=None, description="requests per minute")
-    tpm: TokenCount | None = Field(default=None, description="tokens per minute")
-    daily_tokens: TokenCount | None = None
-    monthly_tokens: TokenCount | None = None
-    max_tokens: PositiveInt | None = Field(
-        default=None, description="cap on a request's max_tokens"
-    )
-    max_context_tokens: PositiveInt | None = Field(
-        default=None,
-        description="cap on a request's prompt + completion tokens (counted by the engine)",
-    )
-    allowed_models: list[ModelName] = Field(default_factory=list, description="empty = all")
-    queue_size: int = Field(default=64, ge=0, le=100_000)
-    queue_timeout: float = Field(
-        default=30.0, ge=0, le=3600, description="seconds a request may wait"
-    )
-    retention_days: int = Field(default=365, ge=1, le=36_500)
-    capture_content: bool = False
-
 
 class TenantCreate(TenantLimits):
     name: str = Field(pattern=TENANT_NAME_PATTERN, description="lower-case letters, digits, - _")
 
 
-NOT_NULLABLE = (
-    "max_concurrency",
-    "weight",
-    "allowed_models",
-    "queue_size",
-    "queue_timeout",
-    "retention_days",
-    "capture_content",
-    "disabled",
-)
+# Fields whose null would be ambiguous in an update (no "unlimited" meaning): given or absent.
+NOT_NULLABLE = (*(field.name for field in LIMITS if not field.optional), "disabled")
 
 
 def _drop_null_from_schema(schema: dict[str, Any]) -> None:
@@ -155,33 +97,37 @@ def _drop_null_from_schema(schema: dict[str, Any]) -> None:
         prop.pop("default", None)
 
 
-class TenantUpdate(BaseModel):
-    """Only the fields given are changed; `null` clears an optional limit (rpm, quotas, ...)."""
+def _not_null(value: object) -> object:
+    # These columns have no "unlimited" meaning: null would be ambiguous.
+    if value is None:
+        raise ValueError("may not be null")
+    return value
 
+
+class _TenantUpdateBase(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_drop_null_from_schema)
 
-    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
-    weight: float | None = Field(default=None, gt=0, le=1000)
-    rpm: PositiveInt | None = None
-    tpm: TokenCount | None = None
-    daily_tokens: TokenCount | None = None
-    monthly_tokens: TokenCount | None = None
-    max_tokens: PositiveInt | None = None
-    max_context_tokens: PositiveInt | None = None
-    allowed_models: list[ModelName] | None = None
-    queue_size: int | None = Field(default=None, ge=0, le=100_000)
-    queue_timeout: float | None = Field(default=None, ge=0, le=3600)
-    retention_days: int | None = Field(default=None, ge=1, le=36_500)
-    capture_content: bool | None = None
-    disabled: bool | None = None
 
-    @field_validator(*NOT_NULLABLE, mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # These columns have no "unlimited" meaning: null would be ambiguous.
-        if value is None:
-            raise ValueError("may not be null")
-        return value
+def _update_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for field in LIMITS:
+        annotation = field.update_annotation()
+        if not field.optional:
+            annotation = Annotated[annotation, BeforeValidator(_not_null)]
+        fields[field.name] = (annotation, None)
+    return fields
+
+
+# Every limit, optional: made from TenantLimits, so a new limit is in it too.
+_TenantUpdateLimits: Any = create_model(
+    "TenantUpdate", __base__=_TenantUpdateBase, __module__=__name__, **_update_fields()
+)
+
+
+class TenantUpdate(_TenantUpdateLimits):
+    """Only the fields given are changed; `null` clears an optional limit (rpm, quotas, ...)."""
+
+    disabled: Annotated[bool | None, BeforeValidator(_not_null)] = None
 
 
 class TenantPublic(TenantLimits):

@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import ConfigDict
 
+from controlplane.tenancy.limits import LIMITS, TenantLimits
 from controlplane.tenancy.models import Tenant
 
 
-@dataclass(frozen=True)
-class TenantPolicy:
-    """The limits admission enforces, copied from a `Tenant` row (immutable, cheap to compare)."""
+class TenantPolicy(TenantLimits):
+    """Every limit of `TenantLimits`, copied from a `Tenant` row (immutable, cheap to compare)."""
+
+    model_config = ConfigDict(frozen=True)
 
     tenant_id: int
     name: str
-    max_concurrency: int
-    weight: float
-    rpm: int | None
-    tpm: int | None
-    daily_tokens: int | None
-    monthly_tokens: int | None
-    max_tokens: int | None
-    max_context_tokens: int | None
-    allowed_models: frozenset[str]
-    queue_size: int
-    queue_timeout: float
     disabled: bool
-    capture_content: bool
 
     @classmethod
     def from_row(cls, tenant: Tenant) -> TenantPolicy:
-        return cls(
-            tenant_id=tenant.id,
-            name=tenant.name,
-            max_concurrency=tenant.max_concurrency,
-            weight=tenant.weight,
-            rpm=tenant.rpm,
-            tpm=tenant.tpm,
-            daily_tokens=tenant.daily_tokens,
-            monthly_tokens=tenant.monthly_tokens,
-            max_tokens=tenant.max_tokens,
-            max_context_tokens=tenant.max_context_tokens,
-            allowed_models=frozenset(tenant.allowed_models or ()),
-            queue_size=tenant.queue_size,
-            queue_timeout=tenant.queue_timeout,
-            disabled=tenant.disabled,
-            capture_content=tenant.capture_content,
+        # Not validated again: the row was validated when written (and bounds may tighten later).
+        limits = {field.name: getattr(tenant, field.name) for field in LIMITS}
+        return cls.model_construct(
+            tenant_id=tenant.id, name=tenant.name, disabled=tenant.disabled, **limits
         )
 
     def allows_model(self, model: str) -> bool:

@@ -6,6 +6,8 @@ command line it would execute; nftables rules are checked by `nft -c`; units by 
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import json
 import shlex
 import shutil
@@ -14,6 +16,9 @@ from pathlib import Path
 
 import jinja2
 import pytest
+
+from controlplane.core.config import read_config_file
+from controlplane.core.envfile import read_env_file
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MODEL = "/var/lib/sparkplane/models/gemma"
@@ -28,6 +33,8 @@ def render(name: str, **overrides: object) -> str:
         trim_blocks=True,  # Ansible's template module default
         keep_trailing_newline=True,
     )
+    # Ansible's `bool` filter, for the values these tests give it.
+    env.filters["bool"] = lambda value: str(value).lower() in {"1", "true", "yes", "on"}
     variables: dict[str, object] = {
         "ansible_managed": "Ansible managed",
         "sparkplane_engine_runtime": "wheelhouse",
@@ -269,3 +276,89 @@ def test_container_mounts_the_bundled_flashinfer_kernels_read_only() -> None:
     argv = exec_start(unit)
     mount = argv.index(f"{cubins}:{cubins}:ro")
     assert argv[mount - 1] == "--volume" and argv[mount + 1] == "--entrypoint"
+
+
+# Values an operator or a bundle could give: each must reach the service as it is. Plain ones
+# are written as they are; the others need the double quotes of templates/_env.j2.
+PLAIN = [
+    "/srv/with space/sparkplane",
+    'it\'s a "quote" inside',
+    "a#b",
+    "#first",
+    "x=y=z",
+    "$HOME ${HOME} %h `tick`",
+    "tab\there",
+    "ünïcødé",
+    "",
+]
+NOT_PLAIN = [
+    "  padded  ",
+    '"quoted"',
+    "'single'",
+    "back\\slash\\\\double",
+    "hash # comment-like",
+    "two\nlines",
+]
+AWKWARD = PLAIN + NOT_PLAIN
+
+
+def systemd_env(path: Path) -> dict[str, str]:
+    """The file as systemd's EnvironmentFile= reads it: systemd's own parser, load_env_file()."""
+    found = glob.glob("/usr/lib/*/systemd/libsystemd-shared-*.so")
+    found += glob.glob("/usr/lib/systemd/libsystemd-shared-*.so")
+    assert found, "systemd's shared library is missing: `make host-tools` installs systemd"
+    load = ctypes.CDLL(found[0]).load_env_file
+    load.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    entries = ctypes.POINTER(ctypes.c_char_p)()
+    assert load(None, str(path).encode(), ctypes.byref(entries)) == 0
+    pairs = []
+    while entries[len(pairs)] is not None:
+        pairs.append(entries[len(pairs)].decode().split("=", 1))
+    return dict(pairs)
+
+
+def container_env(text: str) -> dict[str, str]:
+    """The file as podman and docker `--env-file` read it: the text after the first '='."""
+    lines = [line.lstrip() for line in text.splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_controlplane_env_reads_the_same_in_systemd_and_the_control_plane(
+    value: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "controlplane.env"
+    path.write_text(
+        render(
+            "controlplane.env.j2",
+            sparkplane_root=value,
+            sparkplane_data_dir=value,
+            sparkplane_engine_urls=[value, "http://127.0.0.1:8000/v1"],
+            sparkplane_activate_tls_enabled=True,
+            sparkplane_tls_dir=value,
+        )
+    )
+    read = read_env_file(path)
+    assert read == systemd_env(path)
+    assert read["SPARKPLANE_DATA_DIR"] == read["SPARKPLANE_APPLIANCE_ROOT"] == value
+    assert read["SPARKPLANE_ENGINE_URLS"] == f"{value},http://127.0.0.1:8000/v1"
+    assert read["SPARKPLANE_TLS_KEY"] == f"{value}/server.key"
+    assert read_config_file(path)["data_dir"] == value  # what `sparkplane --config` reads
+
+
+def test_engine_env_is_read_the_same_by_systemd_podman_and_the_installer(tmp_path: Path) -> None:
+    profile_env = {f"V{n}": value for n, value in enumerate(PLAIN)}
+    text = render(
+        "engine.env.j2",
+        sparkplane_engine_state_dir="/srv/with space/engine",
+        sparkplane_engine_profile_env=profile_env,
+    )
+    path = tmp_path / "engine.env"
+    path.write_text(text)
+    read = read_env_file(path)
+    assert read == systemd_env(path) == container_env(text)
+    assert {key: read[key] for key in profile_env} == profile_env
+    assert read["TMPDIR"] == "/srv/with space/engine/tmp"
+    for value in NOT_PLAIN:
+        with pytest.raises(jinja2.UndefinedError, match=r"V0 in engine\.env must be a plain value"):
+            render("engine.env.j2", sparkplane_engine_profile_env={"V0": value})

@@ -12,7 +12,8 @@ from starlette.responses import Response
 from controlplane.audit.content import ContentVault
 from controlplane.console.deps import AdminAction, AdminViewer, Viewer
 from controlplane.console.forms import (
-    TENANT_FIELD_HELP,
+    CHECKBOXES,
+    TEXT_FIELDS,
     FormError,
     form_values,
     tenant_create_from_form,
@@ -30,7 +31,8 @@ from controlplane.console.web import (
     run_db,
 )
 from controlplane.tenancy import actions, store
-from controlplane.tenancy.models import TenantLimits, TenantPublic, TenantUpdate
+from controlplane.tenancy.limits import TenantLimits
+from controlplane.tenancy.models import TenantPublic, TenantUpdate
 
 router = APIRouter()
 CONTENT_KEY_FILE = "audit-content.key"  # the audit package's suggested master key path
@@ -61,7 +63,7 @@ def _tenant_form(request: Request, active: Any, values: dict[str, str], *, editi
     return render(
         request, "tenant_form.html", active, status_code=status_code, section="tenants",
         title=f"Edit {editing}" if editing else "New tenant", values=values, editing=editing,
-        fields=TENANT_FIELD_HELP, error=error,
+        fields=TEXT_FIELDS, checkboxes=CHECKBOXES, error=error,
     )  # fmt: skip
 
 

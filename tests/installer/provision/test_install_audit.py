@@ -8,10 +8,12 @@ cache), so the installer drives the installed release's own CLI exactly as on an
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import pytest
 from controlplane.appliance.events import read_events
 from controlplane.appliance.layout import Layout, controlplane_command, read_env_file
 from controlplane.appliance.system_info import read_system_info
-from controlplane.core import signing
+from controlplane.core import migrations, signing
 from installer.lifecycle.healthcheck import HEALTH_TENANT, HealthCheckError, check_health
 from installer.lifecycle.status import appliance_status
 from installer.lifecycle.upgrade import rollback, uninstall, upgrade
@@ -124,6 +126,19 @@ def test_console_files_describe_the_current_release(installed) -> None:
     info = read_system_info(root)
     assert info.profile == "demo" and not info.problems, info.problems
     assert info.plan == plan and info.preflight == preflight
+
+
+def test_the_installed_release_built_its_database_with_its_own_migrations(installed) -> None:
+    """Alembic and the revisions came from the bundle's wheelhouse, not from this checkout."""
+    layout = Layout.at(installed[0])
+    shipped = sorted(layout.current.glob("**/controlplane/core/migrations/versions/0*.py"))
+    assert [path.name[:4] for path in shipped] == [f"{n:04d}" for n in range(len(shipped))]
+    assert any(layout.current.glob("**/site-packages/alembic/__init__.py"))
+    database = layout.controlplane_data / "sparkplane.db"
+    with closing(sqlite3.connect(database)) as conn:
+        (stamped,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert stamped == migrations.head() and "schema_migrations" not in tables
 
 
 @pytest.fixture
