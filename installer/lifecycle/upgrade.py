@@ -177,7 +177,11 @@ def upgrade(
             )
             # The data goes back before the previous release starts on it: stop the control
             # plane first, restore (owner and modes kept), then re-apply, which starts it.
-            units.stop(layout, units.CONTROLPLANE)
+            details = [str(exc)]
+            try:
+                units.stop(layout, units.CONTROLPLANE)
+            except units.UnitError as stop_error:  # the rollback must go on regardless
+                details.append(f"while rolling back: {stop_error}")
             restore_data(layout, backup)
             reapply_release(layout, previous, console, "rollback")
             record_event(
@@ -186,7 +190,7 @@ def upgrade(
             after_activation(layout, create_admin=False, console=console)
             raise InstallError(
                 f"upgrade to {staged.version} failed its health check; rolled back to {previous}",
-                [str(exc)],
+                details,
             ) from exc
         record_event(
             layout, "upgrade", phase="succeeded", version=staged.version, previous=previous
