@@ -2,6 +2,9 @@
 
 The bundles (the real control plane, an engine serving tests/enginesim) are written to a media
 directory that every box mounts read-only at the same path, as the removable media would be.
+Another bundle or profile (a draft model for `latency`, say) is `box_world.bundle("1.1.0",
+name="latency", <make_bundle options>)` installed with `box_world.provision(bundle,
+inventory, profile="latency")`; in test_box.py such a test goes before the uninstall test.
 """
 
 from __future__ import annotations
