@@ -20,10 +20,12 @@ demo: $(STAMP)
 
 # Host tools the tests drive for real, from Debian's packages: chromium for the console's browser
 # tests (Playwright's own browser download cannot work offline), nft to check the firewall rules,
-# ip and strace for the end-to-end test's loopback-only namespace and its socket audit, slapd
-# (OpenLDAP) and node + npm (the OpenID provider) for the console's directory sign-in tests.
+# ip and strace for the end-to-end test's loopback-only namespace and its socket audit; slapd
+# (OpenLDAP) and node + npm (the OpenID provider) for the console's directory sign-in tests;
+# mmdebstrap, podman, runc and ssh for the installer's systemd boxes (tests/installer/box).
 HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd \
-	/usr/sbin/slapd:slapd node:nodejs npm:npm
+	/usr/sbin/slapd:slapd node:nodejs npm:npm \
+	mmdebstrap:mmdebstrap podman:podman runc:runc ssh:openssh-client ssh-keygen:openssh-client
 host-tools:
 	@missing=""; for pair in $(HOST_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \

@@ -14,6 +14,10 @@ from typing import Any
 
 from controlplane.appliance.layout import Layout
 
+# Readable by the control plane's service user (the console's System page shows the events);
+# they carry versions, phases and errors, never a secret.
+EVENTS_MODE = 0o644
+
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -24,8 +28,10 @@ def record_event(layout: Layout, action: str, **fields: Any) -> dict[str, Any]:
     event = {"time": _now(), "kind": f"installer.{action}", **fields}
     layout.installer_state.mkdir(parents=True, exist_ok=True)
     line = json.dumps(event, sort_keys=True, default=str) + "\n"
-    fd = os.open(layout.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = os.open(layout.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, EVENTS_MODE)
     try:
+        if os.fstat(fd).st_uid == os.geteuid():  # a journal an older installer made 0640
+            os.fchmod(fd, EVENTS_MODE)
         os.write(fd, line.encode("utf-8"))
         os.fsync(fd)
     finally:

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 
 from controlplane.appliance.events import read_events
 from controlplane.appliance.layout import Layout, read_args_file, read_env_file
 
+T = TypeVar("T")
 DATA_DIR_TAIL = ("var", "lib", "sparkplane", "controlplane")
 # Engine flags worth showing on the System page, in this order.
 ENGINE_FLAGS = (
@@ -70,6 +72,16 @@ def _json_file(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
+def _readable(read: Callable[[Any], T], source: Any, problems: list[str]) -> T | None:
+    """`read(source)`, or None with the reason noted: a file the service user may not read
+    (the installer writes as root) shows as "not available", it never fails the page."""
+    try:
+        return read(source)
+    except (OSError, ValueError) as exc:
+        problems.append(f"{getattr(source, 'events', source)}: {exc}")
+        return None
+
+
 def engine_flags(args: list[str]) -> list[tuple[str, str]]:
     """Pairs of (flag, value) for the flags the page shows; bare flags get "on"."""
     pairs: dict[str, str] = {}
@@ -116,11 +128,13 @@ def read_system_info(root: Path | None, now: datetime | None = None) -> SystemIn
             "version": version, "active": version == info.active_version,
             "installed": datetime.fromtimestamp(complete.stat().st_mtime, UTC),
         })  # fmt: skip
-    info.events = list(reversed(read_events(layout)))[:20]
+    info.events = list(reversed(_readable(read_events, layout, info.problems) or []))[:20]
     if layout.engine_args.is_file():
-        info.engine_flags = engine_flags(read_args_file(layout.engine_args))
+        args = _readable(read_args_file, layout.engine_args, info.problems)
+        info.engine_flags = engine_flags(args or [])
     if layout.engine_env.is_file():
-        info.profile = read_env_file(layout.engine_env).get("SPARKPLANE_ENGINE_PROFILE")
+        env = _readable(read_env_file, layout.engine_env, info.problems) or {}
+        info.profile = env.get("SPARKPLANE_ENGINE_PROFILE")
     info.plan = _json_file(layout.installer_state / "plan.json", info.problems)
     if info.profile is None and info.plan is not None:
         info.profile = info.plan.get("profile")

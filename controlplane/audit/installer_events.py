@@ -6,7 +6,8 @@ to ROOT/var/lib/sparkplane/installer/events.jsonl (`controlplane/appliance/event
 `{"action": "<action>", ...}` is accepted too. `sparkplane audit import-installer-events FILE`
 moves them into the chain as `installer.<action>` entries, keeping every other field. Each event
 is identified by the SHA-256 of its line, so importing the same file twice (or after a crash
-half-way) never records an event twice.
+half-way) never records an event twice; the ids are kept in `installer_event_imports`, so an
+`audit prune` that removed old entries does not let their events in again.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
 from controlplane.audit.chain import KIND_PATTERN
-from controlplane.audit.models import AuditEntry
+from controlplane.audit.models import AuditEntry, InstallerEventImport
 from controlplane.audit.writer import AuditWriter
 
 EVENTS_FILE_NAME = "installer-events.jsonl"
@@ -74,13 +75,29 @@ def parse_events(path: Path) -> list[tuple[str, dict[str, object]]]:
 
 
 def imported_event_ids(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
+    """Ids of the events imported so far: recorded in `installer_event_imports`, and (for
+    imports older than that table) still in the chain, which are recorded there now."""
+    with engine.begin() as conn:
+        recorded = set(conn.scalars(select(InstallerEventImport.event_id)))
         rows = conn.execute(
-            select(AuditEntry.data).where(
+            select(AuditEntry.seq, AuditEntry.data).where(
                 AuditEntry.kind.like("installer.%"), AuditEntry.data.is_not(None)
             )
         )
-        return {str(orjson.loads(data or b"{}").get("event_id")) for (data,) in rows}
+        in_chain = {str(orjson.loads(data or b"{}").get("event_id")): seq for seq, data in rows}
+        missing = [
+            {"event_id": event_id, "seq": seq}
+            for event_id, seq in in_chain.items()
+            if event_id not in recorded and event_id != "None"
+        ]
+        if missing:
+            conn.execute(insert(InstallerEventImport), missing)
+    return recorded | set(in_chain)
+
+
+def remember_import(engine: Engine, event_id: str, seq: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(InstallerEventImport).values(event_id=event_id, seq=seq))
 
 
 async def import_events(engine: Engine, writer: AuditWriter, path: Path) -> ImportResult:
@@ -92,7 +109,9 @@ async def import_events(engine: Engine, writer: AuditWriter, path: Path) -> Impo
             continue
         fields = {key: value for key, value in event.items() if key not in ENVELOPE_KEYS}
         fields["event_id"] = event_id
-        await writer.record(f"{KIND_PREFIX}{event_action(event)}", **fields)
+        seq = await writer.record(f"{KIND_PREFIX}{event_action(event)}", **fields)
+        # A crash between the two leaves the entry in the chain, which counts as imported.
+        remember_import(engine, event_id, seq)
         seen.add(event_id)
         imported += 1
     return ImportResult(imported, len(events) - imported)

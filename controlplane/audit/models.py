@@ -66,3 +66,16 @@ class AuditContentKey(Base):
     tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     created: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class InstallerEventImport(Base):
+    """Each installer event imported into the chain, by its id (the SHA-256 of its line).
+
+    Kept outside the chain because retention prunes old entries: an event whose entry was
+    pruned must still count as imported, or the next import would record it again.
+    """
+
+    __tablename__ = "installer_event_imports"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(SeqType)

@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from controlplane.audit import AuditUnavailable
 from controlplane.cli.options import ConfigOption, settings_or_exit
 from controlplane.console import users
 from controlplane.console.auth import ConsoleAuthError
@@ -39,7 +40,7 @@ def _run(config: Path | None, work: Callable[[AdminContext], Awaitable[T]]) -> T
 
     try:
         return asyncio.run(main())
-    except ConsoleAuthError as exc:
+    except (ConsoleAuthError, AuditUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 

@@ -1,7 +1,9 @@
 """Console user administration shared by the Admin users page and `sparkplane admins`.
 
-Each operation commits its change, then writes one `admin.user_<action>` audit event through
-the same AdminContext the tenant operations use. Secrets (passwords) never enter the event.
+Each operation first makes sure the audit store can be written (fail closed: a change that could
+not be audited is refused before it is made), commits its change, then writes one
+`admin.user_<action>` audit event through the same AdminContext the tenant operations use.
+Secrets (passwords) never enter the event.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ async def _record(ctx: AdminContext, action: str, username: str, **fields: Any) 
 async def create_user(ctx: AdminContext, username: str, role: str,
                       password: str | None = None) -> str:  # fmt: skip
     """Create a user; returns the password (a generated one-time one when none is given)."""
+    ctx.ensure_audit_writable()
 
     def work(db: Session) -> str:
         secret = create_admin(db, username, role, password)
@@ -112,6 +115,7 @@ async def create_user(ctx: AdminContext, username: str, role: str,
 
 async def reset_user_password(ctx: AdminContext, username: str) -> str:
     """New one-time password; signs the account out everywhere."""
+    ctx.ensure_audit_writable()
 
     def work(db: Session) -> str:
         secret = reset_password(db, _existing(db, username))
@@ -124,6 +128,7 @@ async def reset_user_password(ctx: AdminContext, username: str) -> str:
 
 
 async def set_role(ctx: AdminContext, username: str, role: str) -> None:
+    ctx.ensure_audit_writable()
     new_role = parse_role(role).value
 
     def work(db: Session) -> str:
@@ -147,6 +152,8 @@ async def set_role(ctx: AdminContext, username: str, role: str) -> None:
 
 
 async def set_disabled(ctx: AdminContext, username: str, disabled: bool) -> None:
+    ctx.ensure_audit_writable()
+
     def work(db: Session) -> bool:
         user = _existing(db, username)
         if user.disabled == disabled:
@@ -164,6 +171,7 @@ async def set_disabled(ctx: AdminContext, username: str, disabled: bool) -> None
 
 async def unlock_user(ctx: AdminContext, username: str) -> None:
     """Lift the sign-in throttle on an account from every address."""
+    ctx.ensure_audit_writable()
 
     def work(db: Session) -> None:
         throttle.forget_account(db, _existing(db, username).username)

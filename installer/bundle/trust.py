@@ -19,6 +19,11 @@ REVOKED_NAME = "revoked"
 TRUST_SUBDIR = Path("etc/sparkplane/trust")
 
 
+def key_file_name(key: Ed25519PublicKey) -> str:
+    """The file a trusted key is stored in: `key-<first 16 hex of its SHA-256>.pub`."""
+    return f"key-{hashlib.sha256(signing.raw_public_bytes(key)).hexdigest()[:16]}.pub"
+
+
 def appliance_trust_dir(root: Path) -> Path:
     """The trust directory of an appliance installed under `root` (`/` on a real box)."""
     return Path(root) / TRUST_SUBDIR
@@ -64,8 +69,7 @@ class TrustStore:
         if fingerprint in self.revoked_fingerprints():
             raise TrustError(f"key {fingerprint} is revoked; refusing to trust it")
         self.trust_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        name = hashlib.sha256(signing.raw_public_bytes(key)).hexdigest()[:16]
-        path = self.trust_dir / f"key-{name}.pub"
+        path = self.trust_dir / key_file_name(key)
         if not path.exists():
             path.write_bytes(signing.public_pem(key))
             path.chmod(0o644)

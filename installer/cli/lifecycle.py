@@ -12,11 +12,12 @@ from rich.table import Table
 from controlplane.appliance.layout import Layout
 from installer.bundle.trust import TrustError
 from installer.cli.common import candidate_keys, console, fail, trust_after_verify
-from installer.host.plan import PROFILES
+from installer.host.plan import PROFILES, PlanError
 from installer.lifecycle.healthcheck import check_health
 from installer.lifecycle.status import appliance_status
 from installer.lifecycle.upgrade import rollback, uninstall, upgrade
 from installer.provision.install import InstallError
+from installer.provision.release_cli import manages_system
 
 RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
 
@@ -26,21 +27,30 @@ def upgrade_command(
     root: RootOpt = Path("/"),
     trust: Annotated[Path | None, typer.Option(help="Bundle-signing public key.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
-    profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = "demo",
+    profile: Annotated[
+        str | None,
+        typer.Option(help=f"One of {', '.join(PROFILES)} [default: the running release's]."),
+    ] = None,
     systemd: Annotated[
-        bool, typer.Option(help="Restart the units, then health-check through the control plane.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--systemd/--no-systemd",
+            help="Restart the units, then health-check through the control plane "
+            "[default: as the running release was installed].",
+        ),
+    ] = None,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 900.0,
 ) -> None:
     """Install BUNDLE beside the current release, switch, health-check, roll back on failure."""
 
     def healthy(layout: Layout) -> None:
-        # With --systemd the playbook restarted the services: the new release must answer one
-        # audited completion through its control plane (lifecycle/healthcheck.py). Without it
+        # On a managed box the playbook restarted the services: the new release must answer one
+        # audited completion through its control plane (lifecycle/healthcheck.py). Elsewhere
         # nothing restarted them, so whatever runs is still the previous release.
-        if systemd:
+        if manages_system(layout):
             check_health(layout, health_timeout)
 
+    options = {} if systemd is None else {"allow_system_changes": systemd}
     try:
         result = upgrade(
             bundle,
@@ -49,12 +59,12 @@ def upgrade_command(
             profile,
             health_check=healthy,
             console=console,
-            allow_system_changes=systemd,
             after_verify=trust_after_verify(root, trust, yes),
+            **options,
         )
     except InstallError as exc:
         fail(str(exc), exc.details, exc.artifacts)
-    except TrustError as exc:
+    except (TrustError, PlanError) as exc:
         fail(str(exc))
     console.print(f"[green]upgraded[/] to {result.version}: changed={result.changed}")
 
@@ -79,7 +89,10 @@ def uninstall_command(
     """Remove releases, models, config and units; data and audit stay unless --purge."""
     if purge and not yes:
         typer.confirm(f"Delete ALL Sparkplane data and audit records under {root}?", abort=True)
-    removed = uninstall(root, purge=purge, console=console)
+    try:
+        removed = uninstall(root, purge=purge, console=console)
+    except InstallError as exc:
+        fail(str(exc), exc.details, exc.artifacts)
     for path in removed:
         console.print(f"removed {path}")
     if not purge:

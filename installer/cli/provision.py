@@ -7,9 +7,10 @@ command is a thin shell over a function of the installer package that tests call
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import yaml
 
 from controlplane.core import signing
 from installer.bundle.trust import TrustError
@@ -53,13 +54,22 @@ def install_command(
         Path | None,
         typer.Option(help="Ansible inventory: provision every host of group 'sparkplane'."),
     ] = None,
+    site_vars: Annotated[
+        Path | None,
+        typer.Option(
+            "--vars",
+            help="YAML file of this host's inventory variables (audit mode, firewall, "
+            "container engine...); kept by upgrade.",
+        ),
+    ] = None,
 ) -> None:
     """Verify BUNDLE, then provision ROOT from it with ansible-runner (idempotent)."""
     if inventory is not None:
-        install_fleet(bundle, inventory, root, trust, profile)
+        install_fleet(bundle, inventory, root, trust, yes, profile)
         return
     try:
         keys = candidate_keys(root, trust)
+        site = read_site_vars(site_vars) if site_vars is not None else None
         result = install(
             bundle,
             root,
@@ -71,6 +81,7 @@ def install_command(
             allow_system_changes=systemd,
             console=console,
             after_verify=trust_after_verify(root, trust, yes),
+            site_vars=site,
         )
     except InstallError as exc:
         fail(str(exc), exc.details, exc.artifacts)
@@ -82,13 +93,30 @@ def install_command(
     )
 
 
+def read_site_vars(path: Path) -> dict[str, Any]:
+    """A `--vars` file: one YAML (or JSON) mapping of inventory variables."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InstallError(f"cannot read --vars {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise InstallError(f"--vars {path} must hold a mapping of inventory variables")
+    return {str(name): value for name, value in loaded.items()}
+
+
 def install_fleet(
-    bundle: Path, inventory: Path, root: Path, trust: Path | None, profile: str
+    bundle: Path, inventory: Path, root: Path, trust: Path | None, yes: bool, profile: str
 ) -> None:
     """Several hosts in one run; ROOT only holds the control node's trust keys and artifacts."""
     try:
         result = install_inventory(
-            bundle, inventory, root, candidate_keys(root, trust), profile, console=console
+            bundle,
+            inventory,
+            root,
+            candidate_keys(root, trust),
+            profile,
+            console=console,
+            after_verify=trust_after_verify(root, trust, yes),
         )
     except InstallError as exc:
         fail(str(exc), exc.details, exc.artifacts)

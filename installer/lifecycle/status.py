@@ -13,10 +13,9 @@ from typing import Any
 
 from controlplane.appliance.events import read_events
 from controlplane.appliance.layout import Layout, read_args_file, read_env_file
+from installer.lifecycle.units import ALL_UNITS
 from installer.ops.tls import controlplane_loopback
 from installer.provision.apply import RELEASE_VARS
-
-UNITS = ("sparkplane-engine.service", "sparkplane-controlplane.service")
 
 
 def probe(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> str:
@@ -34,9 +33,9 @@ def probe(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None)
 def unit_states(layout: Layout) -> dict[str, str]:
     """systemd's view, only on a real root where systemctl exists."""
     if layout.root != Path("/") or shutil.which("systemctl") is None:
-        return {unit: "not managed here" for unit in UNITS}
+        return {unit: "not managed here" for unit in ALL_UNITS}
     states = {}
-    for unit in UNITS:
+    for unit in ALL_UNITS:
         done = subprocess.run(["systemctl", "is-active", unit], capture_output=True, text=True)
         states[unit] = done.stdout.strip() or "unknown"
     return states

@@ -1,8 +1,9 @@
 """Upgrade, rollback and uninstall over side-by-side releases and the atomic `current` link.
 
-Upgrade: build the new release beside the running one (nothing in /etc changes), back up the
-control-plane data, activate (config + switch), health-check, and on failure re-apply the
-previous release and restore the data. Rollback re-runs a kept release's own playbooks with the
+Upgrade: build the new release beside the running one (nothing in /etc changes) with the running
+release's settings and profile, back up the control-plane data, activate (config + switch),
+health-check, and on failure stop the control plane, restore the data and re-apply the previous
+release. Rollback re-runs a kept release's own playbooks with the
 variables it was installed with, so it needs neither the old media nor the network.
 """
 
@@ -12,6 +13,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,8 +24,9 @@ from rich.console import Console
 
 from controlplane.appliance.events import record_event
 from controlplane.appliance.layout import Layout
+from installer.lifecycle import units
 from installer.provision.activation import Aftermath, after_activation, import_events_or_warn, show
-from installer.provision.apply import RELEASE_VARS, InstallError, raise_for_run
+from installer.provision.apply import RELEASE_VARS, InstallError, raise_for_run, site_vars_in
 from installer.provision.install import InstallResult, install
 from installer.provision.lock import installer_lock
 from installer.provision.runner import run_playbook
@@ -43,16 +46,26 @@ def backup_data(layout: Layout, label: str) -> Path:
         elif path.suffix == ".db":
             with sqlite3.connect(path) as src, sqlite3.connect(target) as dst:
                 src.backup(dst)
+            shutil.copymode(path, target)
         elif not path.name.endswith(("-wal", "-shm", "-journal")):
             shutil.copy2(path, target)
     return dest
 
 
 def restore_data(layout: Layout, backup: Path) -> None:
+    """Put the backup back as the data directory with the owner and mode the service had (the
+    backup itself is root's, 0700): the control plane must open it after the rollback."""
     data = layout.controlplane_data
+    kept = data.stat() if data.exists() else None
     if data.exists():
         shutil.rmtree(data)
     shutil.copytree(backup, data)
+    if kept is None:
+        return
+    os.chmod(data, stat.S_IMODE(kept.st_mode))
+    for directory, subdirs, files in os.walk(data):
+        for name in (directory, *(os.path.join(directory, f) for f in subdirs + files)):
+            os.chown(name, kept.st_uid, kept.st_gid, follow_symlinks=False)
 
 
 def reapply_release(layout: Layout, version: str, console: Console | None, action: str) -> int:
@@ -102,36 +115,47 @@ def rollback(root: Path, to: str | None = None, console: Console | None = None) 
     return target
 
 
+def running_settings(layout: Layout, version: str) -> tuple[dict[str, Any], str]:
+    """The install options and profile a release was installed with: an upgrade keeps them."""
+    saved = json.loads((layout.release(version) / RELEASE_VARS).read_text())
+    host = saved["inventory"]["sparkplane"]["hosts"]["localhost"]
+    options = {
+        "engine_port": host["sparkplane_engine_port"],
+        "controlplane_port": host["sparkplane_controlplane_port"],
+        "controlplane_bind": host["sparkplane_controlplane_bind"],
+        "allow_system_changes": host["sparkplane_allow_system_changes"] is True,
+        "site_vars": site_vars_in(host),
+    }
+    return options, str(saved["extravars"]["sparkplane_engine_profile"])
+
+
 def upgrade(
     bundle: Path,
     root: Path,
     trusted_keys: Sequence[Ed25519PublicKey],
-    profile: str = "demo",
+    profile: str | None = None,
     *,
     health_check: HealthCheck | None = None,
     console: Console | None = None,
     **install_options: Any,
 ) -> InstallResult:
-    """Install `bundle` beside the current release, switch, health-check, roll back on failure."""
+    """Install `bundle` beside the current release, switch, health-check, roll back on failure.
+
+    Every setting of the running release (ports, bind address, --systemd, the site's inventory
+    variables) and its profile are kept unless given here.
+    """
     layout = Layout.at(root)
     previous = layout.active_version()
     if previous is None:
         raise InstallError(f"nothing is installed under {root}; use install")
-    # Keep the ports and bind address the running release was installed with.
-    saved = json.loads((layout.release(previous) / RELEASE_VARS).read_text())
-    host = saved["inventory"]["sparkplane"]["hosts"]["localhost"]
-    install_options = {
-        "engine_port": host["sparkplane_engine_port"],
-        "controlplane_port": host["sparkplane_controlplane_port"],
-        "controlplane_bind": host["sparkplane_controlplane_bind"],
-        **install_options,
-    }
+    running, running_profile = running_settings(layout, previous)
+    install_options = running | install_options
     with installer_lock(layout):
         staged = install(
             bundle,
             root,
             trusted_keys,
-            profile,
+            profile or running_profile,
             activate=False,
             console=console,
             action="upgrade",
@@ -151,15 +175,22 @@ def upgrade(
             record_event(
                 layout, "upgrade", phase="rolling_back", version=staged.version, error=str(exc)
             )
-            reapply_release(layout, previous, console, "rollback")
+            # The data goes back before the previous release starts on it: stop the control
+            # plane first, restore (owner and modes kept), then re-apply, which starts it.
+            details = [str(exc)]
+            try:
+                units.stop(layout, units.CONTROLPLANE)
+            except units.UnitError as stop_error:  # the rollback must go on regardless
+                details.append(f"while rolling back: {stop_error}")
             restore_data(layout, backup)
+            reapply_release(layout, previous, console, "rollback")
             record_event(
                 layout, "upgrade", phase="rolled_back", version=staged.version, current=previous
             )
             after_activation(layout, create_admin=False, console=console)
             raise InstallError(
                 f"upgrade to {staged.version} failed its health check; rolled back to {previous}",
-                [str(exc)],
+                details,
             ) from exc
         record_event(
             layout, "upgrade", phase="succeeded", version=staged.version, previous=previous
@@ -190,9 +221,7 @@ def uninstall(root: Path, purge: bool = False, console: Console | None = None) -
     """
     layout = Layout.at(root)
     removed = [layout.current, layout.releases, layout.models, layout.engine_state]
-    removed += [
-        layout.systemd / f"sparkplane-{name}.service" for name in ("engine", "controlplane")
-    ]
+    removed += [layout.systemd / unit for unit in units.ALL_UNITS]
     removed += [
         layout.etc / name
         for name in ("engine.env", "engine.args", "controlplane.env", "nftables.conf")
@@ -206,6 +235,8 @@ def uninstall(root: Path, purge: bool = False, console: Console | None = None) -
             import_events_or_warn(layout, aftermath)
         if console is not None:
             show(aftermath, console)
+    # Before the files go: the services stop and leave the boot, the firewall rules unload.
+    managed = units.disable_and_stop(layout)
     gone = []
     for path in removed:
         if path.is_symlink() or path.is_file():
@@ -216,6 +247,8 @@ def uninstall(root: Path, purge: bool = False, console: Console | None = None) -
         else:
             continue
         gone.append(path)
+    if managed:
+        units.systemctl("daemon-reload")
     if not purge:
         record_event(layout, "uninstall", phase="succeeded", removed=[str(p) for p in gone])
     return gone

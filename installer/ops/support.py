@@ -24,7 +24,8 @@ from installer import __version__
 from installer.bundle.manifest import ManifestError, parse_manifest
 from installer.host.facts import collect_host_facts
 from installer.host.preflight import BundleNeeds, run_preflight
-from installer.lifecycle.status import UNITS, appliance_status
+from installer.lifecycle.status import appliance_status
+from installer.lifecycle.units import ALL_UNITS
 from installer.ops.redact import is_secret_file, redact_text
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -93,7 +94,7 @@ def _command(argv: list[str]) -> str:
 def _services(collector: _Collector, layout: Layout) -> None:
     """systemd status and journal on a real root; the demo's log files otherwise."""
     if layout.root == Path("/") and shutil.which("systemctl"):
-        for unit in UNITS:
+        for unit in ALL_UNITS:
             collector.add_text(f"services/{unit}.status", _command(["systemctl", "status", unit]))
             collector.add_text(
                 f"logs/{unit}.log",

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from installer.bundle.manifest import Manifest
 from installer.host.plan import EnginePlan
 from installer.provision.runner import RunResult
 
 RELEASE_VARS = "install-vars.json"
+# Inventory variables that install's options set (a site-vars file must not contradict them).
+OPTION_VARS = {
+    "sparkplane_root": "--root",
+    "sparkplane_engine_port": "--engine-port",
+    "sparkplane_controlplane_port": "--port",
+    "sparkplane_controlplane_bind": "--bind",
+    "sparkplane_allow_system_changes": "--systemd",
+}
 
 
 class InstallError(RuntimeError):
@@ -75,11 +85,48 @@ class BundleFacts:
         )
 
 
+def site_vars_of(
+    given: Mapping[str, Any], playbook_dir: Path, derived: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A site's own inventory settings (audit mode, firewall, container engine...) for one host.
+
+    Checked against the playbooks' group_vars/all.yml, so that a misspelt name is refused
+    instead of silently ignored; `derived` names come from the bundle and the plan.
+    """
+    known = yaml.safe_load((playbook_dir / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+    problems = []
+    for name in given:
+        if name in OPTION_VARS:
+            problems.append(f"{name}: give it with {OPTION_VARS[name]}")
+        elif name in derived:
+            problems.append(f"{name}: comes from the bundle and the plan")
+        elif name not in known:
+            problems.append(f"{name}: not a variable of the playbooks (group_vars/all.yml)")
+    if problems:
+        raise InstallError("site variables refused; nothing was installed", problems)
+    return dict(given)
+
+
+def site_vars_in(host: Mapping[str, Any]) -> dict[str, Any]:
+    """The site settings among a host's inventory variables (not its options or connection)."""
+    return {
+        name: value
+        for name, value in host.items()
+        if name.startswith("sparkplane_") and name not in OPTION_VARS
+    }
+
+
 def local_inventory(
-    root: Path, engine_port: int, controlplane_port: int, bind: str, allow_system: bool
+    root: Path,
+    engine_port: int,
+    controlplane_port: int,
+    bind: str,
+    allow_system: bool,
+    site_vars: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One host, this machine, over a local connection, with this interpreter."""
     host = {
+        **(site_vars or {}),
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "sparkplane_root": str(root),

@@ -1,23 +1,21 @@
 """`sparkplane install --inventory FILE`: several appliances from one inventory in one run.
 
-Ansible is the distributed engine (DESIGN.md §7): the same playbook runs on every host of the
-inventory's `sparkplane` group, each with its own host vars (`sparkplane_root`, ports,
-`ansible_connection`). The bundle is verified once, on the control node, before anything runs.
-
-Every host reached with `ansible_connection=local` then ends up like a single-host `install`:
-its own lock, its own lifecycle events (started, then succeeded or failed) in its events.jsonl,
-its own `install-vars.json` (so that upgrade and rollback work on it), and after activation the
-events imported into its audit chain and its first console admin (provision/activation.py).
-Those steps run the host's installed CLI on the host's files, which the control node can do
-only for a local host: for any other host the run says so and names the command that finishes
-the job there.
+Ansible is the distributed engine (DESIGN.md §7). The bundle is verified once, on the control
+node, before anything runs; then `playbooks/fleet.yml` runs on every host of the inventory's
+`sparkplane` group, local or over SSH, in parallel: it lays out the release's control-plane
+venv (which carries this installer), stores the keys that verified the bundle in the host's
+trust directory, keeps the host's inventory settings in a vars file, and runs the single-host
+`sparkplane install` on the host itself. Each host therefore ends up exactly like a single-host
+install: its own verification against its own copy of the media, preflight, plan for its own
+memory, lock, lifecycle events, release state, audit import and first console admin. The control
+node shows each host's own output (the first admin's one-time password among it).
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,108 +25,87 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.markup import escape
 
-from controlplane.appliance.events import record_event
 from controlplane.appliance.layout import Layout
-from installer.host.facts import box_memory_bytes
-from installer.provision.activation import Aftermath, after_activation
-from installer.provision.apply import (
-    BundleFacts,
-    InstallError,
-    local_inventory,
-    playbook_vars,
-    raise_for_run,
-    save_release_vars,
-)
+from controlplane.core import signing
+from installer.bundle.manifest import Manifest
+from installer.bundle.trust import key_file_name
+from installer.provision.apply import BundleFacts, InstallError, site_vars_in
 from installer.provision.install import (
     DEFAULT_CONTROLPLANE_BIND,
     DEFAULT_CONTROLPLANE_PORT,
     DEFAULT_ENGINE_PORT,
-    plan_or_refuse,
     verify_or_raise,
 )
-from installer.provision.lock import installer_lock
 from installer.provision.runner import InventoryError, RunResult, inventory_hosts, run_playbook
 
 GROUP = "sparkplane"
+PLAYBOOK = "fleet.yml"
+INSTALL_TASK = "Run the single-host install on the host"
+CHANGED = re.compile(r": changed=(\d+);")
 
 
 @dataclass(frozen=True)
-class FleetHost:
-    name: str
-    vars: dict[str, Any]  # as ansible-inventory resolves them
+class HostOutcome:
+    """What a host's own install said; `error` is None when it installed the version."""
 
-    @property
-    def local(self) -> bool:
-        return self.vars.get("ansible_connection") == "local"
-
-    @property
-    def layout(self) -> Layout:
-        return Layout.at(self.vars.get("sparkplane_root") or "/")
-
-    def release_inventory(self) -> dict[str, Any]:
-        """This host alone, as a single-host install saves it (playbook defaults filled in)."""
-        defaults = local_inventory(
-            self.layout.root,
-            DEFAULT_ENGINE_PORT,
-            DEFAULT_CONTROLPLANE_PORT,
-            DEFAULT_CONTROLPLANE_BIND,
-            False,
-        )
-        host = defaults[GROUP]["hosts"]["localhost"] | self.vars
-        # INI inventories give strings; the playbook reads this with `| bool`, and so do we.
-        allow = boolean(host["sparkplane_allow_system_changes"], strict=False)
-        host["sparkplane_allow_system_changes"] = allow
-        return {GROUP: {"hosts": {"localhost": host}}}
-
-    def install_command(self, bundle: Path) -> str:
-        """The single-host install that gives this host what the fleet run could not."""
-        host = self.release_inventory()[GROUP]["hosts"]["localhost"]
-        command = (
-            f"sparkplane install {bundle} --root {self.layout.root} "
-            f"--engine-port {host['sparkplane_engine_port']} "
-            f"--port {host['sparkplane_controlplane_port']} "
-            f"--bind {host['sparkplane_controlplane_bind']}"
-        )
-        return command + (" --systemd" if host["sparkplane_allow_system_changes"] else "")
+    output: str
+    changed: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
 class FleetResult:
     version: str
-    changed_by_host: dict[str, int]
     artifacts: Path
-    aftermath_by_host: dict[str, Aftermath] = field(default_factory=dict)  # local hosts
-    warnings: tuple[str, ...] = ()  # one per host the control node cannot finish
+    hosts: dict[str, HostOutcome] = field(default_factory=dict)
+
+    @property
+    def changed_by_host(self) -> dict[str, int]:
+        return {name: host.changed for name, host in self.hosts.items() if host.error is None}
 
 
-def fleet_hosts(inventory: Path, control: Layout, bundle: Path) -> list[FleetHost]:
+def fleet_hosts(inventory: Path, control: Layout, bundle: Path) -> dict[str, dict[str, Any]]:
     try:
         found = inventory_hosts(inventory, control.artifacts, bundle / "playbooks", GROUP)
     except InventoryError as exc:
         raise InstallError(str(exc)) from exc
     if not found:
         raise InstallError(f"inventory {inventory} has no host in group '{GROUP}'")
-    return [FleetHost(name, host_vars) for name, host_vars in found.items()]
+    return found
 
 
-def remote_warning(host: FleetHost, bundle: Path) -> str:
-    return (
-        f"{host.name} is not a local-connection host: its installer events, their audit "
-        "import and its first console admin need an install run on the host itself; run "
-        f"there '{host.install_command(bundle)}' (idempotent: it changes nothing else)"
-    )
+def host_settings(host: dict[str, Any]) -> dict[str, Any]:
+    """A host's install options (the install defaults where the inventory is silent) and its
+    site settings, as ansible-inventory resolved them."""
+    return {
+        "root": str(host.get("sparkplane_root") or "/"),
+        "engine_port": int(host.get("sparkplane_engine_port") or DEFAULT_ENGINE_PORT),
+        "port": int(host.get("sparkplane_controlplane_port") or DEFAULT_CONTROLPLANE_PORT),
+        "bind": str(host.get("sparkplane_controlplane_bind") or DEFAULT_CONTROLPLANE_BIND),
+        # INI inventories give strings; Ansible reads them with `| bool`, and so do we.
+        "systemd": boolean(host.get("sparkplane_allow_system_changes", False), strict=False),
+        "site_vars": site_vars_in(host),
+    }
 
 
-def host_errors(result: RunResult, host: FleetHost, version: str) -> list[str]:
-    """Why the run did not install `version` on `host`; empty when it did."""
-    mine = [f"task '{f.task}': {f.message}" for f in result.failures if f.host == host.name]
-    if mine:
-        return mine
-    if not result.succeeded and not result.failures:  # the run failed as a whole
-        return [f"ansible-runner ended '{result.status}' (rc={result.rc})"]
-    if host.layout.active_version() != version:
-        return [f"current is {host.layout.active_version()}, not {version}"]
-    return []
+def trusted_key_files(keys: Sequence[Ed25519PublicKey]) -> list[dict[str, str]]:
+    """The keys as a trust directory stores them (TrustStore.add: same names, PEM)."""
+    return [{"name": key_file_name(k), "pem": signing.public_pem(k).decode()} for k in keys]
+
+
+def host_outcome(result: RunResult, host: str) -> HostOutcome:
+    """The host's own install output, or why the run did not get that far on the host."""
+    ran = result.results.get(INSTALL_TASK, {}).get(host)
+    if ran is None:
+        mine = [f"task '{f.task}': {f.message}" for f in result.failures if f.host == host]
+        reason = "; ".join(mine) or f"ansible-runner ended '{result.status}' (rc={result.rc})"
+        return HostOutcome("", 0, reason)
+    output = "\n".join(part for part in (ran.get("stdout"), ran.get("stderr")) if part)
+    found = CHANGED.search(str(ran.get("stdout") or ""))
+    if ran.get("rc") != 0 or found is None:
+        lines = str(ran.get("stderr") or ran.get("stdout") or "").strip().splitlines()
+        return HostOutcome(output, 0, lines[0] if lines else f"exit {ran.get('rc')}")
+    return HostOutcome(output, int(found.group(1)))
 
 
 def install_inventory(
@@ -137,8 +114,8 @@ def install_inventory(
     control_root: Path,
     trusted_keys: Sequence[Ed25519PublicKey],
     profile: str = "demo",
-    memory_bytes: int | None = None,
     console: Console | None = None,
+    after_verify: Callable[[Manifest], None] | None = None,
 ) -> FleetResult:
     """Provision every host of `inventory`; artifacts are kept under `control_root`."""
     bundle, inventory = Path(bundle).absolute(), Path(inventory).absolute()
@@ -146,55 +123,36 @@ def install_inventory(
         raise InstallError(f"inventory {inventory} does not exist")
     manifest = verify_or_raise(bundle, trusted_keys, control_root)
     facts = BundleFacts.from_manifest(manifest)
-    # Sparks of one site are alike: the plan is made once, for this box's memory.
-    memory = memory_bytes if memory_bytes is not None else box_memory_bytes()
-    plan = plan_or_refuse(bundle, facts, profile, memory)
     control = Layout.at(control_root)
     hosts = fleet_hosts(inventory, control, bundle)
-    local = [host for host in hosts if host.local]
-    warnings = tuple(remote_warning(host, bundle) for host in hosts if not host.local)
-    extravars = playbook_vars(bundle, facts, plan, activate=True)
-    event: dict[str, Any] = {"version": facts.version, "profile": profile}
-    event["inventory"] = str(inventory)
-    with ExitStack() as locks:
-        for host in local:
-            locks.enter_context(installer_lock(host.layout))
-        for host in local:
-            record_event(host.layout, "install", phase="started", **event)
-        started = time.monotonic()
-        result = run_playbook(
-            bundle / "playbooks",
-            control.artifacts,
-            str(inventory),
-            extravars,
-            ident=f"fleet-{facts.version}-{time.strftime('%Y%m%dT%H%M%S')}",
-            console=console,
-        )
-        event["seconds"] = round(time.monotonic() - started, 1)
-        event["artifacts"] = str(result.artifact_dir)
-        aftermaths = {}
-        for host in local:
-            errors = host_errors(result, host, facts.version)
-            if errors:
-                record_event(host.layout, "install", phase="failed", error=errors, **event)
-                continue
-            save_release_vars(
-                host.layout.release(facts.version), host.release_inventory(), extravars
-            )
-            changed = result.changed_by_host.get(host.name, 0)
-            record_event(host.layout, "install", phase="succeeded", changed=changed, **event)
-            aftermaths[host.name] = finish_host(host, console)
-    for warning in warnings:
-        if console is not None:
-            console.print(f"[yellow]warning:[/] {escape(warning)}")
-    raise_for_run(result, f"install over {inventory.name}")
-    return FleetResult(
-        facts.version, result.changed_by_host, result.artifact_dir, aftermaths, warnings
+    if after_verify is not None:
+        after_verify(manifest)
+    extravars = {
+        "sparkplane_bundle_dir": str(bundle),
+        "sparkplane_version": facts.version,
+        "sparkplane_engine_profile": profile,
+        "sparkplane_fleet_trusted_keys": trusted_key_files(trusted_keys),
+        "sparkplane_fleet_hosts": {name: host_settings(v) for name, v in hosts.items()},
+    }
+    result = run_playbook(
+        bundle / "playbooks",
+        control.artifacts,
+        str(inventory),
+        extravars,
+        ident=f"fleet-{facts.version}-{time.strftime('%Y%m%dT%H%M%S')}",
+        console=console,
+        playbook=PLAYBOOK,
     )
-
-
-def finish_host(host: FleetHost, console: Console | None) -> Aftermath:
-    """After activation, as for a single-host install: audit import and first admin."""
+    outcomes = {name: host_outcome(result, name) for name in hosts}
     if console is not None:
-        console.print(f"[bold]{escape(host.name)}[/] ({host.layout.root}):")
-    return after_activation(host.layout, create_admin=True, console=console)
+        for name, outcome in outcomes.items():
+            console.print(f"[bold]{escape(name)}[/]:")
+            console.print(escape(outcome.output), highlight=False)
+    failed = {name: outcome.error for name, outcome in outcomes.items() if outcome.error}
+    if failed:
+        raise InstallError(
+            f"install over {inventory.name} failed on {len(failed)} of {len(hosts)} host(s)",
+            [f"{name}: {error}" for name, error in failed.items()],
+            result.artifact_dir,
+        )
+    return FleetResult(facts.version, result.artifact_dir, outcomes)

@@ -10,9 +10,10 @@ the lifecycle events into the audit chain and creates the first console admin.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
@@ -36,6 +37,7 @@ from installer.provision.apply import (
     playbook_vars,
     raise_for_run,
     save_release_vars,
+    site_vars_of,
 )
 from installer.provision.lock import installer_lock
 from installer.provision.release_cli import FirstAdmin
@@ -129,11 +131,13 @@ def install(
     console: Console | None = None,
     action: str = "install",
     after_verify: Callable[[Manifest], None] | None = None,
+    site_vars: Mapping[str, Any] | None = None,
 ) -> InstallResult:
     """Install (or finish installing) `bundle` under `root`; raises InstallError on any failure.
 
     `after_verify` runs once the bundle has verified and before anything is written (the CLI
     stores a newly trusted key there, so a rejected bundle leaves the trust directory alone).
+    `site_vars`: the site's inventory settings for this host (`--vars`), kept in the release.
     """
     bundle, root = Path(bundle).absolute(), Path(root).absolute()
     report = verify_report(bundle, trusted_keys, root)
@@ -154,6 +158,8 @@ def install(
     if memory_bytes is None:
         memory_bytes = box_memory_bytes(facts_host)
     plan = plan_or_refuse(bundle, facts, profile, memory_bytes)
+    extravars = playbook_vars(bundle, facts, plan, activate)
+    site = site_vars_of(site_vars or {}, bundle / "playbooks", derived=list(extravars))
     if after_verify is not None:
         after_verify(manifest)
     remember_rotated_signer(report, root)
@@ -164,9 +170,8 @@ def install(
         if console is not None:
             console.print(f"{action} {facts.name} {facts.version} (profile {profile}) into {root}")
         inventory = local_inventory(
-            root, engine_port, controlplane_port, controlplane_bind, allow_system_changes
+            root, engine_port, controlplane_port, controlplane_bind, allow_system_changes, site
         )
-        extravars = playbook_vars(bundle, facts, plan, activate)
         result = run_playbook(
             bundle / "playbooks",
             layout.artifacts,

@@ -44,14 +44,23 @@ class FirstAdmin:
     stored_at: Path
 
 
+def manages_system(layout: Layout) -> bool:
+    """Whether the current release (else any kept one) was installed on `/` with --systemd:
+    only then may the installer touch systemd, users and nftables."""
+    if layout.root != Path("/"):
+        return False
+    candidates = [layout.current / RELEASE_VARS]
+    candidates += [layout.release(v) / RELEASE_VARS for v in reversed(layout.installed_versions())]
+    saved = next((path for path in candidates if path.is_file()), None)
+    if saved is None:
+        return False
+    hosts = json.loads(saved.read_text())["inventory"]["sparkplane"]["hosts"]
+    return any(host.get("sparkplane_allow_system_changes") is True for host in hosts.values())
+
+
 def service_user(layout: Layout) -> str | None:
     """The service user when the current release manages a real system (`/` + --systemd)."""
-    saved = layout.current / RELEASE_VARS
-    if layout.root != Path("/") or not saved.is_file():
-        return None
-    hosts = json.loads(saved.read_text())["inventory"]["sparkplane"]["hosts"]
-    allowed = any(host.get("sparkplane_allow_system_changes") for host in hosts.values())
-    return SERVICE_USER if allowed else None
+    return SERVICE_USER if manages_system(layout) else None
 
 
 def run_release_cli(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:

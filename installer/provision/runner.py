@@ -43,6 +43,8 @@ class RunResult:
     changed_tasks: list[str] = field(default_factory=list)
     failures: list[TaskFailure] = field(default_factory=list)
     changed_by_host: dict[str, int] = field(default_factory=dict)
+    # task name -> host -> the module's result, for tasks that ran (ok or failed)
+    results: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -72,6 +74,7 @@ class _EventTracker:
         self.result_counts = {"ok": 0, "changed": 0, "failed": 0, "skipped": 0}
         self.changed_tasks: list[str] = []
         self.failures: list[TaskFailure] = []
+        self.results: dict[str, dict[str, dict[str, Any]]] = {}
         self.task_started = time.monotonic()
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
@@ -82,7 +85,9 @@ class _EventTracker:
         if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.task_started = time.monotonic()
             self._describe(f"{data.get('role') or 'play'}: {task}")
-        elif kind == "runner_on_ok":
+        if kind in ("runner_on_ok", "runner_on_failed"):
+            self.results.setdefault(task, {})[host] = dict(data.get("res") or {})
+        if kind == "runner_on_ok":
             changed = bool((data.get("res") or {}).get("changed"))
             self.result_counts["changed" if changed else "ok"] += 1
             if changed:
@@ -142,8 +147,9 @@ def run_playbook(
     ident: str,
     console: Console | None = None,
     limit: str | None = None,
+    playbook: str = "site.yml",
 ) -> RunResult:
-    """Run `site.yml` from `playbook_dir`; never raises for a failed play, returns the outcome."""
+    """Run `playbook` from `playbook_dir`; never raises for a failed play, returns the outcome."""
     private_data_dir.mkdir(parents=True, exist_ok=True)
     show = console is not None and console.is_terminal
     progress = (
@@ -164,7 +170,7 @@ def run_playbook(
         runner = ansible_runner.run(
             private_data_dir=str(private_data_dir),
             project_dir=str(playbook_dir),
-            playbook="site.yml",
+            playbook=playbook,
             inventory=inventory,
             extravars=extravars,
             envvars=_environment(private_data_dir, playbook_dir),
@@ -192,6 +198,7 @@ def run_playbook(
         skipped=total("skipped"),
         changed_tasks=tracker.changed_tasks,
         failures=tracker.failures,
+        results=tracker.results,
         changed_by_host={host: 0 for host in stats.get("processed") or {}}
         | dict(stats.get("changed") or {}),
     )

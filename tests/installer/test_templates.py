@@ -16,11 +16,14 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from controlplane.core.config import read_config_file
 from controlplane.core.envfile import read_env_file
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+GROUP_VARS = TEMPLATES.parent / "playbooks" / "group_vars" / "all.yml"
 MODEL = "/var/lib/sparkplane/models/gemma"
 STATE = "/var/lib/sparkplane/engine"
 SPEC = '{"model":"/var/lib/sparkplane/models/draft","num_speculative_tokens":3}'
@@ -33,9 +36,15 @@ def render(name: str, **overrides: object) -> str:
         trim_blocks=True,  # Ansible's template module default
         keep_trailing_newline=True,
     )
-    # Ansible's `bool` filter, for the values these tests give it.
-    env.filters["bool"] = lambda value: str(value).lower() in {"1", "true", "yes", "on"}
+    env.filters["bool"] = lambda value: boolean(value, strict=False)  # Ansible's `| bool`
+    # The inventory's defaults (playbooks/group_vars) that are plain values, as Ansible gives them
+    # to every template; the paths derived from sparkplane_root are set below.
     variables: dict[str, object] = {
+        name: value
+        for name, value in yaml.safe_load(GROUP_VARS.read_text(encoding="utf-8")).items()
+        if not (isinstance(value, str) and "{{" in value)
+    }
+    variables |= {
         "ansible_managed": "Ansible managed",
         "sparkplane_engine_runtime": "wheelhouse",
         "sparkplane_engine_profile": "latency",
@@ -208,7 +217,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         (current / venv / "bin").mkdir(parents=True)
         (current / venv / "bin" / program).symlink_to(shutil.which("true") or "/bin/true")
     paths = []
-    for name in ("sparkplane-engine.service", "sparkplane-controlplane.service"):
+    units = ("sparkplane-engine.service", "sparkplane-controlplane.service")
+    for name in (*units, "sparkplane-firewall.service"):
         path = tmp_path / name
         path.write_text(render(f"{name}.j2", sparkplane_current_dir=str(current)))
         paths.append(str(path))
@@ -240,8 +250,25 @@ def test_engine_env_has_the_air_gap_variables() -> None:
     assert "FLASHINFER_CUBIN_DIR=/opt/fi/cubins" in with_cubins.splitlines()
 
 
+def test_container_engine_unit_keeps_the_hardening_a_root_runtime_allows() -> None:
+    unit = render("sparkplane-engine.service.j2", sparkplane_engine_runtime="container")
+    lines = unit.splitlines()
+    for directive in ("NoNewPrivileges=yes", "ProtectHome=yes", "PrivateTmp=yes",
+                      "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectClock=yes",
+                      "RestrictRealtime=yes", "LimitMEMLOCK=infinity"):  # fmt: skip
+        assert directive in lines, directive
+
+
+def test_firewall_unit_loads_at_boot_and_unloads_on_stop() -> None:
+    lines = render("sparkplane-firewall.service.j2").splitlines()
+    assert "ExecStart=/usr/sbin/nft --file /etc/sparkplane/nftables.conf" in lines
+    assert "ExecStop=/usr/sbin/nft delete table inet sparkplane" in lines
+    assert "Before=network-pre.target shutdown.target" in lines
+    assert "WantedBy=sysinit.target" in lines and "RemainAfterExit=yes" in lines
+
+
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nft not installed")
-@pytest.mark.parametrize("deny_egress", [False, True])
+@pytest.mark.parametrize("deny_egress", [False, True, "false"])
 def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
     tmp_path, deny_egress
 ) -> None:
@@ -259,8 +286,8 @@ def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
     accepted = [line.split()[2] for line in text.splitlines() if "tcp dport" in line]
     assert accepted == ["22", "443"]
     assert "policy drop" in text
-    assert ("chain output" in text) is deny_egress
-    if deny_egress:
+    assert ("chain output" in text) is (deny_egress is True)  # "false" from an INI inventory
+    if deny_egress is True:
         assert "ip daddr 10.20.0.0/16 accept" in text
     rules.write_text(text.replace("policy drop", "policy maybe"))
     assert subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True).returncode != 0

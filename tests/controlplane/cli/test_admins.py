@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -65,3 +66,22 @@ def test_roles_disable_and_last_admin_guard(run: Invoke, tmp_path: Path) -> None
     listing = run("list")
     assert "boss\tadmin\tlocal\tdisabled" in listing and "audrey\tauditor" in listing
     assert "does not exist" in run("unlock", "nobody", code=1)
+
+
+def test_no_change_is_kept_when_the_audit_store_is_down(run: Invoke, tmp_path: Path) -> None:
+    run("create", "boss")
+    database = tmp_path / "data" / "sparkplane.db"
+    query = "select username, role, password_hash from admin_users"
+    with sqlite3.connect(database) as conn:  # a real fault: every audit write is aborted
+        before = conn.execute(query).fetchall()
+        for table in ("audit_entries", "audit_health_probe"):
+            for op in ("INSERT", "UPDATE"):
+                conn.execute(
+                    f"CREATE TRIGGER refuse_{table}_{op} BEFORE {op} ON {table} "
+                    "BEGIN SELECT RAISE(ABORT, 'audit store refuses writes (test fault)'); END"
+                )
+    for args in (("create", "eve"), ("reset-password", "boss"), ("set-role", "boss", "auditor")):
+        assert "audit store unavailable" in run(*args, code=1)
+    with sqlite3.connect(database) as conn:
+        after = conn.execute(query).fetchall()
+    assert after == before and after[0][:2] == ("boss", "admin")  # nothing changed, unaudited

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -50,3 +53,40 @@ def test_system_info_reads_an_installed_root(tmp_path: Path) -> None:
     assert [c.subject for c in info.certificates] == ["CN=spark.site.local"]
     assert any("broken.pem" in problem for problem in info.problems)
     assert info.events[0]["kind"] == "installer.install"
+
+
+def as_nobody(work: Callable[[], object]) -> object:
+    """`work()` in a forked child that dropped to uid/gid 65534: what the service user sees
+    of files the installer wrote as root (the modules are loaded already, nothing to exec)."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            answer = {"ok": repr(work())}
+        except BaseException as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(writer, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        said = json.loads(pipe.read() or "{}")
+    os.waitpid(pid, 0)
+    assert "error" not in said, said["error"]
+    return said["ok"]
+
+
+def test_a_fact_the_service_user_cannot_read_is_not_available(tmp_path: Path) -> None:
+    layout = lay_out_appliance(tmp_path / "root")
+    for directory in [tmp_path, *tmp_path.parents]:  # pytest's temp dirs are 0700
+        if directory.stat().st_mode & 0o001:
+            break
+        directory.chmod(directory.stat().st_mode | 0o711)
+    for path in (layout.events, layout.engine_env, layout.engine_args):
+        path.chmod(0o600)  # root's, as the installer wrote them
+    info = as_nobody(lambda: read_system_info(layout.root))
+    assert "events=[]" in info and "engine_flags=[]" in info  # "not available", no crash
+    for path in (layout.events, layout.engine_env, layout.engine_args):
+        assert f"{path}: [Errno 13] Permission denied" in info

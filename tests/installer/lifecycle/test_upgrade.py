@@ -6,8 +6,10 @@ a failed upgrade that rolls itself back with the data restored, then uninstall.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import stat
 import subprocess
 from pathlib import Path
 
@@ -54,8 +56,16 @@ def engine_version(layout: Layout) -> str:
     ).stdout.strip()
 
 
+SITE = {"sparkplane_controlplane_audit_wait": "queued", "sparkplane_firewall_ssh_port": 2222}
+
+
+def saved(layout: Layout, version: str) -> dict:
+    return json.loads((layout.release(version) / "install-vars.json").read_text())
+
+
 def test_install_then_plant_data(world) -> None:
-    install(world["v1"], world["root"], keys(world), engine_port=18100, controlplane_port=18180)
+    install(world["v1"], world["root"], keys(world), "throughput", engine_port=18100,
+            controlplane_port=18180, site_vars=SITE)  # fmt: skip
     layout = Layout.at(world["root"])
     with sqlite3.connect(layout.controlplane_data / "sparkplane.db") as db:
         db.execute("create table tenants (name text)")
@@ -76,6 +86,14 @@ def test_upgrade_switches_and_keeps_data_and_ports(world) -> None:
     assert (layout.controlplane_data / "audit-signing.key").read_text() == "secret"
     args = read_args_file(layout.engine_args)
     assert args[args.index("--port") + 1] == "18100"  # the running release's port is kept
+    # ... and every other setting of its inventory, and its profile (none was given).
+    before, after = saved(layout, "1.0.0"), saved(layout, "2.0.0")
+    assert after["extravars"]["sparkplane_engine_profile"] == "throughput"
+    host = after["inventory"]["sparkplane"]["hosts"]["localhost"]
+    assert host == before["inventory"]["sparkplane"]["hosts"]["localhost"]
+    assert SITE.items() <= host.items()
+    assert "SPARKPLANE_AUDIT_WAIT=queued" in layout.controlplane_env.read_text()
+    assert "tcp dport 2222 accept" in (layout.etc / "nftables.conf").read_text()
     backups = list(layout.backups.iterdir())
     assert len(backups) == 1 and backups[0].name.startswith("1.0.0-")
     phases = [e["phase"] for e in read_events(layout) if e["kind"] == "installer.upgrade"]
@@ -94,6 +112,10 @@ def test_manual_rollback_returns_to_the_previous_release(world) -> None:
 
 def test_failed_health_check_rolls_back_and_restores_the_data(world) -> None:
     layout = Layout.at(world["root"])
+    # On a box the data belongs to the service user (here: nobody), mode 0750.
+    for path in [layout.controlplane_data, *layout.controlplane_data.rglob("*")]:
+        os.chown(path, 65534, 65534)
+    layout.controlplane_data.chmod(0o750)
 
     def broken_upgrade(checked: Layout) -> None:
         # The new release "migrated" the database, then fails to come up.
@@ -107,6 +129,10 @@ def test_failed_health_check_rolls_back_and_restores_the_data(world) -> None:
     assert layout.active_version() == "1.0.0"
     assert engine_version(layout) == "1.0.0"
     assert tenants(layout) == ["acme"]
+    # The restored data is the service's again, as it was: owner and mode kept.
+    restored = [layout.controlplane_data, *layout.controlplane_data.rglob("*")]
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in restored} == {(65534, 65534)}
+    assert stat.S_IMODE(layout.controlplane_data.stat().st_mode) == 0o750
     kinds = [(e["kind"], e["phase"]) for e in read_events(layout)][-3:]
     assert kinds[-1] == ("installer.upgrade", "rolled_back")
 
@@ -115,10 +141,23 @@ def test_status_reports_release_model_and_health(world) -> None:
     status = appliance_status(world["root"])
     assert status["current"] == "1.0.0"
     assert status["releases"] == ["1.0.0", "2.0.0"]
-    assert status["profile"] == "demo"
+    assert status["profile"] == "throughput"
     assert status["model"]["served_name"] == "tiny-chat"
     assert status["engine"]["health"].startswith("down")  # nothing started it
     assert status["services"]["sparkplane-engine.service"] == "not managed here"
+
+
+def test_site_variables_are_checked_before_anything_is_written(world, tmp_path) -> None:
+    root = tmp_path / "other-root"
+    for site, problem in (
+        ({"sparkplane_firewal_ssh_port": 2}, "not a variable of the playbooks"),
+        ({"sparkplane_engine_port": 9}, "give it with --engine-port"),
+        ({"sparkplane_engine_profile": "x"}, "comes from the bundle and the plan"),
+    ):
+        with pytest.raises(InstallError, match="site variables refused") as caught:
+            install(world["v1"], root, keys(world), site_vars=site)
+        assert problem in caught.value.details[0]
+    assert not root.exists()
 
 
 def test_uninstall_keeps_data_then_purge_removes_everything(world) -> None:

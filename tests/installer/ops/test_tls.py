@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import ssl
 import stat
@@ -178,15 +179,28 @@ def test_loopback_probe_pins_the_served_certificate(tmp_path: Path) -> None:
     assert controlplane_loopback({"SPARKPLANE_PORT": "9"}) == ("http://127.0.0.1:9", None)
 
 
+def handlers_run(artifacts: Path) -> set[str]:
+    """The handlers a playbook run notified (ansible-runner's `playbook_on_notify` events)."""
+    events = [json.loads(p.read_text()) for p in (artifacts / "job_events").glob("*.json")]
+    notified = [e["event_data"]["handler"] for e in events if e["event"] == "playbook_on_notify"]
+    return {handler.rsplit(" : ", 1)[-1] for handler in notified}
+
+
 @pytest.mark.slow
-def test_install_after_tls_init_serves_https_settings(tmp_path: Path) -> None:
+def test_install_after_tls_init_serves_https_and_restarts_only_the_control_plane(
+    tmp_path: Path,
+) -> None:
     signing.generate_keypair(tmp_path / "keys")
     bundle = make_bundle(tmp_path / "bundle", tmp_path / "keys/bundle.key")
     root = tmp_path / "root"
-    issue_server_certificate(Layout.at(root).tls, ["spark-01.lan", "10.0.0.5"])
     key = signing.load_public_key(tmp_path / "keys/bundle.pub")
     install(bundle, root, [key], "demo", engine_port=18001, controlplane_port=18081)
     env_file = Layout.at(root).controlplane_env
+    assert load_settings(env_file).tls_cert is None
+    issue_server_certificate(Layout.at(root).tls, ["spark-01.lan", "10.0.0.5"])
+    again = install(bundle, root, [key], "demo", engine_port=18001, controlplane_port=18081)
     settings = load_settings(env_file)
     assert settings.tls_cert == Layout.at(root).tls / "server.crt"
     assert settings.tls_key == Layout.at(root).tls / "server.key"
+    # Only controlplane.env changed: the engine keeps running (docs/installer.md, HTTPS).
+    assert handlers_run(again.artifacts) == {"Restart the control plane"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from controlplane.appliance.events import record_event
 from controlplane.appliance.layout import Layout
 from controlplane.audit.guards import install_guards
 from controlplane.audit.installer_events import InstallerEventError, import_events, parse_events
+from controlplane.audit.retention import prune_before
 from controlplane.audit.verify import verify_live
 from controlplane.audit.writer import AuditWriter
 from controlplane.core.db import init_db, make_engine
@@ -73,3 +76,55 @@ def test_the_short_form_and_the_installer_form_agree(tmp_path: Path) -> None:
         '{"kind": "installer.upgrade", "action": "upgrade", "version": "2"}\n'
     )
     assert [event["version"] for _, event in parse_events(events)] == ["2", "2"]
+
+
+async def test_events_whose_entries_were_pruned_are_not_imported_again(chain, tmp_path) -> None:
+    engine, key = chain
+    layout = Layout.at(tmp_path / "root")
+    record_event(layout, "install", phase="started", version="1.0.0")
+    record_event(layout, "install", phase="succeeded", version="1.0.0")
+    writer = AuditWriter(engine, key)
+    await writer.start()
+    try:
+        assert (await import_events(engine, writer, layout.events)).imported == 2
+        # Retention removes every entry so far (a year later, say) ...
+        future = datetime.now(UTC) + timedelta(days=1)
+        assert prune_before(engine, writer.signer, future, "retention")[1] >= 2
+        # ... and the next install's import adds only its own new event.
+        record_event(layout, "upgrade", phase="started", version="2.0.0")
+        again = await import_events(engine, writer, layout.events)
+    finally:
+        await writer.close()
+    assert (again.imported, again.skipped) == (1, 2)
+    with engine.connect() as conn:
+        kinds = conn.exec_driver_sql("select kind from audit_entries order by seq").scalars()
+        assert [k for k in kinds if k.startswith("installer.")] == ["installer.upgrade"]
+    assert verify_live(engine, [key.with_suffix(".pub")]).valid
+
+
+async def test_imports_recorded_only_in_the_chain_are_remembered(chain, tmp_path) -> None:
+    # A chain filled by an installer older than installer_event_imports: its ids count too.
+    engine, key = chain
+    layout = Layout.at(tmp_path / "root")
+    record_event(layout, "install", phase="started", version="1.0.0")
+    writer = AuditWriter(engine, key)
+    await writer.start()
+    try:
+        await import_events(engine, writer, layout.events)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("delete from installer_event_imports")
+        assert (await import_events(engine, writer, layout.events)).imported == 0
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("select count(*) from installer_event_imports").scalar()
+    finally:
+        await writer.close()
+
+
+def test_the_journal_is_readable_by_the_service_user(tmp_path: Path) -> None:
+    # The control plane (user sparkplane) shows the events on its System page.
+    layout = Layout.at(tmp_path / "root")
+    layout.installer_state.mkdir(parents=True)
+    layout.events.touch(mode=0o640)  # as an older installer left it
+    layout.events.chmod(0o640)
+    record_event(layout, "install", phase="started", version="1.0.0")
+    assert stat.S_IMODE(layout.events.stat().st_mode) == 0o644

@@ -1,6 +1,6 @@
-"""`install --inventory`: which hosts the control node finishes itself, and what it saves.
+"""`install --inventory`: the inventory, what each host is given, how each host is judged.
 
-The full run over two local roots with the real control plane is in test_install_recovery.py.
+The full run, two systemd boxes from one inventory over SSH, is in tests/installer/box.
 """
 
 from __future__ import annotations
@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.appliance.layout import Layout
 from controlplane.core import signing
-from installer.provision.apply import InstallError
-from installer.provision.fleet import FleetHost, host_errors, install_inventory, remote_warning
+from installer.bundle.trust import TrustStore
+from installer.provision.apply import InstallError, site_vars_in
+from installer.provision.fleet import (
+    INSTALL_TASK,
+    host_outcome,
+    host_settings,
+    install_inventory,
+    trusted_key_files,
+)
 from installer.provision.runner import RunResult, TaskFailure, inventory_hosts
 from tests.installer.fixtures.bundles import REPO, make_bundle
 
@@ -44,39 +50,46 @@ def test_inventory_hosts_are_the_group_and_its_children_with_their_vars(tmp_path
     assert {h["sparkplane_controlplane_port"] for h in hosts.values()} == {9443}
 
 
-def test_a_local_host_is_saved_alone_with_the_playbook_defaults(tmp_path: Path) -> None:
-    host = FleetHost("spark-a", {"ansible_connection": "local", "sparkplane_root": str(tmp_path)})
-    assert host.local and host.layout == Layout.at(tmp_path)
-    saved = host.release_inventory()["sparkplane"]["hosts"]["localhost"]
-    assert saved["sparkplane_root"] == str(tmp_path)
-    assert (saved["sparkplane_engine_port"], saved["sparkplane_controlplane_port"]) == (8000, 8080)
-    assert saved["sparkplane_allow_system_changes"] is False
+def test_each_host_is_judged_by_its_own_install(tmp_path: Path) -> None:
+    said = "installed 1.0.0 at /opt/sparkplane/releases/1.0.0: changed=3; engine ..."
+    results = {
+        INSTALL_TASK: {
+            "a": {"rc": 0, "stdout": f"audit: 2 installer event(s)\n{said}", "stderr": ""},
+            "b": {
+                "rc": 1,
+                "stdout": "",
+                "stderr": "error: preflight failed; nothing was installed",
+            },
+        }
+    }
+    failure = TaskFailure("c", "Install the control plane offline", "No matching distribution")
+    result = RunResult("failed", 2, tmp_path, failures=[failure], results=results)
+    a, b, c = (host_outcome(result, name) for name in ("a", "b", "c"))
+    assert (a.changed, a.error) == (3, None) and a.output.startswith("audit: 2")
+    assert b.error == "error: preflight failed; nothing was installed"
+    assert c.error == "task 'Install the control plane offline': No matching distribution"
+    assert host_outcome(RunResult("failed", 4, tmp_path), "d").error == (
+        "ansible-runner ended 'failed' (rc=4)"
+    )
 
 
-@pytest.mark.parametrize(("given", "systemd"), [("true", True), ("false", False), (True, True)])
-def test_a_remote_host_is_named_with_the_command_that_finishes_it(given, systemd) -> None:
-    host = FleetHost("spark-b", {"sparkplane_allow_system_changes": given})
-    assert not host.local and host.layout.root == Path("/")
-    warning = remote_warning(host, Path("/media/bundle"))
-    command = "sparkplane install /media/bundle --root / --engine-port 8000 --port 8080"
-    assert warning.startswith("spark-b is not a local-connection host") and command in warning
-    assert warning.endswith("--systemd' (idempotent: it changes nothing else)") == systemd
+def test_hosts_get_the_keys_as_their_trust_directory_names_them(keys: Path, tmp_path) -> None:
+    key = signing.load_public_key(keys / "bundle.pub")
+    stored = TrustStore(tmp_path / "trust").add(key)
+    (entry,) = trusted_key_files([key])
+    assert entry["name"] == stored.name and entry["pem"].encode() == stored.read_bytes()
 
 
-def test_each_host_is_judged_on_its_own(tmp_path: Path) -> None:
-    a, b = (FleetHost(n, {"sparkplane_root": str(tmp_path / n)}) for n in ("a", "b"))
-    for host in (a, b):
-        host.layout.releases.mkdir(parents=True)
-        (host.layout.release("1.0.0")).mkdir()
-        host.layout.current.symlink_to("releases/1.0.0")
-    failed_on_b = RunResult("failed", 2, tmp_path, failures=[TaskFailure("b", "pip", "boom")])
-    assert host_errors(failed_on_b, a, "1.0.0") == []
-    assert host_errors(failed_on_b, b, "1.0.0") == ["task 'pip': boom"]
-    assert host_errors(RunResult("failed", 1, tmp_path), a, "1.0.0") == [
-        "ansible-runner ended 'failed' (rc=1)"
-    ]
-    ok = RunResult("successful", 0, tmp_path)
-    assert host_errors(ok, a, "2.0.0") == ["current is 1.0.0, not 2.0.0"]
+def test_a_host_gets_its_inventory_settings_and_the_install_defaults() -> None:
+    host = {"ansible_host": "10.0.0.2", "sparkplane_engine_port": "18000", "rack": "r1",
+            "sparkplane_allow_system_changes": "true",
+            "sparkplane_controlplane_audit_wait": "queued"}  # fmt: skip
+    assert site_vars_in(host) == {"sparkplane_controlplane_audit_wait": "queued"}
+    assert host_settings(host) == {
+        "root": "/", "engine_port": 18000, "port": 8080, "bind": "0.0.0.0", "systemd": True,
+        "site_vars": {"sparkplane_controlplane_audit_wait": "queued"},
+    }  # fmt: skip
+    assert host_settings({"sparkplane_allow_system_changes": "false"})["systemd"] is False
 
 
 def test_an_inventory_without_sparkplane_hosts_is_refused_before_any_write(
@@ -87,5 +100,5 @@ def test_an_inventory_without_sparkplane_hosts_is_refused_before_any_write(
     inventory.write_text(f"[other]\nx ansible_connection=local sparkplane_root={tmp_path / 'x'}\n")
     key = signing.load_public_key(keys / "bundle.pub")
     with pytest.raises(InstallError, match="has no host in group 'sparkplane'"):
-        install_inventory(bundle, inventory, tmp_path / "control", [key], memory_bytes=2**34)
+        install_inventory(bundle, inventory, tmp_path / "control", [key])
     assert not (tmp_path / "x").exists()
