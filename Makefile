@@ -20,11 +20,18 @@ demo: $(STAMP)
 
 # Host tools the tests drive for real, from Debian's packages: chromium for the console's browser
 # tests (Playwright's own browser download cannot work offline), nft to check the firewall rules,
-# ip and strace for the end-to-end test's loopback-only namespace and its socket audit.
-HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd
+# ip and strace for the end-to-end test's loopback-only namespace and its socket audit, rsyslogd
+# (with its GnuTLS driver, a package of its own) as the SIEM feed's receiver, pg_dump and
+# pg_restore (the server's major version, 15) for backup and restore on PostgreSQL.
+HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd \
+	rsyslogd:rsyslog pg_dump:postgresql-client-15
+HOST_PACKAGES := rsyslog-gnutls
 host-tools:
 	@missing=""; for pair in $(HOST_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	for package in $(HOST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" \
+			|| missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 # The whole suite: unit, integration, PostgreSQL, browser, and the real-engine end to end.

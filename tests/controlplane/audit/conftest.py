@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 import controlplane.audit.models  # noqa: F401  (registers the tables)
 from controlplane.audit import AuditWriter, install_guards
 from controlplane.core.db import Base, make_engine
+from tests.controlplane.audit.rsyslog import Rsyslog
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -65,3 +66,12 @@ async def writer(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[AuditWr
     await audit.start()
     yield audit
     await audit.close()
+
+
+@pytest.fixture(scope="session")
+def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
+    """One real rsyslog for the whole session (its TCP, TLS and UDP inputs)."""
+    server = Rsyslog(tmp_path_factory.mktemp("rsyslog"))
+    server.start()
+    yield server
+    server.stop()
