@@ -60,6 +60,23 @@ def pg_engine(pg_schema: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """The test runs twice: on a SQLite file and on a PostgreSQL schema."""
+    fixture = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
+    found: Engine = request.getfixturevalue(fixture)
+    return found
+
+
+@pytest.fixture
+async def audit(engine: Engine, tmp_path: Path) -> AsyncIterator[AuditWriter]:
+    """A writer on `engine` (both backends) that checkpoints every 7 entries."""
+    writer = AuditWriter(engine, tmp_path / "audit-signing.key", checkpoint_every=7)
+    await writer.start()
+    yield writer
+    await writer.close()
+
+
 @pytest.fixture
 async def writer(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[AuditWriter]:
     audit = AuditWriter(sqlite_engine, tmp_path / "audit-signing.key", checkpoint_every=10)

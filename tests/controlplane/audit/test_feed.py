@@ -4,9 +4,7 @@ reading, and two PostgreSQL replicas."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from controlplane.audit.feed.sender import SiemFeed
 from controlplane.audit.feed.transports import TlsFiles, make_transport, parse_target
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
 from tests.controlplane.audit.conftest import pg_schema_engine
+from tests.controlplane.audit.receivers import TcpReceiver
 from tests.controlplane.audit.rsyslog import Received, Rsyslog
 
 
@@ -162,31 +161,6 @@ async def test_the_cursor_survives_a_restart_and_files_get_each_line_once(
     )
 
 
-class StuckReceiver:
-    """Accepts connections and never reads: the sender's socket buffers fill, sends block."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 async def test_a_receiver_that_stops_reading_never_slows_the_writer(writer, sqlite_engine, feeds):
     """With the feed blocked in a send, records commit as fast as without it, the backlog
     grows, and stopping takes about a second (the blocked send is cut)."""
@@ -202,7 +176,7 @@ async def test_a_receiver_that_stops_reading_never_slows_the_writer(writer, sqli
     alone = await record_times(300)
     for i in range(400):  # more than the kernel's socket buffers take (tcp_wmem: 4 MiB)
         await writer.record("api.request", tenant="acme", n=i, pad="y" * 16_000)
-    stuck = StuckReceiver()
+    stuck = TcpReceiver(stuck=True)
     try:
         feed = start_feed(sqlite_engine, writer, f"tcp://127.0.0.1:{stuck.port}")
         await eventually(lambda: feed._sending, timeout=10)  # blocked on the full socket

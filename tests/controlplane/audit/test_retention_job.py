@@ -26,19 +26,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request):
-    return request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
-
-
-@pytest.fixture
-async def audit(engine, tmp_path):
-    writer = AuditWriter(engine, tmp_path / "audit-signing.key", checkpoint_every=7)
-    await writer.start()
-    yield writer
-    await writer.close()
-
-
 def job_for(engine, audit, clock, policies=None, **kwargs) -> RetentionJob:
     return RetentionJob(
         engine, lambda: audit.signer, lambda: policies or {"acme": 30, "beta": 400},
