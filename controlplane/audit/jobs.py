@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -17,10 +18,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from controlplane.audit.feed.sender import SiemFeed
-from controlplane.audit.feed.transports import TlsFiles, make_transport, parse_target
+from controlplane.audit.feed.transports import TargetError, TlsFiles, make_transport, parse_target
 from controlplane.audit.retention_job import RetentionJob
 from controlplane.audit.writer import AuditWriter
-from controlplane.core.config import Settings
+from controlplane.core.config import ConfigError, Settings
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,11 @@ async def start_audit_jobs(
     feed = None
     if settings.siem_target:
         tls = TlsFiles(settings.siem_tls_ca, settings.siem_tls_cert, settings.siem_tls_key)
-        feed = SiemFeed(engine, make_transport(parse_target(settings.siem_target), tls))
+        try:
+            transport = make_transport(parse_target(settings.siem_target), tls)
+        except (TargetError, OSError, ssl.SSLError) as exc:  # a CA or client key unreadable
+            raise ConfigError(f"SIEM feed {settings.siem_target}: {exc}") from exc
+        feed = SiemFeed(engine, transport)
         writer.on_commit(feed.wake)
         feed.start()
         stack.push_async_callback(asyncio.to_thread, feed.stop)

@@ -18,8 +18,9 @@ from controlplane.audit.chain import export_line
 from controlplane.audit.feed import sender
 from controlplane.audit.feed.messages import FACILITY_LOG_AUDIT
 from controlplane.audit.feed.sender import SiemFeed
-from controlplane.audit.feed.transports import TlsFiles, make_transport, parse_target
+from controlplane.audit.feed.transports import TargetError, TlsFiles, make_transport, parse_target
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
+from controlplane.core.config import ConfigError, load_settings
 from tests.controlplane.audit.conftest import pg_schema_engine
 from tests.controlplane.audit.receivers import TcpReceiver
 from tests.controlplane.audit.rsyslog import Received, Rsyslog
@@ -227,3 +228,17 @@ async def test_replicas_send_each_entry_once_and_a_standby_takes_over(
         await writer.close()
         for engine in engines:
             engine.dispose()
+
+
+def test_bad_targets_are_refused_naming_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match="SPARKPLANE_SIEM_TARGET 'http://siem' must start"):
+        load_settings(None, siem_target="http://siem", data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="SIEM_TLS_CERT and SPARKPLANE_SIEM_TLS_KEY go together"):
+        load_settings(None, siem_tls_cert=tmp_path / "c.pem", data_dir=tmp_path)
+    for bad in ("tls://", "tcp://siem:99999", "file://relative/path", "udp://siem/x"):
+        with pytest.raises(TargetError):
+            parse_target(bad)
+    assert str(parse_target("tls://siem.site.lan")) == "tls://siem.site.lan:6514"
+    assert str(parse_target("udp://10.0.0.9")) == "udp://10.0.0.9:514"
+    with pytest.raises(FileNotFoundError):
+        make_transport(parse_target("tls://siem"), TlsFiles(ca=tmp_path / "missing-ca.pem"))
