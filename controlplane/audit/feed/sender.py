@@ -119,7 +119,7 @@ class SiemFeed:
         self._thread.join(ABORT_AFTER)
         if self._thread.is_alive() and self._sending:  # a receiver that stopped reading
             self.transport.abort()
-            self._thread.join(STOP_TIMEOUT)
+        self._thread.join(STOP_TIMEOUT)
         self._thread = None
 
     def _set(self, **changes: Any) -> None:
