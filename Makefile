@@ -22,13 +22,20 @@ demo: $(STAMP)
 # tests (Playwright's own browser download cannot work offline), nft to check the firewall rules,
 # ip and strace for the end-to-end test's loopback-only namespace and its socket audit; slapd
 # (OpenLDAP) and node + npm (the OpenID provider) for the console's directory sign-in tests;
-# mmdebstrap, podman, runc and ssh for the installer's systemd boxes (tests/installer/box).
+# mmdebstrap, podman, runc and ssh for the installer's systemd boxes (tests/installer/box);
+# rsyslogd (with its GnuTLS driver, a package of its own) as the SIEM feed's receiver; pg_dump
+# and pg_restore (the server's major version, 15) for backup and restore on PostgreSQL.
 HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd \
 	/usr/sbin/slapd:slapd node:nodejs npm:npm \
-	mmdebstrap:mmdebstrap podman:podman runc:runc ssh:openssh-client ssh-keygen:openssh-client
+	mmdebstrap:mmdebstrap podman:podman runc:runc ssh:openssh-client ssh-keygen:openssh-client \
+	rsyslogd:rsyslog pg_dump:postgresql-client-15
+HOST_PACKAGES := rsyslog-gnutls
 host-tools:
 	@missing=""; for pair in $(HOST_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	for package in $(HOST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" \
+			|| missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 

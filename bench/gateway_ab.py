@@ -83,17 +83,23 @@ def main() -> None:
         finally:
             for proc in reversed(procs.values()):
                 proc.stop()
-    base = results["direct"].latencies
-    b50, b99 = percentile(base, 50), percentile(base, 99)
     print(
         f"\n# Sparkplane A/B at {args.rate:g} req/s, open loop ({args.rounds} rounds x 5 s per "
         f"target, alternating; 1-min load average before the run {load:.1f})\n"
         f"before: {trees['before']} {_show(extra_env['before'])}\n"
-        f"after:  {trees['after']} {_show(extra_env['after'])}\n"
-        f"direct: p50 {b50 * 1000:.2f} ms, p99 {b99 * 1000:.2f} ms\n"
+        f"after:  {trees['after']} {_show(extra_env['after'])}"
     )
-    print("tree      ok  err   +p50 ms  +p99 ms  CPU ms/req")
-    for name in trees:
+    print_added(results, cpu, list(trees), "tree")
+
+
+def print_added(results: dict[str, Result], cpu: dict[str, float], names: list[str],
+                title: str) -> None:  # fmt: skip
+    """Each target's latency added to the direct one's, and its CPU per request."""
+    base = results["direct"].latencies
+    b50, b99 = percentile(base, 50), percentile(base, 99)
+    print(f"direct: p50 {b50 * 1000:.2f} ms, p99 {b99 * 1000:.2f} ms\n")
+    print(f"{title:<7}   ok  err   +p50 ms  +p99 ms  CPU ms/req")
+    for name in names:
         r = results[name]
         added50 = (percentile(r.latencies, 50) - b50) * 1000
         added99 = (percentile(r.latencies, 99) - b99) * 1000

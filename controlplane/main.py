@@ -19,8 +19,10 @@ import controlplane
 from controlplane.admission.local import Admission
 from controlplane.api.errors import add_html_error_page, install_error_handlers
 from controlplane.api.routes import docs, health, keys, openai, tenants
+from controlplane.audit import jobs as audit_jobs
 from controlplane.core.config import Settings
 from controlplane.core.db import init_db, make_engine, session_factory
+from controlplane.core.dblock import hold_running_lock
 from controlplane.core.security import load_or_create_pepper
 from controlplane.engines.pool import EnginePool
 from controlplane.gateway.exchange import GatewayServices
@@ -28,6 +30,7 @@ from controlplane.gateway.ingress import ControlPlaneApp
 from controlplane.metering.metrics import Metrics
 from controlplane.metering.usage import UsageLedger
 from controlplane.tenancy.keycache import KeyAuthenticator
+from controlplane.tenancy.store import retention_policies
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pepper = load_or_create_pepper(settings.data_dir)
         db_engine = make_engine(settings.database_url)
         stack.callback(db_engine.dispose)
+        stack.callback(hold_running_lock(db_engine).release)  # `sparkplane restore` checks it
         init_db(db_engine)
         if hasattr(audit_module, "install_guards"):
             audit_module.install_guards(db_engine)
@@ -121,6 +125,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.gateway = services
         metrics.watch(lambda: _live_state(services))
+
+        # Retention schedule and SIEM feed (controlplane/audit/jobs.py).
+        def policies() -> dict[str, int]:
+            with app.state.sessions() as session:
+                return retention_policies(session)
+
+        app.state.audit_jobs = await audit_jobs.start_audit_jobs(
+            settings, db_engine, audit, metrics.registry, policies, stack
+        )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's full passes, which otherwise stall the event loop for tens of ms (p99).
         gc.collect()

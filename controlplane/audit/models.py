@@ -79,3 +79,28 @@ class InstallerEventImport(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(SeqType)
+
+
+class AuditFeedCursor(Base):
+    """How far the SIEM feed has delivered the chain; shared by replicas (one sends at a time)."""
+
+    __tablename__ = "audit_feed_cursors"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    entry_seq: Mapped[int] = mapped_column(SeqType)  # every entry up to here is delivered
+    checkpoint_size: Mapped[int] = mapped_column(SeqType)  # and every checkpoint up to here
+    updated: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AuditRetentionRun(Base):
+    """One run of the scheduled retention job: when, and what it pruned or redacted."""
+
+    __tablename__ = "audit_retention_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    cut: Mapped[int] = mapped_column(SeqType, default=0)  # entries up to here are deleted
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    redacted: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,12 @@ class AuditWriter:
         # (a connection lost during COMMIT), and its kept entries: the next commit looks, so
         # they are not appended twice.
         self._in_doubt: tuple[int, bytes, dict[PendingEntry, int]] | None = None
+        self._commit_listeners: list[Callable[[int], None]] = []
+
+    def on_commit(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(head seq)` on the writer thread after each commit that added entries
+        (the SIEM feed wakes on it); it must return at once and never raise."""
+        self._commit_listeners.append(listener)
 
     @property
     def signer(self) -> CheckpointSigner:
@@ -347,6 +354,9 @@ class AuditWriter:
             self._dirty_since = time.monotonic()
         by_item = dict(zip(entries, (e.seq for e in linked), strict=True))
         resolve(batch, [by_item.get(item, size) for item in batch])
+        if linked:
+            for listener in self._commit_listeners:
+                listener(size)
 
     def _fail(self, batch: list[PendingEntry]) -> None:
         """The store failed: every waiting caller learns it now; kept entries go back to the

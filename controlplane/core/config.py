@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     # store failures, so no answer waits for a commit, but a crash of the process or the box
     # can lose its last milliseconds of events (docs/controlplane.md, "Audit").
     audit_wait: Literal["durable", "queued"] = "durable"
+    # Audit retention (controlplane/audit/retention_job.py): each tenant's retention_days is
+    # applied every AUDIT_RETENTION_INTERVAL_HOURS (0: only by `sparkplane audit prune`); entries
+    # of no tenant (admin changes, installer events) are kept AUDIT_RETENTION_DAYS.
+    audit_retention_days: int = Field(default=730, ge=1, le=36_500)
+    audit_retention_interval_hours: float = Field(default=24.0, ge=0)
+    # SIEM feed (controlplane/audit/feed/): tls://HOST[:PORT], tcp://, udp:// or file:///PATH
+    # (empty: off); the CA that signed the receiver's certificate (unset: the system's CAs) and
+    # an optional client certificate and key for receivers that ask for one.
+    siem_target: str = ""
+    siem_tls_ca: Path | None = None
+    siem_tls_cert: Path | None = None
+    siem_tls_key: Path | None = None
     # Console (controlplane/console): session lifetimes and the appliance root for its system page.
     console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
     console_session_hours: int = Field(default=12, ge=1, le=24 * 30)
@@ -130,6 +142,16 @@ class Settings(BaseSettings):
             value = [part.strip() for part in value.split(";") if part.strip()]
         return value
 
+    @field_validator("siem_target")
+    @classmethod
+    def _check_siem_target(cls, value: str) -> str:
+        if value and not value.startswith(("tls://", "tcp://", "udp://", "file:///")):
+            raise ValueError(
+                f"SPARKPLANE_SIEM_TARGET {value!r} must start with tls://, tcp://, udp:// "
+                f"or file:/// (or be empty: no feed)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
         if not self.database_url:
@@ -138,6 +160,8 @@ class Settings(BaseSettings):
         self._check_tls_files()
         self._check_ldap()
         self._check_oidc()
+        if (self.siem_tls_cert is None) != (self.siem_tls_key is None):
+            raise ValueError("SPARKPLANE_SIEM_TLS_CERT and SPARKPLANE_SIEM_TLS_KEY go together")
         if self.environment == "production":
             self._refuse_development_defaults()
         return self

@@ -93,6 +93,12 @@ def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.name)))
 
 
+def retention_policies(session: Session) -> dict[str, int]:
+    """Every tenant's audit retention in days (the scheduled retention job applies them)."""
+    rows = session.execute(select(Tenant.name, Tenant.__table__.c.retention_days))
+    return {name: days for name, days in rows}
+
+
 def create_tenant(session: Session, spec: TenantCreate) -> Tenant:
     if session.scalar(select(Tenant.id).where(Tenant.name == spec.name)) is not None:
         raise Conflict(f"tenant {spec.name!r} already exists", param="name")

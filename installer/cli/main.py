@@ -32,6 +32,8 @@ REGISTRARS: dict[str, str] = {
     "keys": "controlplane.cli.tenants",
     "audit": "controlplane.cli.audit",
     "admins": "controlplane.cli.admins",
+    "backup": "controlplane.cli.backup",
+    "restore": "controlplane.cli.backup",
 }
 
 

@@ -76,6 +76,12 @@ def render(name: str, **overrides: object) -> str:
         "sparkplane_controlplane_port": 443,
         "sparkplane_controlplane_environment": "production",
         "sparkplane_controlplane_audit_wait": "durable",
+        "sparkplane_controlplane_audit_retention_days": 730,
+        "sparkplane_controlplane_audit_retention_interval_hours": 24,
+        "sparkplane_controlplane_siem_target": "",
+        "sparkplane_controlplane_siem_tls_ca": "",
+        "sparkplane_controlplane_siem_tls_cert": "",
+        "sparkplane_controlplane_siem_tls_key": "",
         "sparkplane_firewall_ssh_port": 22,
         "sparkplane_firewall_deny_egress": False,
         "sparkplane_firewall_egress_allow": [],
@@ -389,3 +395,23 @@ def test_engine_env_is_read_the_same_by_systemd_podman_and_the_installer(tmp_pat
     for value in NOT_PLAIN:
         with pytest.raises(jinja2.UndefinedError, match=r"V0 in engine\.env must be a plain value"):
             render("engine.env.j2", sparkplane_engine_profile_env={"V0": value})
+
+
+def test_controlplane_env_configures_retention_and_the_siem_feed(tmp_path: Path) -> None:
+    from controlplane.core.config import load_settings
+
+    tls = {"sparkplane_controlplane_siem_tls_ca": "/etc/sparkplane/siem-ca.crt",
+           "sparkplane_controlplane_siem_tls_cert": "/etc/sparkplane/siem-client.crt",
+           "sparkplane_controlplane_siem_tls_key": "/etc/sparkplane/siem-client.key"}  # fmt: skip
+    rendered = render(
+        "controlplane.env.j2", sparkplane_controlplane_siem_target="tls://siem.site.lan:6514",
+        sparkplane_controlplane_audit_retention_interval_hours=12, sparkplane_root="/", **tls,
+    )  # fmt: skip
+    env_file = tmp_path / "controlplane.env"
+    env_file.write_text(rendered.replace("SPARKPLANE_ENVIRONMENT=production", ""))
+    settings = load_settings(env_file, data_dir=tmp_path)
+    assert settings.siem_target == "tls://siem.site.lan:6514"
+    assert settings.audit_retention_interval_hours == 12 and settings.audit_retention_days == 730
+    assert str(settings.siem_tls_ca) == tls["sparkplane_controlplane_siem_tls_ca"]
+    assert str(settings.siem_tls_key) == tls["sparkplane_controlplane_siem_tls_key"]
+    assert "SPARKPLANE_SIEM" not in render("controlplane.env.j2", sparkplane_root="/")

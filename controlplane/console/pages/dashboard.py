@@ -1,4 +1,5 @@
-"""Dashboard: engines, live load per tenant, capacity, throughput, audit chain, disk space."""
+"""Dashboard: engines, live load per tenant, capacity, throughput, audit chain, retention
+schedule, SIEM feed, disk space."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from controlplane.appliance.system_info import appliance_root, disk_usage, read_system_info
+from controlplane.audit.jobs import AuditJobs
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
+from controlplane.audit.retention_job import RetentionRun
 from controlplane.console.charts import meter
 from controlplane.console.deps import Viewer
 from controlplane.console.notices import notice_text
@@ -58,6 +62,21 @@ def _chain_status(db: Session) -> ChainStatus:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class RetentionStatus:
+    last: RetentionRun | None
+    next: datetime | None  # None: not scheduled (SPARKPLANE_AUDIT_RETENTION_INTERVAL_HOURS=0)
+
+
+def _retention_status(jobs: AuditJobs) -> RetentionStatus:
+    """The last run as recorded in the database (whichever replica ran it) and the next."""
+    job = jobs.retention
+    if job is None:
+        return RetentionStatus(None, None)
+    last = job.last_run()
+    return RetentionStatus(last, job.next_due(last))
+
+
 def _disks(request: Request) -> list[tuple[str, int, int, Any]]:
     settings = request.app.state.settings
     paths = {"Control-plane data": Path(settings.data_dir)}
@@ -85,6 +104,8 @@ async def dashboard(request: Request, active: Viewer, notice: str = "") -> Respo
         key=lambda load: (-load.in_flight - load.queued, load.name),
     )  # fmt: skip
     chain = await run_db(request, _chain_status)
+    jobs: AuditJobs = request.app.state.audit_jobs
+    retention = await run_in_threadpool(_retention_status, jobs)
     audit = request.app.state.audit
     system = read_system_info(appliance_root(request.app.state.settings))
     models = sorted({model for engine in engines for model in engine.model_ids})
@@ -95,4 +116,5 @@ async def dashboard(request: Request, active: Viewer, notice: str = "") -> Respo
         tokens_per_second=chain.completion_tokens_window / THROUGHPUT_WINDOW.total_seconds(),
         audit_healthy=bool(audit.healthy), audit_error=audit.last_error, models=models,
         profile=system.profile, disks=_disks(request), notice=notice_text(notice),
+        retention=retention, feed=jobs.feed.status if jobs.feed else None,
     )  # fmt: skip

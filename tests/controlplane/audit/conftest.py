@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 import controlplane.audit.models  # noqa: F401  (registers the tables)
 from controlplane.audit import AuditWriter, install_guards
 from controlplane.core.db import Base, make_engine
+from tests.controlplane.audit.rsyslog import Rsyslog
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -59,9 +60,35 @@ def pg_engine(pg_schema: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """The test runs twice: on a SQLite file and on a PostgreSQL schema."""
+    fixture = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
+    found: Engine = request.getfixturevalue(fixture)
+    return found
+
+
+@pytest.fixture
+async def audit(engine: Engine, tmp_path: Path) -> AsyncIterator[AuditWriter]:
+    """A writer on `engine` (both backends) that checkpoints every 7 entries."""
+    writer = AuditWriter(engine, tmp_path / "audit-signing.key", checkpoint_every=7)
+    await writer.start()
+    yield writer
+    await writer.close()
+
+
 @pytest.fixture
 async def writer(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[AuditWriter]:
     audit = AuditWriter(sqlite_engine, tmp_path / "audit-signing.key", checkpoint_every=10)
     await audit.start()
     yield audit
     await audit.close()
+
+
+@pytest.fixture(scope="session")
+def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
+    """One real rsyslog for the whole session (its TCP, TLS and UDP inputs)."""
+    server = Rsyslog(tmp_path_factory.mktemp("rsyslog"))
+    server.start()
+    yield server
+    server.stop()

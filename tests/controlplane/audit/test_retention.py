@@ -9,24 +9,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DatabaseError
 
-from controlplane.audit import AuditWriter
 from controlplane.audit.export import export_audit
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
 from controlplane.audit.retention import apply_retention
 from controlplane.audit.verify import verify_export, verify_live
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request):
-    return request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
-
-
-@pytest.fixture
-async def audit(engine, tmp_path):
-    writer = AuditWriter(engine, tmp_path / "audit-signing.key", checkpoint_every=7)
-    await writer.start()
-    yield writer
-    await writer.close()
 
 
 async def fill(audit, count):

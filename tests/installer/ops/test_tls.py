@@ -156,6 +156,8 @@ def test_controlplane_env_names_the_pair_only_when_both_files_exist(tmp_path: Pa
     settings = load_settings(env_file)
     assert settings.environment == "production"
     assert settings.audit_wait == "durable"  # the installer's default, set in group_vars
+    assert (settings.audit_retention_days, settings.audit_retention_interval_hours) == (730, 24)
+    assert settings.siem_target == "" and "SPARKPLANE_SIEM" not in plain  # no feed by default
     assert (settings.tls_cert, settings.tls_key) == (tls_dir / "server.crt", tls_dir / "server.key")
 
 
