@@ -18,12 +18,13 @@ from starlette.staticfiles import StaticFiles
 import controlplane
 from controlplane.admission.local import Admission
 from controlplane.api.errors import add_html_error_page, install_error_handlers
-from controlplane.api.routes import docs, health, keys, openai, tenants
+from controlplane.api.routes import docs, health, keys, tenants
 from controlplane.core.config import Settings
 from controlplane.core.db import init_db, make_engine, session_factory
 from controlplane.core.security import load_or_create_pepper
 from controlplane.engines.pool import EnginePool
-from controlplane.gateway.exchange import GatewayServices
+from controlplane.gateway import routes as openai
+from controlplane.gateway.call import GatewayServices
 from controlplane.gateway.ingress import ControlPlaneApp
 from controlplane.metering.metrics import Metrics
 from controlplane.metering.usage import UsageLedger
@@ -116,10 +117,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(authenticator.close)
         app.state.authenticator = authenticator
 
-        services = GatewayServices(
-            settings, admission, engines, usage, metrics, audit, audit_module.AuditUnavailable
-        )
+        services = GatewayServices(settings, admission, engines, usage, metrics, audit)
         app.state.gateway = services
+        app.state.engines, app.state.metrics = engines, metrics
         metrics.watch(lambda: _live_state(services))
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's full passes, which otherwise stall the event loop for tens of ms (p99).

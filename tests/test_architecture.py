@@ -62,7 +62,7 @@ def import_graph() -> dict[str, frozenset[str]]:
 
 
 def subpackage(module: str) -> str:
-    """`controlplane.gateway.relay` -> `controlplane.gateway`; a top-level module stays."""
+    """`controlplane.gateway.call` -> `controlplane.gateway`; a top-level module stays."""
     return ".".join(module.split(".")[:2])
 
 
