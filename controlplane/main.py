@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
@@ -19,8 +19,10 @@ import controlplane
 from controlplane.admission.local import Admission
 from controlplane.api.errors import add_html_error_page, install_error_handlers
 from controlplane.api.routes import docs, health, keys, tenants
+from controlplane.audit.bootstrap import audited_database
+from controlplane.console import routes as console
 from controlplane.core.config import Settings
-from controlplane.core.db import init_db, make_engine, session_factory
+from controlplane.core.db import session_factory
 from controlplane.core.security import load_or_create_pepper
 from controlplane.engines.pool import EnginePool
 from controlplane.gateway import routes as openai
@@ -32,17 +34,7 @@ from controlplane.tenancy.keycache import KeyAuthenticator
 
 log = logging.getLogger(__name__)
 
-AUDIT_KEY_FILE = "audit-signing.key"
 GIL_SWITCH_INTERVAL = 0.0005  # seconds
-
-
-def _optional_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
 
 
 def _live_state(services: GatewayServices) -> dict[str, Any]:
@@ -62,7 +54,7 @@ async def _make_admission(
     engines: EnginePool,
     usage: UsageLedger,
     metrics: Metrics,
-    db_engine: Any,
+    db_engine: Engine,
     stack: AsyncExitStack,
 ) -> Admission:
     if not settings.uses_database_coordination:
@@ -78,24 +70,15 @@ async def _make_admission(
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    audit_module = importlib.import_module("controlplane.audit")
     # The audit writer and the usage flush run in threads. By default a thread that wants the
     # GIL back waits up to 5 ms; the event loop, which serves every request, should not.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     async with AsyncExitStack() as stack:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = await stack.enter_async_context(audited_database(settings))
+        db_engine, audit = database.engine, database.audit
         app.state.pepper = load_or_create_pepper(settings.data_dir)
-        db_engine = make_engine(settings.database_url)
-        stack.callback(db_engine.dispose)
-        init_db(db_engine)
-        if hasattr(audit_module, "install_guards"):
-            audit_module.install_guards(db_engine)
         app.state.db_engine = db_engine
         app.state.sessions = session_factory(db_engine)
-
-        audit = audit_module.AuditWriter(db_engine, settings.data_dir / AUDIT_KEY_FILE)
-        await audit.start()
-        stack.push_async_callback(audit.close)
         app.state.audit = audit
 
         engines = EnginePool(
@@ -134,17 +117,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _include_console(app: FastAPI) -> None:
-    routes = _optional_module("controlplane.console.routes")
-    if routes is None:
-        return
-    app.include_router(routes.router)
-    add_html_error_page(app, routes.PREFIX, routes.error_page)
+    app.include_router(console.router)
+    add_html_error_page(app, console.PREFIX, console.error_page)
 
     @app.get("/", include_in_schema=False)
     async def to_console() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=303)
 
-    static = Path(routes.__file__).resolve().parent / "static"
+    static = Path(console.__file__).resolve().parent / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
 

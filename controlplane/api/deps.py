@@ -161,4 +161,4 @@ AuditWritable = Depends(audit_writable)
 
 def admin_context(request: Request, actor: Principal) -> AdminContext:
     state = request.app.state
-    return AdminContext(state.sessions, state.pepper, state.audit, actor.name, actor.role)
+    return AdminContext(state.sessions, state.pepper, audit_writer(request), actor.name, actor.role)

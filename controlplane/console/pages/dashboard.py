@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from controlplane.api.deps import audit_writer
 from controlplane.appliance.system_info import appliance_root, disk_usage, read_system_info
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
 from controlplane.console.charts import meter
@@ -85,7 +86,7 @@ async def dashboard(request: Request, active: Viewer, notice: str = "") -> Respo
         key=lambda load: (-load.in_flight - load.queued, load.name),
     )  # fmt: skip
     chain = await run_db(request, _chain_status)
-    audit = request.app.state.audit
+    audit = audit_writer(request)
     system = read_system_info(appliance_root(request.app.state.settings))
     models = sorted({model for engine in engines for model in engine.model_ids})
     return render(

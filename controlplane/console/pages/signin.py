@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from controlplane.api.deps import audit_writer
 from controlplane.api.errors import ApiError
+from controlplane.audit.errors import AuditUnavailable
 from controlplane.console.auth import (
     MIN_PASSWORD_LENGTH,
     ConsoleAuthError,
@@ -129,8 +131,9 @@ async def signin(request: Request) -> Response:
                                f"again in {wait} seconds.", 429, username)  # fmt: skip
         response.headers["Retry-After"] = str(wait)
         return response
-    if not getattr(request.app.state.audit, "healthy", True):
-        # Fail closed: a sign-in that cannot be audited does not happen.
+    try:
+        audit_writer(request).check_writable()
+    except AuditUnavailable:  # fail closed: a sign-in that cannot be audited does not happen
         return signin_page(request, AUDIT_DOWN, 503, username)
     attempt = await run_db(request, _attempt, username, password, session_policy(request), address)
     result = attempt.result
