@@ -1,8 +1,8 @@
 """Tenant-key authentication with a cache that never outlives a revocation.
 
-Every key or tenant change bumps an epoch when it commits (see services.py). Each request reads
+Every key or tenant change bumps an epoch when it commits (see store.py). Each request reads
 the epoch and uses cached keys only if they were loaded at the current one. With SQLite the epoch
-is a shared-memory counter next to the database file (core/epoch.py: a memory read); with
+is a shared-memory counter next to the database file (epoch.py: a memory read); with
 PostgreSQL it is the `auth_epoch` row, read with one async round trip shared by all requests that
 arrive while it is in flight. So a revoked key fails on the very next request on every replica,
 whether it was revoked through the API, the console or the CLI, and a steady state costs no key
