@@ -216,13 +216,21 @@ class RelayCall:
             self._reject_reason = rejected.reason
             await self._refuse(send, rejected, Outcome.REJECTED)
             return
-        self._slot, self._phase = slot, Phase.FORWARDING
+        self._admitted(slot)
         try:
             await self._forward(send, slot)
         finally:
             slot.release()
 
-    # ---- transitions that answer ---------------------------------------------------------
+    # ---- transitions --------------------------------------------------------------------
+
+    def _admitted(self, slot: Slot) -> None:
+        assert self._phase is Phase.ADMITTING
+        self._phase, self._slot = Phase.FORWARDING, slot
+
+    def _engine_answered(self, status: int) -> None:
+        assert self._phase is Phase.FORWARDING
+        self._phase, self._status = Phase.RELAYING, status
 
     async def _refuse(self, send: Send, reason: DomainError, outcome: Outcome) -> None:
         """End with an error answer in the one error shape, once api.request is recorded."""
@@ -273,7 +281,7 @@ class RelayCall:
         # `close()` drops an unfinished upstream connection: on cancellation that aborts the
         # generation.
         try:
-            self._phase, self._status = Phase.RELAYING, response.status
+            self._engine_answered(response.status)
             is_stream = response.content_type == "text/event-stream"
             if self.stream and response.status == 200 and is_stream:
                 await self._relay_stream(response, send)
