@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -12,20 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 import controlplane
 from controlplane.admission.local import Admission
 from controlplane.api.errors import add_html_error_page, install_error_handlers
-from controlplane.api.routes import docs, health, keys, openai, tenants
+from controlplane.api.routes import docs, health, keys, tenants
 from controlplane.audit import jobs as audit_jobs
+from controlplane.audit.bootstrap import audited_database
+from controlplane.console import routes as console
 from controlplane.core.config import Settings
-from controlplane.core.db import init_db, make_engine, session_factory
+from controlplane.core.db import session_factory
 from controlplane.core.dblock import hold_running_lock
 from controlplane.core.security import load_or_create_pepper
 from controlplane.engines.pool import EnginePool
-from controlplane.gateway.exchange import GatewayServices
+from controlplane.gateway import routes as openai
+from controlplane.gateway.call import GatewayServices
 from controlplane.gateway.ingress import ControlPlaneApp
 from controlplane.metering.metrics import Metrics
 from controlplane.metering.usage import UsageLedger
@@ -34,17 +37,7 @@ from controlplane.tenancy.store import retention_policies
 
 log = logging.getLogger(__name__)
 
-AUDIT_KEY_FILE = "audit-signing.key"
 GIL_SWITCH_INTERVAL = 0.0005  # seconds
-
-
-def _optional_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
 
 
 def _live_state(services: GatewayServices) -> dict[str, Any]:
@@ -64,7 +57,7 @@ async def _make_admission(
     engines: EnginePool,
     usage: UsageLedger,
     metrics: Metrics,
-    db_engine: Any,
+    db_engine: Engine,
     stack: AsyncExitStack,
 ) -> Admission:
     if not settings.uses_database_coordination:
@@ -80,25 +73,16 @@ async def _make_admission(
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    audit_module = importlib.import_module("controlplane.audit")
     # The audit writer and the usage flush run in threads. By default a thread that wants the
     # GIL back waits up to 5 ms; the event loop, which serves every request, should not.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     async with AsyncExitStack() as stack:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = await stack.enter_async_context(audited_database(settings))
+        db_engine, audit = database.engine, database.audit
         app.state.pepper = load_or_create_pepper(settings.data_dir)
-        db_engine = make_engine(settings.database_url)
-        stack.callback(db_engine.dispose)
         stack.callback(hold_running_lock(db_engine).release)  # `sparkplane restore` checks it
-        init_db(db_engine)
-        if hasattr(audit_module, "install_guards"):
-            audit_module.install_guards(db_engine)
         app.state.db_engine = db_engine
         app.state.sessions = session_factory(db_engine)
-
-        audit = audit_module.AuditWriter(db_engine, settings.data_dir / AUDIT_KEY_FILE)
-        await audit.start()
-        stack.push_async_callback(audit.close)
         app.state.audit = audit
 
         engines = EnginePool(
@@ -120,10 +104,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(authenticator.close)
         app.state.authenticator = authenticator
 
-        services = GatewayServices(
-            settings, admission, engines, usage, metrics, audit, audit_module.AuditUnavailable
-        )
+        services = GatewayServices(settings, admission, engines, usage, metrics, audit)
         app.state.gateway = services
+        app.state.engines, app.state.metrics = engines, metrics
         metrics.watch(lambda: _live_state(services))
 
         # Retention schedule and SIEM feed (controlplane/audit/jobs.py).
@@ -147,17 +130,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _include_console(app: FastAPI) -> None:
-    routes = _optional_module("controlplane.console.routes")
-    if routes is None:
-        return
-    app.include_router(routes.router)
-    add_html_error_page(app, routes.PREFIX, routes.error_page)
+    app.include_router(console.router)
+    add_html_error_page(app, console.PREFIX, console.error_page)
 
     @app.get("/", include_in_schema=False)
     async def to_console() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=303)
 
-    static = Path(routes.__file__).resolve().parent / "static"
+    static = Path(console.__file__).resolve().parent / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
 

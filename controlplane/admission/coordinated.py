@@ -1,7 +1,7 @@
 """Admission that holds across replicas sharing one PostgreSQL database.
 
 Each replica first admits locally (its own weighted fair queue, the same caps), then takes a
-lease row through `sparkplane_admit` (see admission_pg_schema.py), which counts every replica's
+lease row through `sparkplane_admit` (see pg_schema.py), which counts every replica's
 leases under an advisory lock. A request that cannot have a lease yet waits in this replica's
 gate, ordered by its tenant's virtual time; the gate retries when any replica releases a lease
 (LISTEN/NOTIFY) and at least every `POLL_SECONDS`. Releases run in the background so that the

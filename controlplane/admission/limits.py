@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from controlplane.core.errors import DomainError
 from controlplane.tenancy.policy import TenantPolicy
 
 
@@ -22,19 +23,18 @@ class RejectReason(StrEnum):
     COORDINATION_UNAVAILABLE = "coordination_unavailable"
 
 
-class Rejected(Exception):
-    """Admission said no; `reason` names the limit, `retry_after` is in seconds."""
+_UNAVAILABLE = frozenset({RejectReason.ENGINE_UNAVAILABLE, RejectReason.COORDINATION_UNAVAILABLE})
+
+
+class Rejected(DomainError):
+    """Admission said no; `reason` names the limit (it is the `code`), `retry_after` is in
+    seconds. 503 when nothing could serve the call, 429 when a limit was reached."""
 
     def __init__(self, reason: RejectReason, message: str, retry_after: float) -> None:
-        super().__init__(message)
+        status = 503 if reason in _UNAVAILABLE else 429
+        super().__init__(message, status=status, code=reason.value)
         self.reason = reason
-        self.message = message
         self.retry_after = retry_after
-
-    @property
-    def status(self) -> int:
-        unavailable = {RejectReason.ENGINE_UNAVAILABLE, RejectReason.COORDINATION_UNAVAILABLE}
-        return 503 if self.reason in unavailable else 429
 
     @property
     def retry_after_header(self) -> str:

@@ -58,7 +58,7 @@ class Slot:
     engine: Engine
     queue_wait: float
     released: bool = False
-    lease_id: int | None = None  # the cross-replica lease (admission_pg), if any
+    lease_id: int | None = None  # the cross-replica lease (coordinated.py), if any
 
     def release(self) -> None:
         self.admission.release(self)

@@ -1,6 +1,6 @@
 """A replica's connections to the shared PostgreSQL: one per role, heartbeat, LISTEN, background.
 
-Used by `admission_pg.CoordinatedAdmission`. Each role (admit, release, heartbeat, listen) has
+Used by `coordinated.CoordinatedAdmission`. Each role (admit, release, heartbeat, listen) has
 its own autocommit connection so that a slow release never queues behind an admission, and a
 broken connection is reopened on next use.
 """

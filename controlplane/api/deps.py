@@ -1,4 +1,5 @@
-"""Dependencies of the routes: services, database sessions, tenant keys, admin principals."""
+"""Dependencies of the routes: engines, metrics, the audit writer, database sessions, tenant
+keys, admin principals."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from controlplane.api.errors import ApiError, audit_unavailable_error
+from controlplane.api.errors import ApiError, api_error
+from controlplane.audit.errors import AuditUnavailable
+from controlplane.audit.writer import AuditWriter
 from controlplane.core.security import looks_like_api_key, visible_prefix
-from controlplane.gateway.exchange import GatewayServices
+from controlplane.engines.pool import EnginePool
+from controlplane.metering.metrics import Metrics
 from controlplane.tenancy.actions import AdminContext
 from controlplane.tenancy.keycache import AuthFailed, KeyPrincipal
 
@@ -32,13 +36,32 @@ class Principal:
     role: Role
 
 
-async def get_services(request: Request) -> GatewayServices:
-    # async on purpose: FastAPI runs sync dependencies in a worker thread, a needless hop.
-    services: GatewayServices = request.app.state.gateway
-    return services
+# The application's services, set up by its lifespan (controlplane.main). The getters are async
+# on purpose: FastAPI runs sync dependencies in a worker thread, a needless hop.
 
 
-ServicesDep = Annotated[GatewayServices, Depends(get_services)]
+def audit_writer(request: Request) -> AuditWriter:
+    writer: AuditWriter = request.app.state.audit
+    return writer
+
+
+async def get_audit(request: Request) -> AuditWriter:
+    return audit_writer(request)
+
+
+async def get_engines(request: Request) -> EnginePool:
+    engines: EnginePool = request.app.state.engines
+    return engines
+
+
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+AuditDep = Annotated[AuditWriter, Depends(get_audit)]
+EnginesDep = Annotated[EnginePool, Depends(get_engines)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def in_session(request: Request, work: Callable[[Session], T]) -> T:
@@ -74,8 +97,8 @@ async def refused(request: Request, failure: AuthFailed, presented: str | None) 
     `api.auth_failed` records who knocked with what (the key's visible prefix, never the key).
     The refusal does not depend on it: with the audit store down the caller still gets its
     401/403 (nothing reached an engine) and the failure is logged instead."""
-    services: GatewayServices = request.app.state.gateway
-    services.metrics.auth_failures.labels(failure.code).inc()
+    metrics: Metrics = request.app.state.metrics
+    metrics.auth_failures.labels(failure.code).inc()
     owner = failure.principal
     shaped = presented is not None and looks_like_api_key(presented)
     fields = {
@@ -88,13 +111,12 @@ async def refused(request: Request, failure: AuthFailed, presented: str | None) 
     }
     tenant = owner.tenant.name if owner else None
     try:
-        await services.audit.record("api.auth_failed", tenant=tenant, **fields)
-    except services.audit_unavailable:
+        await audit_writer(request).record("api.auth_failed", tenant=tenant, **fields)
+    except AuditUnavailable:
         log.warning(
             "could not audit a refused credential (%s from %s)", failure.code, fields["client"]
         )
-    headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
-    return ApiError(failure.status, failure.message, code=failure.code, headers=headers)
+    return api_error(failure)
 
 
 TenantKeyDep = Annotated[KeyPrincipal, Depends(tenant_key)]
@@ -127,9 +149,9 @@ async def current_admin(principal: Annotated[Principal, Depends(current_principa
 
 
 async def audit_writable(request: Request) -> None:
-    """Refuse a change up front when it could not be audited (fail closed)."""
-    if not getattr(request.app.state.gateway.audit, "healthy", True):
-        raise audit_unavailable_error()
+    """Refuse a change up front when it could not be audited (fail closed): AuditUnavailable,
+    which the error handlers answer with 503."""
+    audit_writer(request).check_writable()
 
 
 ReaderDep = Annotated[Principal, Depends(current_principal)]
@@ -139,4 +161,4 @@ AuditWritable = Depends(audit_writable)
 
 def admin_context(request: Request, actor: Principal) -> AdminContext:
     state = request.app.state
-    return AdminContext(state.sessions, state.pepper, state.gateway.audit, actor.name, actor.role)
+    return AdminContext(state.sessions, state.pepper, audit_writer(request), actor.name, actor.role)

@@ -1,13 +1,14 @@
 """The one error shape: OpenAI's `{"error": {"message", "type", "param", "code"}}`.
 
-Every error response of the service comes from here: `ApiError` raised anywhere, FastAPI's
-validation errors, Starlette's 404/405, service-layer errors, an unavailable audit store and
-unexpected exceptions (logged with a traceback, answered without one).
+Every error response of the service comes from here: `ApiError` raised by the HTTP layer,
+domain errors (`DomainError`: tenancy, admission, the gateway's checks, an unavailable audit
+store) through `api_error`, FastAPI's validation errors, Starlette's 404/405 and unexpected
+exceptions (logged with a traceback, answered without one). The gateway's relay sends its
+errors with `send_error`, in the same shape.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,8 +20,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Send
 
-from controlplane.tenancy.store import ServiceError
+from controlplane.admission.limits import Rejected
+from controlplane.audit.errors import AuditUnavailable
+from controlplane.core.errors import DomainError
+from controlplane.tenancy.keycache import AuthFailed
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,7 @@ _TYPE_BY_STATUS = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     405: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
@@ -108,6 +114,27 @@ def error_response(exc: ApiError) -> Response:
     return Response(body, exc.status, headers=exc.headers, media_type="application/json")
 
 
+async def send_error(send: Send, exc: ApiError) -> None:
+    """Answer with the error on a raw ASGI channel (the relay's own sending), with its length."""
+    response = error_response(exc)
+    start = {"type": "http.response.start", "status": response.status_code}
+    await send({**start, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+
+def api_error(exc: DomainError) -> ApiError:
+    """The HTTP answer to a domain error: its status, message, code and param, plus the headers
+    HTTP gives some of them. The audit store's own failure is not told to callers."""
+    if isinstance(exc, AuditUnavailable):
+        return audit_unavailable_error()
+    headers = {}
+    if isinstance(exc, Rejected):
+        headers["Retry-After"] = exc.retry_after_header
+    elif isinstance(exc, AuthFailed) and exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return ApiError(exc.status, exc.message, code=exc.code, param=exc.param, headers=headers)
+
+
 # An HTML rendering of an error for pages under a path prefix (the console registers one).
 HtmlErrorPage = Callable[[Request, ApiError], Response]
 
@@ -155,9 +182,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return _respond(request, exc)
 
 
-async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    return _respond(request, ApiError(exc.status, exc.message, code=exc.code, param=exc.param))
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    if isinstance(exc, AuditUnavailable):
+        log.error("audit store unavailable: %s", exc)
+    return _respond(request, api_error(exc))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -177,11 +206,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _audit_unavailable(request: Request, exc: Exception) -> Response:
-    log.error("audit store unavailable: %s", exc)
-    return _respond(request, audit_unavailable_error())
-
-
 async def _client_gone(_request: Request, _exc: Exception) -> Response:
     # The client left while its request body was being read: nobody is there to answer.
     return Response(status_code=499)
@@ -197,22 +221,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _respond(request, internal_error())
 
 
-def audit_unavailable_class() -> type[Exception] | None:
-    try:
-        module: Any = importlib.import_module("controlplane.audit")
-    except ModuleNotFoundError:
-        return None
-    return getattr(module, "AuditUnavailable", None)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.state.html_error_pages = {}  # prefix -> HtmlErrorPage, filled by add_html_error_page
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
-    unavailable = audit_unavailable_class()
-    if unavailable is not None:
-        app.add_exception_handler(unavailable, _audit_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -12,15 +12,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane.cli.options import ConfigOption, settings_or_exit
 
-AUDIT_KEY_FILE = "audit-signing.key"
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from controlplane.audit.writer import AuditWriter
+    from controlplane.core.config import Settings
+
 DatabaseOption = Annotated[
     str | None, typer.Option("--database-url", help="overrides SPARKPLANE_DATABASE_URL")
 ]
@@ -40,37 +44,34 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings(config: Path | None, database_url: str | None) -> Any:
+def _settings(config: Path | None, database_url: str | None) -> Settings:
     return settings_or_exit(config, **({"database_url": database_url} if database_url else {}))
 
 
-def _engine(settings: Any) -> Engine:
-    from controlplane.audit.guards import install_guards
-    from controlplane.core.db import init_db, make_engine
+def _engine(settings: Settings) -> Engine:
+    from controlplane.audit.bootstrap import prepare_database
+    from controlplane.core.db import make_engine
 
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     try:
-        init_db(engine)
-        install_guards(engine)
+        prepare_database(settings, engine)
     except SQLAlchemyError as exc:
-        raise _fail(
-            f"cannot open the database {engine.url!r}: {getattr(exc, 'orig', None) or exc}", 1
-        ) from None
+        engine.dispose()
+        problem = getattr(exc, "orig", None) or exc
+        raise _fail(f"cannot open the database {engine.url!r}: {problem}", 1) from None
     return engine
 
 
 @asynccontextmanager
-async def _writer(settings: Any) -> AsyncIterator[tuple[Engine, Any]]:
-    from controlplane.audit.writer import AuditWriter
+async def database_and_writer(settings: Settings) -> AsyncIterator[tuple[Engine, AuditWriter]]:
+    """The database and its started audit writer, for the CLI (a bad database exits 1)."""
+    from controlplane.audit.bootstrap import audit_writer
 
     engine = _engine(settings)
-    writer = AuditWriter(engine, Path(settings.data_dir) / AUDIT_KEY_FILE)
-    await writer.start()
     try:
-        yield engine, writer
+        async with audit_writer(engine, settings) as writer:
+            yield engine, writer
     finally:
-        await writer.close()
         engine.dispose()
 
 
@@ -114,7 +115,7 @@ def export_command(
     first, last = _time(start, "--from"), _time(end, "--to")
 
     async def run() -> Any:
-        async with _writer(settings) as (engine, writer):
+        async with database_and_writer(settings) as (engine, writer):
             return await export_audit(engine, writer, out, reason=reason, start=first, end=last,
                                       tenant=tenant, actor=actor or cli_actor())  # fmt: skip
 
@@ -142,7 +143,7 @@ def verify_command(
     try:
         if live:
             settings = _settings(config, database_url)
-            keys = pubkey or sorted(Path(settings.data_dir).glob("audit-signing*.pub"))
+            keys = pubkey or sorted(settings.data_dir.glob("audit-signing*.pub"))
             from controlplane.core.db import make_engine
 
             engine = make_engine(settings.database_url)  # read only: no table creation
@@ -174,7 +175,7 @@ def checkpoint_command(config: ConfigOption = None, database_url: DatabaseOption
     settings = _settings(config, database_url)
 
     async def run() -> int:
-        async with _writer(settings) as (_, writer):
+        async with database_and_writer(settings) as (_, writer):
             return int(await writer.checkpoint_now())
 
     typer.echo(f"checkpoint at entry {_run(run)}")
@@ -186,11 +187,11 @@ def rotate_key_command(config: ConfigOption = None, database_url: DatabaseOption
     settings = _settings(config, database_url)
 
     async def run() -> str:
-        async with _writer(settings) as (_, writer):
+        async with database_and_writer(settings) as (_, writer):
             return str(await writer.rotate_key())
 
     new_id = _run(run)
-    public = Path(settings.data_dir) / "audit-signing.pub"
+    public = settings.data_dir / "audit-signing.pub"
     typer.echo(f"new audit key {new_id}; public key {public} (give auditors the new one too)")
 
 
@@ -205,6 +206,7 @@ def prune_command(
     database_url: DatabaseOption = None,
 ) -> None:
     """Delete entries past retention (a signed checkpoint stays at the cut); redact shorter ones."""
+    from controlplane.audit.bootstrap import AUDIT_KEY_FILE
     from controlplane.audit.checkpoint import SigningKeyFile
     from controlplane.audit.retention import apply_retention, parse_tenant_days
 
@@ -239,7 +241,7 @@ def import_installer_events_command(
     settings = _settings(config, database_url)
 
     async def run() -> Any:
-        async with _writer(settings) as (engine, writer):
+        async with database_and_writer(settings) as (engine, writer):
             return await import_events(engine, writer, file)
 
     result = _run(run)

@@ -25,7 +25,7 @@ def backup_command(
     from controlplane.backup.archive import BackupError
     from controlplane.backup.make import make_backup
     from controlplane.backup.postgres import PostgresToolError
-    from controlplane.cli.audit import _writer  # the audit CLI's database + writer start-up
+    from controlplane.cli.audit import database_and_writer
     from controlplane.tenancy.actions import cli_actor
 
     settings = settings_or_exit(config)
@@ -34,7 +34,7 @@ def backup_command(
         raise _fail(f"directory {target.parent} does not exist", 2)
 
     async def run() -> Any:
-        async with _writer(settings) as (engine, writer):
+        async with database_and_writer(settings) as (engine, writer):
             return await make_backup(engine, settings.data_dir, writer, target, cli_actor())
 
     try:
@@ -61,7 +61,7 @@ def restore_command(
     from controlplane.backup.archive import BackupError
     from controlplane.backup.postgres import PostgresToolError
     from controlplane.backup.restore import restore_backup
-    from controlplane.cli.audit import _writer
+    from controlplane.cli.audit import database_and_writer
     from controlplane.core.db import make_engine
     from controlplane.tenancy.actions import cli_actor
 
@@ -78,7 +78,7 @@ def restore_command(
     manifest, report = result.manifest, result.report
 
     async def record() -> None:
-        async with _writer(settings) as (_, writer):
+        async with database_and_writer(settings) as (_, writer):
             await writer.record("audit.restored", actor=cli_actor(), file=file.name,
                                 backup_created=manifest.get("created"),
                                 backup_seq=manifest.get("audit_backup_seq"))  # fmt: skip

@@ -16,7 +16,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from controlplane.api.errors import ApiError, audit_unavailable_error
+from controlplane.api.deps import audit_writer
+from controlplane.api.errors import ApiError
 from controlplane.console.sessions import ActiveSession
 from controlplane.tenancy.actions import AdminContext
 from controlplane.tenancy.limits import LIMITS, LimitField
@@ -166,10 +167,9 @@ def client_address(request: Request) -> str:
 
 
 def ensure_audit_writable(request: Request) -> None:
-    """Fail closed: refuse a change up front when its audit entry could not be written."""
-    writer = request.app.state.audit
-    if not getattr(writer, "healthy", True):
-        raise audit_unavailable_error()
+    """Fail closed: refuse a change up front when its audit entry could not be written
+    (AuditUnavailable, answered 503)."""
+    audit_writer(request).check_writable()
 
 
 async def record(request: Request, kind: str, active: ActiveSession | None, **fields: Any) -> int:
@@ -179,14 +179,16 @@ async def record(request: Request, kind: str, active: ActiveSession | None, **fi
         fields.setdefault("actor_role", active.role)
     fields.setdefault("client", client_address(request))
     fields.setdefault("via", "console")
-    seq: int = await request.app.state.audit.record(kind, **fields)
+    seq: int = await audit_writer(request).record(kind, **fields)
     return seq
 
 
 def admin_context(request: Request, active: ActiveSession) -> AdminContext:
     """The controlplane's shared admin path (same audit events as the CLI and the API)."""
     state = request.app.state
-    return AdminContext(state.sessions, state.pepper, state.audit, active.username, active.role)
+    return AdminContext(
+        state.sessions, state.pepper, audit_writer(request), active.username, active.role
+    )
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:

@@ -1,5 +1,6 @@
 """The engines behind the gateway.
 
-`client`: the HTTP/1.1 keep-alive client (one pool of connections per engine); `pool`: the
+`connection`: the HTTP/1.1 wire to an engine (one keep-alive connection, the response it carries,
+parsed by httptools); `client`: the connection pool per engine and the request API; `pool`: the
 set of engines, their health checks and the least-in-flight choice.
 """

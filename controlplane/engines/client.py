@@ -1,12 +1,12 @@
-"""A small HTTP/1.1 keep-alive client for the engines, on asyncio protocols and httptools.
+"""A small HTTP/1.1 keep-alive client for the engines: the connection pool and the request API.
 
 The relay is the gateway's hot path, and a general-purpose client's per-request machinery
 cost more than everything else the relay does (aiohttp's was a third of the event loop's CPU at
 200 req/s; `bench/engine_client.py`: 184 µs of CPU per call against this client's 84 µs). This
 client does only what talking to one known engine needs: one pool of idle connections per
-engine, a request written in one piece, the response parsed by httptools (uvicorn's parser;
-engine_response.py), one deadline per request, and closing the connection when a response is
-abandoned (which is how vLLM learns to abort a generation).
+engine, one deadline per request, a stale pooled connection retried on a new one, and closing
+the connection when a response is abandoned (which is how vLLM learns to abort a generation).
+The wire itself (writing the request, parsing the response with httptools) is `connection.py`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-from controlplane.engines.response import (
+from controlplane.engines.connection import (
     EngineConnectError,
     EngineConnection,
     EngineDisconnected,
     EngineHTTPError,
     EngineResponse,
+    encode_request,
 )
 
 __all__ = [
@@ -71,13 +72,13 @@ class EngineClient:
         deadline. A pooled connection the engine closed just as it was reused (its keep-alive
         ran out: the engine never read the request) is retried on a new one."""
         deadline = self.loop.time() + time_limit
-        request = self._encode(method, path, body, headers)
+        request = encode_request(method, path, self._host_header, body, headers)
         retries = STALE_CONNECTION_RETRIES
         while True:
             connection = self._take_idle() or await self._connect(deadline)
             response = connection.send(request, deadline)
             try:
-                await response._head
+                await response.head
                 return response
             except EngineDisconnected as exc:
                 response.close()
@@ -95,19 +96,6 @@ class EngineClient:
         self._idle.clear()
         self._busy.clear()
 
-    def _encode(self, method: str, path: str, body: bytes, headers: dict[str, str] | None) -> bytes:
-        lines = [
-            f"{method} {path} HTTP/1.1".encode("ascii"),
-            b"Host: " + self._host_header,
-            b"Content-Length: " + str(len(body)).encode("ascii"),
-            b"Accept-Encoding: identity",  # bodies are relayed as they come: never compressed
-        ]
-        for name, value in (headers or {}).items():
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"header {name} holds a line break")
-            lines.append(f"{name}: {value}".encode())
-        return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
     def _take_idle(self) -> EngineConnection | None:
         now = self.loop.time()
         while self._idle:
@@ -124,7 +112,7 @@ class EngineClient:
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await self.loop.create_connection(
-                    lambda: EngineConnection(self), self.host, self.port, ssl=self.ssl
+                    self._new_connection, self.host, self.port, ssl=self.ssl
                 )
         except (OSError, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
@@ -132,6 +120,9 @@ class EngineClient:
             raise EngineConnectError(f"cannot connect to {where}: {detail}") from exc
         self._busy.add(connection)
         return connection
+
+    def _new_connection(self) -> EngineConnection:
+        return EngineConnection(self.loop, self._give_back, self._forget)
 
     def close_expired(self) -> None:
         """Close idle connections unused for `keepalive` seconds (called by the health loop)."""
@@ -143,12 +134,12 @@ class EngineClient:
         for connection in stale:
             connection.close()
 
-    def give_back(self, connection: EngineConnection) -> None:
+    def _give_back(self, connection: EngineConnection) -> None:
         self._busy.discard(connection)
         connection.idle_since = self.loop.time()
         self._idle.append(connection)
 
-    def forget(self, connection: EngineConnection) -> None:
+    def _forget(self, connection: EngineConnection) -> None:
         self._busy.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)

@@ -68,7 +68,7 @@ class EnginePool:
         self._health_interval = health_interval
         self.engines: list[Engine] = []
         # False when replicas share the engines: capacity is then enforced by the database
-        # (admission_pg), and a replica's own count would only starve its other tenants.
+        # (admission/coordinated.py); a replica's own count would only starve its other tenants.
         self.enforce_capacity = True
         self._listeners: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None

@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from controlplane.api.errors import ApiError
 from controlplane.engines.client import EngineConnectError, EngineHTTPError
 from controlplane.engines.pool import Engine, EnginePool
+from controlplane.gateway.errors import EngineUnavailable, InvalidRequest
 from controlplane.tenancy.policy import TenantPolicy
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ def token_count_field(body: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ApiError(
-            400, f"'{name}' must be a positive integer", code="invalid_value", param=name
-        )
+        raise InvalidRequest(f"'{name}' must be a positive integer", param=name)
     return value
 
 
@@ -72,7 +70,8 @@ def requested_completion(body: dict[str, Any], chat: bool) -> tuple[str, int] | 
 async def enforce_context_cap(
     body: dict[str, Any], tenant: TenantPolicy, pool: EnginePool, endpoint: str, raw: bytes
 ) -> bool:
-    """Refuse (ApiError) or complete the request under the tenant's cap; True if body changed."""
+    """Refuse (InvalidRequest, EngineUnavailable) or complete the request under the tenant's
+    cap; True if the body changed."""
     cap = tenant.max_context_tokens
     if cap is None or endpoint not in CAPPED_ENDPOINTS:
         return False
@@ -86,8 +85,7 @@ async def enforce_context_cap(
         return False
     prompt, model_len = await count_prompt(body, chat, pool)
     if prompt >= cap:
-        raise ApiError(
-            400,
+        raise InvalidRequest(
             f"the prompt is {prompt} tokens, at or above this tenant's context cap of {cap} "
             "tokens (prompt + completion)",
             code="context_length_exceeded",
@@ -96,8 +94,7 @@ async def enforce_context_cap(
     if given is not None:
         name, value = given
         if prompt + value > cap:
-            raise ApiError(
-                400,
+            raise InvalidRequest(
                 f"the prompt ({prompt} tokens) plus '{name}' ({value}) is {prompt + value} "
                 f"tokens, above this tenant's context cap of {cap}; ask for at most "
                 f"{cap - prompt}",
@@ -120,16 +117,14 @@ async def count_prompt(body: dict[str, Any], chat: bool, pool: EnginePool) -> tu
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise ApiError(
-                400, "'messages' must be a non-empty list", code="invalid_value", param="messages"
-            )
+            raise InvalidRequest("'messages' must be a non-empty list", param="messages")
         payload = {"model": model, "messages": messages, "add_generation_prompt": True}
         payload.update({k: body[k] for k in _CHAT_TEMPLATE_FIELDS if k in body})
         return await tokenize(pool, model, payload)
     prompt = body.get("prompt")
     batch = prompt if isinstance(prompt, list) and not _is_token_ids(prompt) else [prompt]
     if not batch:
-        raise ApiError(400, "'prompt' must not be empty", code="invalid_value", param="prompt")
+        raise InvalidRequest("'prompt' must not be empty", param="prompt")
     counts: list[tuple[int, int]] = []
     texts = []
     for item in batch:
@@ -139,7 +134,7 @@ async def count_prompt(body: dict[str, Any], chat: bool, pool: EnginePool) -> tu
             texts.append(item)
         else:
             message = "'prompt' must be a string, a list of token ids, or a list of those"
-            raise ApiError(400, message, code="invalid_value", param="prompt")
+            raise InvalidRequest(message, param="prompt")
     extra = (
         {"add_special_tokens": body["add_special_tokens"]} if "add_special_tokens" in body else {}
     )
@@ -159,15 +154,14 @@ async def tokenize(pool: EnginePool, model: str, payload: dict[str, Any]) -> tup
         (e for e in pool.engines if e.healthy and e.serves(model)), key=lambda e: e.in_flight
     )
     if not engines:
-        raise ApiError(503, "no engine is healthy", code="engine_unavailable")
+        raise EngineUnavailable("no engine is healthy")
     data = orjson.dumps(payload)
     for engine in engines:
         try:
             return await _post_tokenize(engine, data)
         except EngineConnectError as exc:
             pool.mark_failed(engine, str(exc))
-    message = "the engine cannot be reached to count the prompt's tokens; try again"
-    raise ApiError(503, message, code="engine_unavailable")
+    raise EngineUnavailable("the engine cannot be reached to count the prompt's tokens; try again")
 
 
 async def _post_tokenize(engine: Engine, data: bytes) -> tuple[int, int]:
@@ -189,8 +183,7 @@ async def _post_tokenize(engine: Engine, data: bytes) -> tuple[int, int]:
         raise _failed(engine, "the connection broke off", exc) from None
     if status in (400, 422):
         # The engine's tokenizer or chat template refused the prompt: the client's to fix.
-        message = f"the engine could not tokenize the prompt: {_engine_message(answer)}"
-        raise ApiError(400, message, code="invalid_value")
+        raise InvalidRequest(f"the engine could not tokenize the prompt: {_engine_message(answer)}")
     if status != 200:
         raise _failed(engine, f"its /tokenize answered HTTP {status}", answer[:200])
     try:
@@ -203,14 +196,14 @@ async def _post_tokenize(engine: Engine, data: bytes) -> tuple[int, int]:
     return count, model_len
 
 
-def _failed(engine: Engine, reason: str, detail: object) -> ApiError:
+def _failed(engine: Engine, reason: str, detail: object) -> EngineUnavailable:
     """The client's 503 (no engine address in it); the detail goes to the log."""
     log.warning("context cap: /tokenize at %s failed: %s (%s)", engine.url, reason, detail)
     message = (
         "this tenant's context cap cannot be checked: the engine did not count the prompt's "
         f"tokens ({reason}); try again"
     )
-    return ApiError(503, message, code="engine_unavailable")
+    return EngineUnavailable(message)
 
 
 def _engine_message(answer: bytes) -> str:

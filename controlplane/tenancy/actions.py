@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.audit.bootstrap import audited_database
+from controlplane.audit.writer import AuditWriter
 from controlplane.core.config import Settings
 from controlplane.core.db import init_db, make_engine, session_factory
 from controlplane.core.security import load_or_create_pepper
@@ -24,7 +25,6 @@ from controlplane.tenancy import store
 from controlplane.tenancy.models import ApiKeyPublic, TenantCreate, TenantPublic, TenantUpdate
 
 T = TypeVar("T")
-AUDIT_KEY_FILE = "audit-signing.key"
 
 
 def cli_actor() -> str:
@@ -38,7 +38,7 @@ def cli_actor() -> str:
 class AdminContext:
     sessions: sessionmaker[Session]
     pepper: bytes
-    audit: Any
+    audit: AuditWriter
     actor: str
     actor_role: str = "admin"
 
@@ -52,10 +52,9 @@ class AdminContext:
         return await asyncio.to_thread(call)
 
     def ensure_audit_writable(self) -> None:
-        """Refuse a change before committing it when it could not be audited (fail closed)."""
-        if not getattr(self.audit, "healthy", True):
-            unavailable = importlib.import_module("controlplane.audit").AuditUnavailable
-            raise unavailable(f"audit store unavailable: {getattr(self.audit, 'last_error', '')}")
+        """Refuse a change before committing it when it could not be audited (fail closed):
+        AuditUnavailable."""
+        self.audit.check_writable()
 
     async def record(
         self, action: str, tenant: str, target: str, before: Any = None, after: Any = None
@@ -81,26 +80,13 @@ def _jsonable(value: Any) -> Any:
 async def admin_context(
     settings: Settings, actor: str | None = None
 ) -> AsyncIterator[AdminContext]:
-    audit_module = importlib.import_module("controlplane.audit")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
-    try:
-        init_db(engine)
-        if hasattr(audit_module, "install_guards"):
-            audit_module.install_guards(engine)
-        audit = audit_module.AuditWriter(engine, settings.data_dir / AUDIT_KEY_FILE)
-        await audit.start()
-        try:
-            yield AdminContext(
-                session_factory(engine),
-                load_or_create_pepper(settings.data_dir),
-                audit,
-                actor or cli_actor(),
-            )
-        finally:
-            await audit.close()
-    finally:
-        engine.dispose()
+    async with audited_database(settings) as database:
+        yield AdminContext(
+            session_factory(database.engine),
+            load_or_create_pepper(settings.data_dir),
+            database.audit,
+            actor or cli_actor(),
+        )
 
 
 async def create_tenant_async(ctx: AdminContext, spec: TenantCreate) -> TenantPublic:

@@ -1,8 +1,8 @@
 """Tenant-key authentication with a cache that never outlives a revocation.
 
-Every key or tenant change bumps an epoch when it commits (see services.py). Each request reads
+Every key or tenant change bumps an epoch when it commits (see store.py). Each request reads
 the epoch and uses cached keys only if they were loaded at the current one. With SQLite the epoch
-is a shared-memory counter next to the database file (core/epoch.py: a memory read); with
+is a shared-memory counter next to the database file (epoch.py: a memory read); with
 PostgreSQL it is the `auth_epoch` row, read with one async round trip shared by all requests that
 arrive while it is in flight. So a revoked key fails on the very next request on every replica,
 whether it was revoked through the API, the console or the CLI, and a steady state costs no key
@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 
 from controlplane.core.db import utcnow
+from controlplane.core.errors import DomainError
 from controlplane.core.security import hash_api_key, looks_like_api_key
 from controlplane.tenancy.epoch import EpochCounter, epoch_path
 from controlplane.tenancy.models import ApiKey
@@ -31,14 +32,13 @@ from controlplane.tenancy.policy import TenantPolicy
 MAX_CACHED_KEYS = 10_000
 
 
-class AuthFailed(Exception):
+class AuthFailed(DomainError):
+    """A credential refused: 401 (missing, unknown, revoked, expired) or 403 (tenant disabled)."""
+
     def __init__(
         self, status: int, code: str, message: str, principal: KeyPrincipal | None = None
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(message, status=status, code=code)
         self.principal = principal  # the key's owner, when the key exists (revoked, expired...)
 
 

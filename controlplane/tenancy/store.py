@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controlplane.core.db import utcnow
+from controlplane.core.errors import DomainError
 from controlplane.core.security import generate_api_key, hash_api_key, visible_prefix
 from controlplane.tenancy.epoch import bump_epoch_file
 from controlplane.tenancy.models import (
@@ -28,16 +29,11 @@ from controlplane.tenancy.models import (
 )
 
 
-class ServiceError(Exception):
+class ServiceError(DomainError):
     """A request the data does not allow; `code` is machine-readable, the message is for people."""
 
-    status = 400
-    code = "invalid_request"
-
     def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+        super().__init__(message, param=param)
 
 
 class NotFound(ServiceError):

@@ -1,4 +1,5 @@
-"""`sparkplane keygen` and the `sparkplane bundle` sub-app (build, verify, pack, unpack, revoke)."""
+"""The `sparkplane bundle` sub-app: build and verify a signed bundle, pack it into parts for
+removable media and unpack it on the box; `trusted` and `revoke` come from `trust.py`."""
 
 from __future__ import annotations
 
@@ -8,63 +9,34 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from controlplane.core import signing
 from installer.bundle import trust as trust_mod
 from installer.bundle.appliance import model_trust_of
 from installer.bundle.build import BuildError, build_bundle
 from installer.bundle.components import ComponentError
+from installer.bundle.manifest import SIGNER_NAME
 from installer.bundle.modelsig import ModelSignatureError, ModelTrust
+from installer.bundle.pack import PackError, pack_bundle, parse_size
 from installer.bundle.progress import byte_progress
 from installer.bundle.report import VerifyReport
-from installer.bundle.signature import make_endorsement
 from installer.bundle.spec import SpecError
+from installer.bundle.unpack import PartsError, unpack
 from installer.bundle.verify import verify_bundle
 from installer.bundle.wheelhouse import WheelhouseError
-from installer.cli import pack
+from installer.cli import trust
+from installer.cli.common import console, errors
 
-DEFAULT_TRUST_DIR = trust_mod.appliance_trust_dir(Path("/"))
 bundle_app = typer.Typer(
     help="Build, verify and move signed offline bundles.", no_args_is_help=True
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `sparkplane` app."""
-    app.command("keygen")(keygen)
+    """Add the `bundle` sub-app to the `sparkplane` app."""
     app.add_typer(bundle_app, name="bundle")
-    pack.register(bundle_app)
 
 
-def keygen(
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory for bundle.key/bundle.pub")],
-    endorse_with: Annotated[
-        Path | None, typer.Option(help="Old private key that vouches for the new one (rotation)")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing key pair")] = False,
-) -> None:
-    """Create an Ed25519 bundle-signing key pair."""
-    try:
-        old = signing.load_private_key(endorse_with) if endorse_with else None
-        key_path, pub_path = signing.generate_keypair(out_dir, overwrite=force)
-    except signing.SigningKeyError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
-    public = signing.load_public_key(pub_path)
-    out.print(f"private key  {key_path} (mode 0600, keep it on the staging machine)")
-    out.print(f"public key   {pub_path}")
-    out.print(f"fingerprint  {signing.fingerprint(public)}")
-    if old is not None:
-        endorsement = out_dir / "signer.endorsement"
-        endorsement.write_bytes(make_endorsement(old, public))
-        old_fp = signing.fingerprint(old.public_key())
-        out.print(f"endorsement  {endorsement} (by {old_fp}; bundle build ships it)")
-
-
-@bundle_app.command("build")
 def build(
     spec: Annotated[Path, typer.Argument(help="Bundle spec YAML (see offline-bundle/README.md)")],
     key: Annotated[Path, typer.Option(help="Ed25519 private key (bundle.key)")],
@@ -78,29 +50,30 @@ def build(
     for item in var:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            err.print(f"error: --var expects NAME=VALUE, got {item!r}")
+            errors.print(f"error: --var expects NAME=VALUE, got {item!r}")
             raise typer.Exit(2)
         variables[name] = value
     try:
-        with byte_progress(err, "build", enabled=sys.stderr.isatty()) as sink:
+        with byte_progress(errors, "build", enabled=sys.stderr.isatty()) as sink:
             result = build_bundle(
                 spec, key, out_dir, variables=variables, endorsement=endorsement, force=force,
-                log=lambda message: err.print(f"[dim]{message}[/dim]"), progress=sink,
+                log=lambda message: errors.print(f"[dim]{message}[/dim]"), progress=sink,
             )  # fmt: skip
     except (SpecError, signing.SigningKeyError) as exc:
-        err.print(f"error: {exc}")
+        errors.print(f"error: {exc}")
         raise typer.Exit(2) from exc
     except (BuildError, ComponentError, WheelhouseError) as exc:
-        err.print(f"error: {exc}")
+        errors.print(f"error: {exc}")
         raise typer.Exit(1) from exc
     manifest = result.manifest
     size_mb = manifest.total_bytes() / 1e6
-    out.print(f"built {manifest.name} {manifest.version} at {result.path}")
-    out.print(f"  {len(manifest.files)} files, {size_mb:.1f} MB, {len(manifest.packages)} wheels")
-    out.print(f"  {result.elapsed:.1f} s")
+    console.print(f"built {manifest.name} {manifest.version} at {result.path}")
+    console.print(
+        f"  {len(manifest.files)} files, {size_mb:.1f} MB, {len(manifest.packages)} wheels"
+    )
+    console.print(f"  {result.elapsed:.1f} s")
 
 
-@bundle_app.command("verify")
 def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
     trust: Annotated[
@@ -120,10 +93,10 @@ def verify(
 ) -> None:
     """Check a bundle's signature and every file. Exit 0 valid, 1 invalid, 2 usage error."""
     if not bundle.is_dir():
-        err.print(f"error: {bundle} is not a bundle directory")
+        errors.print(f"error: {bundle} is not a bundle directory")
         raise typer.Exit(2)
     if (bundle / "index.json").is_file() and not (bundle / "manifest.json").exists():
-        err.print(f"error: {bundle} holds packed parts; run `sparkplane bundle unpack` first")
+        errors.print(f"error: {bundle} holds packed parts; run `sparkplane bundle unpack` first")
         raise typer.Exit(2)
     try:
         source = trust or trust_mod.appliance_trust_dir(root)
@@ -133,10 +106,10 @@ def verify(
             from_dir = model_trust_of(source)
             models = ModelTrust(models.keys + from_dir.keys, models.roots + from_dir.roots)
     except (trust_mod.TrustError, signing.SigningKeyError, ModelSignatureError, ValueError) as exc:
-        err.print(f"error: {exc}")
+        errors.print(f"error: {exc}")
         raise typer.Exit(2) from exc
     show_bar = not as_json and sys.stderr.isatty()
-    with byte_progress(err, "verifying", enabled=show_bar) as sink:
+    with byte_progress(errors, "verifying", enabled=show_bar) as sink:
         report = verify_bundle(
             bundle, keys, revoked=revoked, workers=workers, progress=sink, model_trust=models
         )
@@ -151,61 +124,114 @@ def print_report(report: VerifyReport) -> None:
     data = report.as_dict()
     title = f"{data['name'] or '?'} {data['version'] or ''}".strip()
     verdict = "[green]VALID[/green]" if report.ok else "[red]INVALID[/red]"
-    out.print(f"bundle      {title}  {verdict}")
+    console.print(f"bundle      {title}  {verdict}")
     if data["platform"]:
-        out.print("platform    " + " ".join(f"{k}={v}" for k, v in data["platform"].items()))
+        console.print("platform    " + " ".join(f"{k}={v}" for k, v in data["platform"].items()))
     for component in data["components"]:
         size = f"{component['files']:>5} files {component['bytes'] / 1e6:>9,.1f} MB"
         name, role = component["name"], component["role"]
-        out.print(f"component   {name:<24} {role:<12} {size}  {component['path']}")
-    out.print(f"files       {data['files']} files, {data['bytes'] / 1e6:,.1f} MB")
+        console.print(f"component   {name:<24} {role:<12} {size}  {component['path']}")
+    console.print(f"files       {data['files']} files, {data['bytes'] / 1e6:,.1f} MB")
     signer = data["signer"] or "none"
     if data["endorsed_by"]:
         signer += f" (new key, endorsed by trusted {data['endorsed_by']})"
-    out.print(f"signer      {signer}")
+    console.print(f"signer      {signer}")
     for entry in data["model_signatures"]:
         line = f"{entry['component']}: {entry['status']} ({entry['detail']})"
-        out.print(f"model sig   {line}", markup=False)
-    out.print(f"checked     {data['elapsed_s']:.2f} s, {data['mb_per_s']:,.0f} MB/s")
+        console.print(f"model sig   {line}", markup=False)
+    console.print(f"checked     {data['elapsed_s']:.2f} s, {data['mb_per_s']:,.0f} MB/s")
     if report.findings:
-        out.print(f"[red]{len(report.findings)} problem(s):[/red]")
+        console.print(f"[red]{len(report.findings)} problem(s):[/red]")
         for finding in report.sorted_findings():
-            out.print(f"  {finding.problem:<18} {finding.path}  {finding.detail}", markup=False)
+            console.print(f"  {finding.problem:<18} {finding.path}  {finding.detail}", markup=False)
 
 
-@bundle_app.command("trusted")
-def trusted(
-    trust_dir: Annotated[Path | None, typer.Option(help="Trust directory")] = None,
-    root: Annotated[Path, typer.Option(help="Appliance root")] = Path("/"),
+def pack(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory to pack")],
+    split: Annotated[str, typer.Option(help="Largest part size, e.g. 4G (FAT32) or 25G (BD-R)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the parts and index")],
+    key: Annotated[Path, typer.Option(help="The bundle's signing key, to sign the part index")],
 ) -> None:
-    """List the trusted bundle-signing keys (fingerprints) and the revoked ones."""
-    store = trust_mod.TrustStore(trust_dir or trust_mod.appliance_trust_dir(root))
+    """Split a verified bundle into tar parts plus a signed index of their hashes."""
     try:
-        revoked = store.revoked_fingerprints()
-        keys = store.all_keys()
-    except trust_mod.TrustError as exc:
-        err.print(f"error: {exc}")
+        limit = parse_size(split)
+        private = signing.load_private_key(key)
+        signer = signing.load_public_key(bundle / SIGNER_NAME)
+    except (PackError, signing.SigningKeyError) as exc:
+        errors.print(f"error: {exc}")
         raise typer.Exit(2) from exc
-    out.print(f"trust directory {store.trust_dir}")
-    for key in keys:
-        fingerprint = signing.fingerprint(key)
-        state = "REVOKED" if fingerprint in revoked else "trusted"
-        out.print(f"  {state:<8} {fingerprint}")
-    for fingerprint in sorted(revoked - {signing.fingerprint(k) for k in keys}):
-        out.print(f"  {'REVOKED':<8} {fingerprint} (no key file)")
-    if not keys and not revoked:
-        out.print("  (empty: the first install takes --trust KEY)")
+    if not signing.same_key(private.public_key(), signer):
+        errors.print(f"error: {key} did not sign {bundle}; pack with the bundle's own key")
+        raise typer.Exit(2)
+    report = verify_bundle(bundle, [signer])
+    if not report.ok:
+        errors.print(f"error: {bundle} does not verify; refusing to pack it:")
+        for finding in report.sorted_findings():
+            errors.print(f"  {finding.problem:<18} {finding.path}  {finding.detail}", markup=False)
+        raise typer.Exit(1)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        errors.print(f"error: {out_dir} is not empty")
+        raise typer.Exit(2)
+    index = pack_bundle(bundle, out_dir, limit, private)
+    console.print(
+        f"packed {bundle} into {len(index['parts'])} part(s) of at most {split} in {out_dir}"
+    )
+    for part in index["parts"]:
+        console.print(
+            f"  {part['file']}  {part['size'] / 1e6:,.1f} MB  sha256 {part['sha256'][:16]}…"
+        )
 
 
-@bundle_app.command("revoke")
-def revoke(
-    fingerprint: Annotated[str, typer.Argument(help="SHA256:... fingerprint to revoke")],
-    trust_dir: Annotated[Path, typer.Option(help="Trust directory")] = DEFAULT_TRUST_DIR,
+def unpack_command(
+    parts_dir: Annotated[Path, typer.Argument(help="Directory holding the parts and index.json")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Bundle directory to create")],
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trusted key file or trust directory [default: ROOT/etc/sparkplane/trust]"
+        ),
+    ] = None,
+    root: Annotated[Path, typer.Option(help="Appliance root whose trust directory to use")] = Path(
+        "/"
+    ),
 ) -> None:
-    """Add a signing key to the trust directory's revocation list."""
+    """Check every part against the signed index, then unpack; re-run to resume."""
     try:
-        trust_mod.TrustStore(trust_dir).revoke(fingerprint)
+        keys, revoked = trust_mod.load_trust_source(trust or trust_mod.appliance_trust_dir(root))
     except trust_mod.TrustError as exc:
-        err.print(f"error: {exc}")
+        errors.print(f"error: {exc}")
         raise typer.Exit(2) from exc
-    out.print(f"revoked {fingerprint} in {trust_dir}")
+    show_bar = sys.stderr.isatty()
+    try:
+        with byte_progress(errors, "checking", enabled=show_bar) as sink:
+            report = unpack(
+                parts_dir, out_dir, keys, revoked, progress=lambda: sink,
+                log=lambda message: errors.print(f"[dim]{message}[/dim]"),
+            )  # fmt: skip
+    except PartsError as exc:
+        errors.print(
+            f"error: {len(exc.problems)} part(s) cannot be used; nothing was unpacked from them:"
+        )
+        for name, problem, detail in exc.problems:
+            errors.print(f"  {problem:<12} {name}  {detail}", markup=False)
+        raise typer.Exit(1) from exc
+    except PackError as exc:
+        errors.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    if not report.ok:
+        errors.print(f"error: the unpacked bundle in {out_dir} does not verify:")
+        for finding in report.sorted_findings():
+            errors.print(f"  {finding.problem:<18} {finding.path}  {finding.detail}", markup=False)
+        raise typer.Exit(1)
+    manifest = report.manifest
+    assert manifest is not None
+    console.print(f"unpacked and verified {manifest.name} {manifest.version} into {out_dir}")
+
+
+# In the order `sparkplane bundle --help` lists them.
+bundle_app.command("build")(build)
+bundle_app.command("verify")(verify)
+bundle_app.command("trusted")(trust.trusted)
+bundle_app.command("revoke")(trust.revoke)
+bundle_app.command("pack")(pack)
+bundle_app.command("unpack")(unpack_command)

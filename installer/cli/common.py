@@ -1,9 +1,10 @@
-"""What every installer command shares: consoles, error exit, and trust-key handling."""
+"""What every installer command shares: consoles, `--root`, error exit, trust-key handling."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -16,6 +17,7 @@ from installer.bundle.trust import TrustError, TrustStore, load_key_source, reso
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
 
 
 def fail(message: str, details: list[str] | None = None, artifacts: Path | None = None) -> None:

@@ -7,18 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from controlplane.appliance.layout import Layout
 from installer.bundle.manifest import ManifestError, parse_manifest
+from installer.cli.common import console
 from installer.host.facts import box_memory_bytes, collect_host_facts
 from installer.host.kvcache import GIB, ModelConfigError
 from installer.host.plan import PROFILES, PlanError, fit_table, make_plan
 from installer.host.preflight import FAIL, PASS, BundleNeeds, run_preflight
 from installer.provision.install import DEFAULT_CONTROLPLANE_PORT, DEFAULT_ENGINE_PORT
 
-console = Console(highlight=False, soft_wrap=True)
 STATUS_STYLE = {PASS: "green", FAIL: "red"}
 
 

@@ -11,15 +11,13 @@ from rich.table import Table
 
 from controlplane.appliance.layout import Layout
 from installer.bundle.trust import TrustError
-from installer.cli.common import candidate_keys, console, fail, trust_after_verify
+from installer.cli.common import RootOpt, candidate_keys, console, fail, trust_after_verify
 from installer.host.plan import PROFILES, PlanError
 from installer.lifecycle.healthcheck import check_health
 from installer.lifecycle.status import appliance_status
 from installer.lifecycle.upgrade import rollback, uninstall, upgrade
 from installer.provision.install import InstallError
 from installer.provision.release_cli import manages_system
-
-RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
 
 
 def upgrade_command(

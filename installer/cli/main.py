@@ -13,20 +13,21 @@ from collections.abc import Sequence
 
 import typer
 
-# Top-level command -> the module whose `register(app)` adds it.
+# Top-level command -> the module whose `register(app)` adds it. Modules register in the order
+# of their first command here, which is the order `sparkplane --help` lists commands in.
 REGISTRARS: dict[str, str] = {
+    "keygen": "installer.cli.trust",
     "bundle": "installer.cli.bundle",
-    "keygen": "installer.cli.bundle",
     "install": "installer.cli.provision",
-    "plan": "installer.cli.provision",
-    "preflight": "installer.cli.provision",
-    "upgrade": "installer.cli.provision",
-    "rollback": "installer.cli.provision",
-    "uninstall": "installer.cli.provision",
-    "status": "installer.cli.provision",
-    "support-bundle": "installer.cli.provision",
-    "tls": "installer.cli.provision",
-    "demo": "installer.ops.demo",
+    "preflight": "installer.cli.host",
+    "plan": "installer.cli.host",
+    "upgrade": "installer.cli.lifecycle",
+    "rollback": "installer.cli.lifecycle",
+    "uninstall": "installer.cli.lifecycle",
+    "status": "installer.cli.lifecycle",
+    "support-bundle": "installer.cli.ops",
+    "tls": "installer.cli.ops",
+    "demo": "installer.cli.demo",
     "serve": "controlplane.cli.serve",
     "tenants": "controlplane.cli.tenants",
     "keys": "controlplane.cli.tenants",

@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from controlplane.appliance.layout import Layout
+from installer.cli.common import RootOpt, console
 from installer.ops.support import build_support_bundle
 from installer.ops.tls import TlsError, import_certificate, issue_server_certificate
 
-console = Console(highlight=False, soft_wrap=True)
-RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
 tls_app = typer.Typer(help="TLS certificate of the control plane.", no_args_is_help=True)
 
 

@@ -1,7 +1,6 @@
-"""Command-line sub-commands; `register` mounts them on the one `sparkplane` app.
+"""`sparkplane install`: provision ROOT (or every host of an inventory) from a verified bundle.
 
-install / upgrade / rollback / uninstall / status / preflight / plan / support-bundle. Each
-command is a thin shell over a function of the installer package that tests call directly.
+A thin shell over `installer.provision`, which the tests call directly.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ import yaml
 
 from controlplane.core import signing
 from installer.bundle.trust import TrustError
-from installer.cli import host, lifecycle, ops
-from installer.cli.common import candidate_keys, console, fail, trust_after_verify
+from installer.cli.common import RootOpt, candidate_keys, console, fail, trust_after_verify
 from installer.host.plan import PROFILES, PlanError
 from installer.provision.fleet import install_inventory
 from installer.provision.install import (
@@ -27,7 +25,6 @@ from installer.provision.install import (
 )
 
 BundleArg = Annotated[Path, typer.Argument(help="Bundle directory (unpacked).")]
-RootOpt = Annotated[Path, typer.Option("--root", help="Appliance root; '/' on a real box.")]
 TrustOpt = Annotated[
     Path | None,
     typer.Option("--trust", help="Bundle-signing public key (PEM file or directory of *.pub)."),
@@ -127,8 +124,5 @@ def install_fleet(
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `sparkplane` app."""
+    """Add `install` to the `sparkplane` app."""
     app.command("install")(install_command)
-    host.register(app)
-    lifecycle.register(app)
-    ops.register(app)

@@ -24,8 +24,8 @@ import urllib.request
 from typing import Any
 
 from controlplane.appliance.layout import Layout, read_env_file
+from installer.lifecycle.loopback import controlplane_loopback
 from installer.lifecycle.status import appliance_status
-from installer.ops.tls import controlplane_loopback
 from installer.provision.release_cli import ReleaseCliError, run_release_cli
 
 HEALTH_TENANT = "sparkplane-healthcheck"

@@ -13,8 +13,8 @@ from typing import Any
 
 from controlplane.appliance.events import read_events
 from controlplane.appliance.layout import Layout, read_args_file, read_env_file
+from installer.lifecycle.loopback import controlplane_loopback
 from installer.lifecycle.units import ALL_UNITS
-from installer.ops.tls import controlplane_loopback
 from installer.provision.apply import RELEASE_VARS
 
 

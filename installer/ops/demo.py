@@ -11,9 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 
 from controlplane.appliance.layout import Layout, controlplane_command, engine_command
@@ -21,7 +19,7 @@ from controlplane.core import signing
 from controlplane.core.security import write_private_file
 from installer.bundle.trust import TrustStore
 from installer.ops.processes import ManagedProcess, wait_http_ok
-from installer.provision.install import InstallError, InstallResult, install
+from installer.provision.install import InstallResult, install
 from installer.provision.release_cli import FIRST_ADMIN, ReleaseCliError, run_release_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -177,24 +175,3 @@ def print_ready(demo: dict[str, str], elapsed: float, log_dir: Path) -> None:
     console.print("  try     :")
     print(curl, flush=True)
     console.print("Press Ctrl-C to stop everything.")
-
-
-def register(app: typer.Typer) -> None:
-    """Add `demo` to the `sparkplane` app."""
-
-    @app.command()
-    def demo(
-        root: Annotated[Path, typer.Option(help="Appliance root (created)")] = Path("demo-root"),
-        port: Annotated[int, typer.Option(help="Control plane port")] = 8080,
-        host: Annotated[str, typer.Option(help="Control plane address")] = "127.0.0.1",
-        spec: Annotated[Path, typer.Option(help="Bundle spec")] = DEMO_SPEC,
-        bundle: Annotated[
-            Path | None, typer.Option(help="Use this bundle instead of building one")
-        ] = None,
-    ) -> None:
-        """Build, verify and install the demo bundle, then run engine + control plane."""
-        try:
-            run_demo(root, host, port, spec, bundle)
-        except (DemoError, InstallError) as exc:
-            console.print(f"[red]demo failed:[/] {exc}")
-            raise typer.Exit(1) from exc

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 import uvloop
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from controlplane.core.config import Settings
 from controlplane.main import create_app
@@ -43,13 +45,20 @@ def make_settings(data_dir: Path, engine_urls: list[str], **extra: Any) -> Setti
 
 
 class ThreadGateway:
-    """`create_app(settings)` served by uvicorn (uvloop + httptools) in a daemon thread."""
+    """`create_app(settings)` served by uvicorn (uvloop + httptools) in a daemon thread; with
+    `fast_path=False` as a plain FastAPI app (the relayed routes then go through FastAPI's
+    routing instead of `ControlPlaneApp`'s fast path)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fast_path: bool = True) -> None:
         self.settings = settings
         self.app = create_app(settings)
+        app = self.app
+
+        async def through_fastapi(scope: Scope, receive: Receive, send: Send) -> None:
+            await FastAPI.__call__(app, scope, receive, send)
+
         config = uvicorn.Config(
-            self.app,
+            self.app if fast_path else through_fastapi,
             host="127.0.0.1",
             port=settings.port,
             loop="uvloop",

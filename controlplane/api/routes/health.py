@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from controlplane.api.deps import ReaderDep, ServicesDep, in_session
+from controlplane.api.deps import AuditDep, EnginesDep, MetricsDep, ReaderDep, in_session
 from controlplane.api.errors import documented
 
 router = APIRouter(tags=["health"])
@@ -33,25 +33,23 @@ def _database_writable(session: Session) -> None:
     summary="Readiness: engine reachable, database and audit writable",
     responses={503: {"description": "not ready; the body says which check failed"}},
 )
-async def readyz(request: Request, services: ServicesDep) -> Response:
+async def readyz(request: Request, engines: EnginesDep, audit: AuditDep) -> Response:
     checks: dict[str, Any] = {}
-    checks["engine"] = "ok" if services.engines.any_healthy() else "no healthy engine"
+    checks["engine"] = "ok" if engines.any_healthy() else "no healthy engine"
     try:
         await in_session(request, _database_writable)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"not writable: {type(exc).__name__}"
-    audit = services.audit
-    healthy = getattr(audit, "healthy", False)
-    checks["audit"] = "ok" if healthy else f"not writable: {getattr(audit, 'last_error', '')}"
+    checks["audit"] = "ok" if audit.healthy else f"not writable: {audit.last_error}"
     ready = all(value == "ok" for value in checks.values())
     body = orjson.dumps({"status": "ready" if ready else "not ready", "checks": checks})
     return Response(body, 200 if ready else 503, media_type="application/json")
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(registry: MetricsDep) -> Response:
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
@@ -60,7 +58,7 @@ async def metrics(services: ServicesDep) -> Response:
     tags=["engines"],
     responses=documented(401, 403),
 )
-async def engines(services: ServicesDep, _reader: ReaderDep) -> list[dict[str, Any]]:
+async def engines(pool: EnginesDep, _reader: ReaderDep) -> list[dict[str, Any]]:
     return [
         {
             "url": engine.url,
@@ -70,5 +68,5 @@ async def engines(services: ServicesDep, _reader: ReaderDep) -> list[dict[str, A
             "models": sorted(engine.model_ids),
             "last_error": engine.last_error or None,
         }
-        for engine in services.engines.engines
+        for engine in pool.engines
     ]

@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
+from controlplane.api.deps import audit_writer
 from controlplane.audit.export import export_audit
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
 from controlplane.audit.verify import verify_live
@@ -133,7 +134,7 @@ async def audit_export(request: Request, active: Action) -> Response:
     name = f"sparkplane-audit-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
     try:
         result = await export_audit(
-            request.app.state.db_engine, request.app.state.audit, folder / name, reason=reason,
+            request.app.state.db_engine, audit_writer(request), folder / name, reason=reason,
             start=where.start, end=where.end, tenant=where.tenant or None, actor=active.username,
         )  # fmt: skip
     except ValueError as exc:

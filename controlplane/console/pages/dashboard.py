@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from controlplane.api.deps import audit_writer
 from controlplane.appliance.system_info import appliance_root, disk_usage, read_system_info
 from controlplane.audit.jobs import AuditJobs
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
@@ -106,7 +107,7 @@ async def dashboard(request: Request, active: Viewer, notice: str = "") -> Respo
     chain = await run_db(request, _chain_status)
     jobs: AuditJobs = request.app.state.audit_jobs
     retention = await run_in_threadpool(_retention_status, jobs)
-    audit = request.app.state.audit
+    audit = audit_writer(request)
     system = read_system_info(appliance_root(request.app.state.settings))
     models = sorted({model for engine in engines for model in engine.model_ids})
     return render(

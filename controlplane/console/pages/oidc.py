@@ -7,7 +7,9 @@ import logging
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from controlplane.api.deps import audit_writer
 from controlplane.api.errors import ApiError
+from controlplane.audit.errors import AuditUnavailable
 from controlplane.console.deps import is_tls, session_policy, set_session_cookie
 from controlplane.console.directory import accounts, oidc_client, oidc_state
 from controlplane.console.directory.accounts import DirectoryRefusal, DirectoryUnavailable
@@ -65,8 +67,10 @@ async def oidc_start(request: Request, next: str = "") -> Response:
 async def oidc_callback(request: Request, state: str = "", code: str = "", error: str = "",
                         iss: str = "") -> Response:  # fmt: skip
     client = _client(request)
-    if not getattr(request.app.state.audit, "healthy", True):
-        return page(request, AUDIT_DOWN, 503)  # fail closed, before the state is used up
+    try:
+        audit_writer(request).check_writable()
+    except AuditUnavailable:  # fail closed, before the state is used up
+        return page(request, AUDIT_DOWN, 503)
     login = await run_db(request, oidc_state.consume, state, request.cookies.get(OIDC_COOKIE, ""))
     if login is None:
         return await _failed(request, "state_unknown", STATE_UNKNOWN, 400)

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from controlplane.api.deps import audit_writer
 from controlplane.api.errors import ApiError
+from controlplane.audit.errors import AuditUnavailable
 from controlplane.console import throttle
 from controlplane.console.auth import (
     SignInOutcome,
@@ -164,8 +166,9 @@ async def signin(request: Request) -> Response:
     if not tokens_match(request.cookies.get(SIGNIN_CSRF_COOKIE, ""), str(form.get("csrf_token"))):
         raise ApiError(403, "missing or wrong CSRF token; reload the sign-in page",
                        code="csrf_failed")  # fmt: skip
-    if not getattr(request.app.state.audit, "healthy", True):
-        # Fail closed: a sign-in that cannot be audited does not happen.
+    try:
+        audit_writer(request).check_writable()
+    except AuditUnavailable:  # fail closed: a sign-in that cannot be audited does not happen
         return signin_page(request, AUDIT_DOWN, 503, username, next_path, method)
     address = client_address(request)
     admission = await run_db(request, throttle.admit, address, username)

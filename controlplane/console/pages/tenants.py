@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from controlplane.api.deps import audit_writer
 from controlplane.audit.content import ContentVault
 from controlplane.console.deps import AdminAction, AdminViewer, Viewer
 from controlplane.console.forms import (
@@ -149,7 +150,7 @@ async def tenant_erase(request: Request, name: str, active: AdminAction) -> Resp
     for key_id in keys:
         await actions.revoke_key_async(ctx, key_id)
     await actions.update_tenant_async(ctx, name, TenantUpdate.model_validate({"disabled": True}))
-    shred_seq = await content_vault(request).shred(name, request.app.state.audit,
+    shred_seq = await content_vault(request).shred(name, audit_writer(request),
                                                    actor=active.username)  # fmt: skip
     await record(request, "admin.tenant_erase", active, tenant=name, target=name,
                  keys_revoked=len(keys), content_shred_seq=shred_seq)  # fmt: skip

@@ -8,6 +8,21 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from controlplane.admission.limits import Rejected, RejectReason
+from controlplane.api.errors import api_error
+from controlplane.audit.errors import AuditUnavailable
+from controlplane.core.errors import DomainError
+from controlplane.gateway.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    EngineBrokeOff,
+    EngineTimeout,
+    EngineUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+)
+from controlplane.tenancy.keycache import AuthFailed
+from controlplane.tenancy.store import Conflict, NotFound
 from tests.controlplane.conftest import new_tenant
 from tests.controlplane.harness import ThreadGateway, make_settings
 from tests.enginesim import SimHandle
@@ -209,3 +224,38 @@ def test_an_unexpected_error_in_the_relay_is_a_500_in_the_shape(
 
     monkeypatch.setattr("controlplane.gateway.ingress.relay", broken)
     assert_error(post(gateway, key, {"model": "sim-model"}), 500, "internal_error")
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "type_", "code", "headers"),
+    [
+        (Rejected(RejectReason.RPM, "slow down", 1.2), 429, "rate_limit_error", "rpm_limit",
+         {"Retry-After": "2"}),
+        (Rejected(RejectReason.ENGINE_UNAVAILABLE, "no engine", 5.0), 503, "service_unavailable",
+         "engine_unavailable", {"Retry-After": "5"}),
+        (AuthFailed(401, "revoked_api_key", "revoked"), 401, "authentication_error",
+         "revoked_api_key", {"WWW-Authenticate": "Bearer"}),
+        (AuthFailed(403, "tenant_disabled", "off"), 403, "permission_error", "tenant_disabled", {}),
+        (NotFound("no tenant", param="name"), 404, "not_found_error", "not_found", {}),
+        (Conflict("exists"), 409, "conflict_error", "conflict", {}),
+        (InvalidRequest("bad", param="stream"), 400, "invalid_request_error", "invalid_value", {}),
+        (ModelNotFound("none", param="model"), 404, "not_found_error", "model_not_found", {}),
+        (BodyTooLarge("big"), 413, "invalid_request_error", "body_too_large", {}),
+        (BodyTimeout("slow"), 408, "invalid_request_error", "body_timeout", {}),
+        (EngineUnavailable("down"), 503, "service_unavailable", "engine_unavailable", {}),
+        (EngineTimeout("late"), 504, "timeout_error", "request_timeout", {}),
+        (EngineBrokeOff("broke"), 502, "api_error", "engine_error", {}),
+    ],
+)  # fmt: skip
+def test_each_domain_error_has_one_http_answer(
+    error: DomainError, status: int, type_: str, code: str, headers: dict[str, str]
+) -> None:
+    answer = api_error(error)
+    assert (answer.status, answer.type, answer.code) == (status, type_, code)
+    assert (answer.message, answer.param, answer.headers) == (error.message, error.param, headers)
+
+
+def test_the_audit_store_failure_is_not_told_to_callers() -> None:
+    answer = api_error(AuditUnavailable("OperationalError: disk I/O error at /var/lib/x.db"))
+    assert (answer.status, answer.code) == (503, "audit_unavailable")
+    assert "disk" not in answer.message and "audit store cannot be written" in answer.message

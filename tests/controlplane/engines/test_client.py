@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from controlplane.engines.client import EngineClient, EngineConnectError, EngineDisconnected
-from controlplane.engines.response import READ_PAUSE_BYTES
+from controlplane.engines.connection import READ_PAUSE_BYTES
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 

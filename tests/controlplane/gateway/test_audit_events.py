@@ -146,3 +146,30 @@ def test_only_queued_audit_answers_while_the_store_cannot_commit(
         server.stop()  # closing the writer commits what it has queued
     kinds = [kind for kind, _, _ in entries(tmp_path)]
     assert kinds[-2:] == ["api.request", "api.completion"]
+
+
+def test_completion_entries_carry_time_to_first_token(gateway: ThreadGateway) -> None:
+    """`ttft_ms`: from the call's arrival to the first streamed event relayed to the client;
+    a plain answer arrives whole (its time is `latency_ms`), so it has none."""
+    with gateway.admin() as admin:
+        key = new_tenant(admin, "timed")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+    sent = time.monotonic()
+    chunks = client.chat.completions.create(
+        model="sim-model",
+        max_tokens=16,
+        messages=messages,
+        stream=True,  # type: ignore[arg-type]
+    )
+    first_chunk = None
+    for _ in chunks:
+        first_chunk = first_chunk or time.monotonic() - sent
+    client.chat.completions.create(model="sim-model", max_tokens=2, messages=messages)  # type: ignore[arg-type]
+    done = [f for kind, tenant, f in entries(gateway.settings.data_dir)
+            if kind == "api.completion" and tenant == "timed"]  # fmt: skip
+    streamed, plain = done
+    assert first_chunk is not None
+    assert 0 < streamed["ttft_ms"] < streamed["latency_ms"]  # type: ignore[operator]
+    assert streamed["ttft_ms"] <= first_chunk * 1000  # type: ignore[operator]
+    assert plain["ttft_ms"] is None and plain["latency_ms"] > 0  # type: ignore[operator]

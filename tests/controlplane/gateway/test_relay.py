@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -11,7 +12,7 @@ import pytest
 
 from tests.controlplane.conftest import new_tenant
 from tests.controlplane.harness import ThreadGateway, make_settings
-from tests.enginesim import start_simulator
+from tests.enginesim import SimHandle, start_simulator
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +215,26 @@ def test_stream_is_relayed_as_it_is_generated(tmp_path: Path) -> None:
     finally:
         server.stop()
         slow.stop()
+
+
+def test_the_fastapi_routes_serve_calls_as_the_fast_path_does(
+    sim: SimHandle, tmp_path: Path
+) -> None:
+    """The /v1 routes (OpenAPI, a plain FastAPI app) and the fast path both only call `relay`."""
+    server = ThreadGateway(make_settings(tmp_path, [sim.url]), fast_path=False)
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "routed", max_tokens=5)
+        chat = client(server, key).chat.completions
+        ask: dict[str, Any] = {"model": "sim-model", "messages": [{"role": "user", "content": "x"}]}
+        reply = chat.create(**ask)
+        assert reply.usage is not None and reply.usage.completion_tokens == 5
+        chunks = list(chat.create(**ask, stream=True))
+        assert chunks and all(chunk.usage is None for chunk in chunks)
+        with pytest.raises(openai.BadRequestError) as refused:
+            chat.create(**ask, max_tokens=6)
+        assert refused.value.code == "max_tokens_exceeded"
+        with pytest.raises(openai.AuthenticationError):
+            client(server, "sk-sp-wrongwrongwrongwrongwrong").chat.completions.create(**ask)
+    finally:
+        server.stop()

@@ -19,12 +19,7 @@ from cryptography import x509
 from controlplane.appliance.layout import Layout
 from controlplane.core import signing
 from controlplane.core.config import load_settings
-from installer.ops.tls import (
-    TlsError,
-    controlplane_loopback,
-    import_certificate,
-    issue_server_certificate,
-)
+from installer.ops.tls import TlsError, import_certificate, issue_server_certificate
 from installer.provision.install import install
 from tests.installer.fixtures.bundles import make_bundle
 
@@ -159,26 +154,6 @@ def test_controlplane_env_names_the_pair_only_when_both_files_exist(tmp_path: Pa
     assert (settings.audit_retention_days, settings.audit_retention_interval_hours) == (730, 24)
     assert settings.siem_target == "" and "SPARKPLANE_SIEM" not in plain  # no feed by default
     assert (settings.tls_cert, settings.tls_key) == (tls_dir / "server.crt", tls_dir / "server.key")
-
-
-def test_loopback_probe_pins_the_served_certificate(tmp_path: Path) -> None:
-    served, other = tmp_path / "served", tmp_path / "other"
-    issue_server_certificate(served, ["spark-01.site.lan"])  # no 127.0.0.1 among the names
-    issue_server_certificate(other, ["spark-01.site.lan"])
-    server = serve_tls(served)
-    try:
-        port = str(server.server_address[1])
-        env = {"SPARKPLANE_PORT": port, "SPARKPLANE_TLS_CERT": str(served / "server.crt")}
-        url, context = controlplane_loopback(env)
-        assert url == f"https://127.0.0.1:{port}"
-        with urllib.request.urlopen(url, context=context, timeout=10) as response:
-            assert response.read() == b"hello over tls"
-        env["SPARKPLANE_TLS_CERT"] = str(other / "server.crt")  # same names, another key
-        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
-            urllib.request.urlopen(url, context=controlplane_loopback(env)[1], timeout=10)
-    finally:
-        server.shutdown()
-    assert controlplane_loopback({"SPARKPLANE_PORT": "9"}) == ("http://127.0.0.1:9", None)
 
 
 def handlers_run(artifacts: Path) -> set[str]:

@@ -104,7 +104,8 @@ def test_first_admin_is_created_once_with_a_0600_password(installed) -> None:
     assert stored.read_bytes() == first_file
     listed = release_cli(root, "admins", "list")
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.split("\t")[:2] == ["admin", "admin"]
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.startswith("USER\tROLE\t") and row.split("\t")[:2] == ["admin", "admin"]
     assert "must-change-password" in listed.stdout
 
 

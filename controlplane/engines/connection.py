@@ -1,16 +1,17 @@
-"""One engine connection (an asyncio protocol fed to httptools) and the response it carries.
+"""The HTTP/1.1 wire to an engine: one keep-alive connection and the response it carries.
 
-`EngineClient` (engine_client.py) pools these connections; this module is the part that
-parses: status and headers, a body read whole or chunk by chunk with back-pressure, the
-deadline, and the errors that tell a stale pooled connection from a broken answer.
+A request is written in one piece (`encode_request`); the response is parsed by httptools
+(uvicorn's parser) fed from an asyncio protocol: status and headers, then a body read whole or
+chunk by chunk with back-pressure, one deadline, and the errors that tell a stale pooled
+connection from a broken answer. The connection knows nothing of pooling: it hands itself back
+through the two callbacks it was made with (`client.py` keeps the pool).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import httptools
 
@@ -33,12 +34,21 @@ class EngineDisconnected(EngineHTTPError):
         self.response_started = response_started
 
 
-class ConnectionPool(Protocol):
-    loop: asyncio.AbstractEventLoop
-
-    def give_back(self, connection: EngineConnection) -> None: ...
-
-    def forget(self, connection: EngineConnection) -> None: ...
+def encode_request(
+    method: str, path: str, host: bytes, body: bytes, headers: Mapping[str, str] | None
+) -> bytes:
+    """The request's bytes: head and body, written to the connection in one piece."""
+    lines = [
+        f"{method} {path} HTTP/1.1".encode("ascii"),
+        b"Host: " + host,
+        b"Content-Length: " + str(len(body)).encode("ascii"),
+        b"Accept-Encoding: identity",  # bodies are relayed as they come: never compressed
+    ]
+    for name, value in (headers or {}).items():
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name} holds a line break")
+        lines.append(f"{name}: {value}".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class EngineResponse:
@@ -50,7 +60,8 @@ class EngineResponse:
         self.status = 0
         self.headers: dict[str, str] = {}
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._head: asyncio.Future[None] = self._loop.create_future()
+        # Done when the status and headers are in (or with the error that came first).
+        self.head: asyncio.Future[None] = self._loop.create_future()
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -60,6 +71,14 @@ class EngineResponse:
         self.complete = False
         self._keep_alive = False
         self._released = False
+
+    @property
+    def delimited_by_close(self) -> bool:
+        """The body ends where the connection does (no Content-Length, not chunked)."""
+        headers = self.headers
+        return "content-length" not in headers and "chunked" not in headers.get(
+            "transfer-encoding", ""
+        )
 
     @property
     def content_type(self) -> str:
@@ -88,8 +107,9 @@ class EngineResponse:
                 await self._wait()
 
     def close(self) -> None:
-        """Release the connection: back to the pool if the response was read to its end and
-        the engine keeps it alive, otherwise closed (an unfinished generation is aborted)."""
+        """Release the connection: given back for the next request if the response was read to
+        its end and the engine keeps it alive, otherwise closed (an unfinished generation is
+        aborted)."""
         if self._released:
             return
         self._released = True
@@ -121,8 +141,8 @@ class EngineResponse:
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in self._raw_headers
         }
-        if not self._head.done():
-            self._head.set_result(None)
+        if not self.head.done():
+            self.head.set_result(None)
 
     def _on_body(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -141,9 +161,9 @@ class EngineResponse:
         if self.complete or self._error is not None:
             return
         self._error = error
-        if not self._head.done():
-            self._head.set_exception(error)
-            self._head.exception()  # retrieved here: `request` re-raises it from _error
+        if not self.head.done():
+            self.head.set_exception(error)
+            self.head.exception()  # retrieved here: `request` re-raises it from _error
         self._wake()
 
     def _timed_out(self) -> None:
@@ -152,9 +172,18 @@ class EngineResponse:
 
 
 class EngineConnection(asyncio.Protocol):
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.pool = pool
-        self.loop = pool.loop
+    """One connection. `give_back(self)` when it may serve another request, `forget(self)`
+    once it is closed."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        give_back: Callable[[EngineConnection], None],
+        forget: Callable[[EngineConnection], None],
+    ) -> None:
+        self.loop = loop
+        self._give_back = give_back
+        self._forget = forget
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: EngineResponse | None = None
@@ -183,11 +212,11 @@ class EngineConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        self.pool.forget(self)
+        self._forget(self)
         response = self.response
         if response is None or response.complete:
             return
-        if response.status and self._read_until_close(response):
+        if response.status and response.delimited_by_close:
             response._on_complete(keep_alive=False)  # a body delimited by the connection's end
             return
         reason = f": {exc}" if exc else ""
@@ -225,7 +254,7 @@ class EngineConnection(asyncio.Protocol):
         self.response = None
         if reusable and self.open:
             self.resume_reading()
-            self.pool.give_back(self)
+            self._give_back(self)
         else:
             self.close()
 
@@ -242,10 +271,3 @@ class EngineConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-    @staticmethod
-    def _read_until_close(response: EngineResponse) -> bool:
-        headers = response.headers
-        return "content-length" not in headers and "chunked" not in headers.get(
-            "transfer-encoding", ""
-        )
