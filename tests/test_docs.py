@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,55 @@ def test_every_inventory_variable_is_documented() -> None:
     group_vars = yaml.safe_load((REPO / "playbooks" / "group_vars" / "all.yml").read_text())
     missing = [name for name in group_vars if f"`{name}`" not in docs]
     assert missing == [], f"inventory variables missing from docs/installer.md: {missing}"
+
+
+def _module_map() -> dict[str, str]:
+    """docs/architecture.md's module map: package path -> its row."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text[text.index("## Packages and modules") : text.index("## Life of a request")]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `((?:controlplane|installer)/[\w/.]*)` \|", line)
+        if match:
+            rows[match.group(1)] = line
+    return rows
+
+
+def _named(row: str) -> set[str]:
+    return set(re.findall(r"`([\w.-]+(?:\.py|/))`", row))
+
+
+def test_the_module_map_lists_every_module_and_no_stale_name() -> None:
+    rows = _module_map()
+    missing, stale = [], []
+    for package in ("controlplane", "installer"):
+        for child in sorted((REPO / package).iterdir()):
+            if child.name.startswith(("_", ".")) or child.suffix not in {"", ".py"}:
+                continue
+            key = f"{package}/{child.name}" + ("/" if child.is_dir() else "")
+            if key not in rows:
+                missing.append(key)
+                continue
+            if child.is_file():
+                continue
+            named = _named(rows[key])
+            for module in sorted(child.rglob("*.py")):
+                parts = module.relative_to(child).parts
+                covered = {f"{part}/" for part in parts[:-1]} | {parts[-1]}
+                if module.name != "__init__.py" and not covered & named:
+                    missing.append(module.relative_to(REPO).as_posix())
+            for name in named:
+                if name.endswith("/") and not (child / name).is_dir():
+                    found = any(p.is_dir() for p in child.rglob(name.rstrip("/")))
+                else:
+                    found = any(child.rglob(name))
+                if not found:
+                    stale.append(f"{key}{name}")
+    assert missing == [], f"docs/architecture.md's module map misses: {missing}"
+    assert stale == [], f"docs/architecture.md's module map names what does not exist: {stale}"
+
+
+def test_every_path_the_architecture_page_names_exists() -> None:
+    text = (REPO / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"(?<![\w/])((?:controlplane|installer|tests)/[\w/]*\.py)", text))
+    assert [path for path in sorted(paths) if not (REPO / path).exists()] == []
