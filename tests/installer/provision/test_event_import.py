@@ -42,9 +42,7 @@ async def test_installer_events_enter_the_chain_once(chain, tmp_path: Path) -> N
     assert (second.imported, second.skipped) == (1, 2)
     with engine.connect() as conn:
         rows = conn.exec_driver_sql("select kind, data from audit_entries order by seq").all()
-    assert [kind for kind, _ in rows] == ["installer.install"] * 2 + [
-        "installer.rollback"
-    ]
+    assert [kind for kind, _ in rows] == ["installer.install"] * 2 + ["installer.rollback"]
     last = json.loads(rows[-1][1])
     assert {"phase": "succeeded", "version": "0.9.0", "previous": "1.0.0"}.items() <= last.items()
     assert "kind" not in last and "event_id" in last

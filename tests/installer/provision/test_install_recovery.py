@@ -157,9 +157,7 @@ def test_one_inventory_provisions_two_roots_in_one_run(signed, tmp_path: Path) -
         assert report.startswith("audit: 2 installer event(s) added to the chain"), report
         entries = exported_entries(root, tmp_path / f"{host}.jsonl")
         imported = [
-            (e["kind"], e["data"]["phase"])
-            for e in entries
-            if e["kind"] == "installer.install"
+            (e["kind"], e["data"]["phase"]) for e in entries if e["kind"] == "installer.install"
         ]
         assert imported == [(e["kind"], e["phase"]) for e in events]
         verified = release_cli(root, "audit", "verify", "--live")
