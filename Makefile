@@ -20,8 +20,10 @@ demo: $(STAMP)
 
 # Host tools the tests drive for real, from Debian's packages: chromium for the console's browser
 # tests (Playwright's own browser download cannot work offline), nft to check the firewall rules,
-# ip and strace for the end-to-end test's loopback-only namespace and its socket audit.
-HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd
+# ip and strace for the end-to-end test's loopback-only namespace and its socket audit; podman,
+# runc (crun fails on this machine's cgroups) and mmdebstrap for the container-runtime test.
+HOST_TOOLS := chromium:chromium nft:nftables strace:strace ip:iproute2 systemd-analyze:systemd \
+	podman:podman runc:runc mmdebstrap:mmdebstrap
 host-tools:
 	@missing=""; for pair in $(HOST_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
