@@ -81,6 +81,21 @@ def engine_token_count(engine_url: str, model: str, **chat: object) -> int:
         return int(json.load(response)["count"])
 
 
+def speculative_counters(engine_url: str) -> dict[str, float]:
+    """vLLM's speculative-decoding counters from the engine's own /metrics (MTP at work)."""
+    url = engine_url.rstrip("/").removesuffix("/v1") + "/metrics"
+    with urllib.request.urlopen(url, timeout=60) as response:  # loopback engine
+        text = response.read().decode()
+    counters: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        base = name.split("{", 1)[0]
+        if base in ("vllm:spec_decode_num_draft_tokens_total",
+                    "vllm:spec_decode_num_accepted_tokens_total"):  # fmt: skip
+            counters[base] = counters.get(base, 0.0) + float(value)
+    return counters
+
+
 def main(demo_file: str, engine_url: str) -> None:
     with open(demo_file) as handle:
         demo = json.load(handle)
@@ -122,6 +137,7 @@ def main(demo_file: str, engine_url: str) -> None:
             engine_url, model, messages=SAY_HELLO, chat_template_kwargs={"enable_thinking": True}
         ),
     }
+    result["speculative"] = speculative_counters(engine_url)
     try:
         openai.OpenAI(base_url=demo["url"], api_key="sk-wrong", max_retries=0).models.list()
         result["wrong_key"] = "accepted"

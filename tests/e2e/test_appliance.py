@@ -147,6 +147,14 @@ def test_openai_sdk_through_the_control_plane(appliance, sdk: dict) -> None:
     assert set(sdk["wrong_key"]["body"]) >= {"message", "type", "code"}
 
 
+def test_the_engine_speculates_with_the_mtp_draft(sdk: dict) -> None:
+    # The demo profile runs the latency profile's MTP: the engine proposed draft tokens. (The
+    # demo's draft is untrained, so how many it accepted is not a property worth asserting.)
+    counters = sdk["speculative"]
+    assert counters["vllm:spec_decode_num_draft_tokens_total"] > 0
+    assert "vllm:spec_decode_num_accepted_tokens_total" in counters
+
+
 def test_a_forced_tool_call_has_arguments_valid_against_the_schema(sdk: dict) -> None:
     from jsonschema import validate
 

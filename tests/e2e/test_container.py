@@ -159,12 +159,14 @@ def appliance(
     logs.mkdir()
     request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
     request.addfinalizer(lambda: shutil.rmtree(logs, ignore_errors=True))
+    started = time.monotonic()
     install = host.run(
         [SPARKPLANE, "install", str(container_bundle), "--root", str(root),
          "--trust", str(demo_bundle.pubkey), "--yes", "--profile", "demo",
          "--engine-port", str(ENGINE_PORT), "--port", str(PORT), "--bind", "127.0.0.1"],
     )  # fmt: skip
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    print(f"container bundle installed in {time.monotonic() - started:.0f} s")
     unit = (Layout.at(root).systemd / "sparkplane-engine.service").read_text()
     engine_argv = exec_start(unit)
     assert engine_argv[:2] == ["/usr/bin/podman", "run"]
@@ -173,6 +175,7 @@ def appliance(
     engine = host.popen([*shim, *engine_argv], logs / "engine.log")
     try:
         wait_for(host, f"http://127.0.0.1:{ENGINE_PORT}/health", 600, engine, logs / "engine.log")
+        print(f"engine in its container healthy {time.monotonic() - started:.0f} s after install")
         controlplane = host.popen(controlplane_command(Layout.at(root)), logs / "cp.log")
         try:
             wait_for(host, f"http://127.0.0.1:{PORT}/readyz", 120, controlplane, logs / "cp.log")
