@@ -84,7 +84,7 @@ def build_bundle(
         for component in spec.components:
             log(f"staging {component.role} component {component.name}")
             try:
-                staged.append(components.stage(spec, component, staging))
+                staged.append(components.stage(spec, component, staging, log))
             except (components.ComponentError, OSError, RuntimeError) as exc:
                 raise BuildError(f"component {component.name}: {exc}") from exc
         log("hashing files")

@@ -10,12 +10,13 @@ import json
 import shutil
 import tarfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from installer.bundle import spec as specs
-from installer.bundle.demo_model import generate_demo_model
+from installer.bundle.demo_model import DemoModelError, copy_checked, demo_models
 from installer.bundle.hashing import hash_tree_files
 from installer.bundle.modelsig import (
     SIGNATURE_FILE,
@@ -57,14 +58,19 @@ def component_path(component: specs.ComponentSpec) -> str:
     return component.dest
 
 
-def stage(spec: specs.BundleSpec, component: specs.ComponentSpec, root: Path) -> Staged:
+def stage(
+    spec: specs.BundleSpec,
+    component: specs.ComponentSpec,
+    root: Path,
+    log: Callable[[str], None] = lambda _: None,
+) -> Staged:
     """Copy or fetch one component into the bundle under construction at `root`."""
     rel = component_path(component)
     staged = Staged({"name": component.name, "role": component.role, "path": rel})
     if isinstance(component, specs.EngineSpec):
         _stage_engine(spec, component, root, staged)
     elif isinstance(component, specs.ModelSpec):
-        _stage_model(spec, component, root / rel, staged.entry)
+        _stage_model(spec, component, root / rel, staged.entry, log)
         staged.artifacts.append(("machine-learning-model", component.name, rel))
     elif isinstance(component, specs.FlashinferSpec):
         _stage_flashinfer(spec, component, root, staged)
@@ -92,8 +98,9 @@ def _stage_engine(
         entry["platform_tags"] = component.platform_tags
     else:
         assert component.image is not None
+        assert component.image_ref is not None
         entry["image_ref"] = component.image_ref
-        entry["image_format"] = _copy_image(spec, component.image, root / rel)
+        entry["image_format"] = _copy_image(spec, component.image, component.image_ref, root / rel)
         staged.artifacts.append(("container", component.image_ref or component.name, rel))
 
 
@@ -159,12 +166,24 @@ def _project_dependencies(project: Path) -> list[str]:
 
 
 def _stage_model(
-    spec: specs.BundleSpec, component: specs.ModelSpec, dest: Path, entry: dict[str, Any]
+    spec: specs.BundleSpec,
+    component: specs.ModelSpec,
+    dest: Path,
+    entry: dict[str, Any],
+    log: Callable[[str], None],
 ) -> None:
     if component.generate == "demo":
-        assert component.corpus is not None
-        generate_demo_model(dest, spec.resolve(component.corpus))
+        assert component.corpus is not None and component.trainer is not None
+        try:
+            models = demo_models(
+                spec.resolve(component.corpus), _requirements(spec, component.trainer), log=log
+            )
+            source = models.model if component.role == "model" else models.assistant
+            digest = copy_checked(source, dest, component.digest, f"model {component.name}")
+        except DemoModelError as exc:
+            raise ComponentError(str(exc)) from exc
         entry["generated"] = "demo"
+        entry["recipe"] = {**models.recipe, "digest": digest, "pinned": bool(component.digest)}
     else:
         assert component.source is not None
         source = spec.resolve(component.source)
@@ -210,22 +229,62 @@ def _check_model_signature(
         raise ComponentError(f"model {component.name}: model signature: {exc}") from exc
 
 
-def _copy_image(spec: specs.BundleSpec, image: str, dest: Path) -> str:
+def _copy_image(spec: specs.BundleSpec, image: str, image_ref: str, dest: Path) -> str:
+    """Copy an OCI or docker-save archive that holds `image_ref`; return the archive kind."""
     source = spec.resolve(image)
     try:
         with tarfile.open(source) as archive:
             names = set(archive.getnames())
-    except (OSError, tarfile.TarError) as exc:
-        raise ComponentError(f"engine image {source} is not a readable tar: {exc}") from exc
-    if "index.json" in names and "oci-layout" in names:
-        kind = "oci-archive"
-    elif "manifest.json" in names:
-        kind = "docker-archive"
-    else:
-        raise ComponentError(f"engine image {source} is neither an OCI nor a docker-save archive")
+            if "index.json" in names and "oci-layout" in names:
+                kind, refs = "oci-archive", _oci_refs(archive)
+            elif "manifest.json" in names:
+                kind, refs = "docker-archive", _docker_refs(archive)
+            else:
+                raise ComponentError(
+                    f"engine image {source} is neither an OCI nor a docker-save archive"
+                )
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        raise ComponentError(f"engine image {source} is not a readable archive: {exc}") from exc
+    if not any(_same_image(image_ref, ref) for ref in refs):
+        held = ", ".join(refs) or "no named image"
+        raise ComponentError(f"engine image {source} does not hold {image_ref} (it holds {held})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, dest)
     return kind
+
+
+def _json_member(archive: tarfile.TarFile, name: str) -> Any:
+    member = archive.extractfile(name)
+    if member is None:
+        raise ValueError(f"{name} is not a file")
+    return json.loads(member.read())
+
+
+def _docker_refs(archive: tarfile.TarFile) -> list[str]:
+    return [
+        tag
+        for image in _json_member(archive, "manifest.json")
+        for tag in image.get("RepoTags") or []
+    ]
+
+
+def _oci_refs(archive: tarfile.TarFile) -> list[str]:
+    manifests = _json_member(archive, "index.json").get("manifests") or []
+    annotations = [m.get("annotations") or {} for m in manifests]
+    return [
+        a["org.opencontainers.image.ref.name"]
+        for a in annotations
+        if "org.opencontainers.image.ref.name" in a
+    ]
+
+
+def _same_image(wanted: str, held: str) -> bool:
+    """Docker Hub names are stored with or without their docker.io/ (library/) prefix."""
+
+    def plain(ref: str) -> str:
+        return ref.removeprefix("docker.io/").removeprefix("library/")
+
+    return plain(wanted) == plain(held)
 
 
 def _copy_tree(source: Path, dest: Path, what: str) -> None:

@@ -1,150 +1,213 @@
-"""A tiny, deterministic LlamaForCausalLM for the CPU demo, generated without torch.
+"""The demo model: a tiny Gemma 4 and its MTP assistant, trained at bundle-build time.
 
-Random float32 weights from a fixed seed (numpy), saved with safetensors; a byte-level BPE
-tokenizer (~400 tokens) trained on a few KB of text shipped in the repo; a ChatML chat template.
-Every build writes byte-identical files, so the demo bundle's hashes are stable.
-Needs the `staging` extra (numpy, safetensors, tokenizers), imported lazily.
+`demo_trainer.py` trains them in a venv made from a wheelhouse that holds torch and transformers
+(the spec's `trainer` requirements: the demo engine's own, so the model is trained with the same
+Gemma 4 code the engine serves it with). The result is cached under
+`<cache>/demo-models/<recipe digest>/` (see `cache_root`): the digest covers the trainer script,
+the chat template, the corpus, the seed, the step count and the exact torch and transformers
+wheels, so a second build, any test and `make demo` reuse it.
+
+Reproducibility: one thread, deterministic kernels, a fixed seed, and the vector instruction set
+pinned to AVX2 for ATen, MKL (conditional numerical reproducibility) and oneDNN. Without the pin
+the bytes follow the CPU (AVX-512 and AVX2 give different weights on the same machine); with it
+they are the same on every run here. Other CPUs cannot be checked from here, so the spec pins the
+digest of the files (`digest`) and a build that produces anything else fails, naming the cause.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from installer.bundle.wheelhouse import cache_root, fetch_wheelhouse, wheel_identity
+
+TRAINER = Path(__file__).with_name("demo_trainer.py")
+CHAT_TEMPLATE = Path(__file__).with_name("gemma4_chat_template.jinja")
 SEED = 20261126
-VOCAB_SIZE = 400
-HIDDEN = 128
-INTERMEDIATE = 256
-LAYERS = 2
-HEADS = 4
-KV_HEADS = 2
-HEAD_DIM = 32  # the smallest head size vLLM's CPU attention backend supports
-MAX_POSITIONS = 512
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+STEPS = 600
+# What the trainer venv installs from the wheelhouse (pip resolves their dependencies there).
+TRAINER_PROJECTS = ("torch", "transformers", "tokenizers", "safetensors")
+# Same float results on any x86-64 CPU with AVX2: ATen's kernels, MKL's CNR mode and oneDNN are
+# held to the AVX2 code paths; one thread, so no reduction is split differently.
+REPRODUCIBLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONHASHSEED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+COMPLETE = ".complete.json"
+TIMEOUT_SECONDS = 1800
 
 
-def generate_demo_model(out_dir: Path, corpus: Path) -> list[Path]:
-    """Write config, tokenizer and weights into `out_dir`; return the files written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = _write_tokenizer(out_dir, corpus.read_text(encoding="utf-8"))
-    ids = {token: vocab.token_to_id(token) for token in SPECIAL_TOKENS}
-    config = _config(vocab.get_vocab_size(), ids["<|endoftext|>"], ids["<|im_end|>"])
-    _write_json(out_dir / "config.json", config)
-    _write_json(
-        out_dir / "generation_config.json",
-        {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]},
-    )
-    _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(ids))
-    _write_json(
-        out_dir / "special_tokens_map.json",
-        {"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
-    )
-    _write_weights(out_dir / "model.safetensors", config)
-    return sorted(path for path in out_dir.iterdir() if path.is_file())
+class DemoModelError(RuntimeError):
+    """The demo model could not be made, or is not what the spec pinned."""
 
 
-def _write_tokenizer(out_dir: Path, text: str) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    lines = [line for line in text.splitlines() if line.strip()]
-    tokenizer.train_from_iterator(lines, trainer=trainer)
-    tokenizer.save(str(out_dir / "tokenizer.json"), pretty=True)
-    return tokenizer
+@dataclass(frozen=True)
+class DemoModels:
+    model: Path  # the cached Gemma 4 checkpoint
+    assistant: Path  # the cached MTP assistant checkpoint
+    recipe: dict[str, Any]  # how they were made, for the manifest
 
 
-def _config(vocab_size: int, bos: int, eos: int) -> dict[str, Any]:
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": vocab_size,
-        "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "head_dim": HEAD_DIM,
-        "hidden_act": "silu",
-        "max_position_embeddings": MAX_POSITIONS,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "pad_token_id": bos,
+def tree_digest(directory: Path) -> str:
+    """SHA-256 of `sha256sum`-style lines (digest, two spaces, path), sorted by path."""
+    lines = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines.append(f"{digest}  {path.relative_to(directory).as_posix()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _trainer_wheels(wheelhouse: Path) -> dict[str, str]:
+    """Versions of the trainer's projects in the wheelhouse (it must hold each of them)."""
+    found = {}
+    for wheel in wheelhouse.glob("*.whl"):
+        name, version = wheel_identity(wheel.name)
+        if name in TRAINER_PROJECTS:
+            found[name] = version
+    missing = sorted(set(TRAINER_PROJECTS) - set(found))
+    if missing:
+        raise DemoModelError(f"the trainer wheelhouse {wheelhouse} has no {', '.join(missing)}")
+    return dict(sorted(found.items()))
+
+
+def recipe_digest(corpus: Path, versions: dict[str, str], steps: int) -> str:
+    payload = hashlib.sha256()
+    for part in (TRAINER.read_bytes(), CHAT_TEMPLATE.read_bytes(), corpus.read_bytes()):
+        payload.update(hashlib.sha256(part).digest())
+    settings = {"seed": SEED, "steps": steps, "env": REPRODUCIBLE_ENV, "versions": versions}
+    payload.update(json.dumps(settings, sort_keys=True).encode())
+    return payload.hexdigest()
+
+
+def _trainer_python(wheelhouse: Path, versions: dict[str, str]) -> Path:
+    """A venv with the wheelhouse's torch and transformers, made once and kept in the cache."""
+    key = hashlib.sha256(json.dumps([str(wheelhouse), versions]).encode()).hexdigest()[:16]
+    venv = cache_root() / "trainers" / key
+    python = venv / "bin" / "python"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with (venv.parent / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / COMPLETE).is_file():
+            _make_trainer_venv(venv, wheelhouse, versions)
+    return python
+
+
+def _make_trainer_venv(venv: Path, wheelhouse: Path, versions: dict[str, str]) -> None:
+    python = venv / "bin" / "python"
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    pins = [f"{name}=={version}" for name, version in versions.items()]
+    install = [str(python), "-m", "pip", "install", "--isolated", "--no-index", "--quiet"]
+    install += ["--disable-pip-version-check", "--find-links", str(wheelhouse), *pins]
+    done = subprocess.run(install, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+        raise DemoModelError(f"cannot make the trainer venv from {wheelhouse}:\n{tail}")
+    (venv / COMPLETE).write_text(json.dumps({"versions": versions}) + "\n", encoding="utf-8")
+
+
+def train_demo_models(
+    out: Path, corpus: Path, python: Path, steps: int, log: Callable[[str], None]
+) -> None:
+    """Run the trainer into `out` (model/ and assistant/); raise with its output on failure."""
+    request = {
+        "out": str(out),
+        "corpus": str(corpus),
+        "chat_template": str(CHAT_TEMPLATE),
+        "seed": SEED,
+        "steps": steps,
     }
+    request_file = out / "request.json"
+    out.mkdir(parents=True, exist_ok=True)
+    request_file.write_text(json.dumps(request), encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(out), **REPRODUCIBLE_ENV}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(out / ".hf")}
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(python), "-I", str(TRAINER), str(request_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_SECONDS,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise DemoModelError(f"training the demo model failed (exit {done.returncode}):\n{tail}")
+    request_file.unlink()
+    shutil.rmtree(out / ".hf", ignore_errors=True)
+    log(f"trained the demo model in {time.monotonic() - started:.0f} s")
 
 
-def _tokenizer_config(ids: dict[str, int]) -> dict[str, Any]:
-    added = {
-        str(token_id): {
-            "content": token,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for token, token_id in sorted(ids.items(), key=lambda item: item[1])
+def demo_models(
+    corpus: Path,
+    trainer_requirements: list[str],
+    *,
+    steps: int = STEPS,
+    log: Callable[[str], None] = lambda _: None,
+) -> DemoModels:
+    """The trained demo model and assistant for this recipe, from the cache or trained now."""
+    python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    wheelhouse = fetch_wheelhouse(trainer_requirements, platform_tags=[], python=python_version)
+    versions = _trainer_wheels(wheelhouse)
+    digest = recipe_digest(corpus, versions, steps)
+    target = cache_root() / "demo-models" / digest[:24]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One training per recipe even when several builds (or test workers) ask at once.
+    with (target.parent / f"{digest[:24]}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / COMPLETE).is_file():
+            log(f"training the demo model (torch {versions['torch']}, {steps} steps, one CPU)")
+            partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+            try:
+                python = _trainer_python(wheelhouse, versions)
+                train_demo_models(partial, corpus, python, steps, log)
+                marker = {"recipe_sha256": digest, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                (partial / COMPLETE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+                shutil.rmtree(target, ignore_errors=True)
+                partial.rename(target)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    training = json.loads((target / "training.json").read_text(encoding="utf-8"))
+    recipe = {
+        "generator": "installer/bundle/demo_trainer.py",
+        "recipe_sha256": digest,
+        "seed": SEED,
+        "steps": steps,
+        "examples": training["examples"],
+        "final_loss": training["final_loss"],
+        "trainer": versions,
+        "threads": 1,
+        "cpu_isa": "AVX2 (ATen, MKL CNR, oneDNN)",
     }
-    return {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "added_tokens_decoder": added,
-        "bos_token": "<|endoftext|>",
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "model_max_length": MAX_POSITIONS,
-        "clean_up_tokenization_spaces": False,
-        "chat_template": CHATML_TEMPLATE,
-    }
+    return DemoModels(target / "model", target / "assistant", recipe)
 
 
-def _write_weights(path: Path, config: dict[str, Any]) -> None:
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    rng = np.random.default_rng(SEED)
-
-    def normal(*shape: int) -> Any:
-        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)).astype("<f4")
-
-    vocab, q_out, kv_out = config["vocab_size"], HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
-    tensors: dict[str, Any] = {"model.embed_tokens.weight": normal(vocab, HIDDEN)}
-    for layer in range(LAYERS):
-        prefix = f"model.layers.{layer}."
-        tensors[prefix + "self_attn.q_proj.weight"] = normal(q_out, HIDDEN)
-        tensors[prefix + "self_attn.k_proj.weight"] = normal(kv_out, HIDDEN)
-        tensors[prefix + "self_attn.v_proj.weight"] = normal(kv_out, HIDDEN)
-        tensors[prefix + "self_attn.o_proj.weight"] = normal(HIDDEN, q_out)
-        tensors[prefix + "mlp.gate_proj.weight"] = normal(INTERMEDIATE, HIDDEN)
-        tensors[prefix + "mlp.up_proj.weight"] = normal(INTERMEDIATE, HIDDEN)
-        tensors[prefix + "mlp.down_proj.weight"] = normal(HIDDEN, INTERMEDIATE)
-        tensors[prefix + "input_layernorm.weight"] = np.ones(HIDDEN, dtype="<f4")
-        tensors[prefix + "post_attention_layernorm.weight"] = np.ones(HIDDEN, dtype="<f4")
-    tensors["model.norm.weight"] = np.ones(HIDDEN, dtype="<f4")
-    tensors["lm_head.weight"] = normal(vocab, HIDDEN)
-    save_file(tensors, str(path), metadata={"format": "pt"})
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def copy_checked(source: Path, dest: Path, pinned: str | None, what: str) -> str:
+    """Copy a generated checkpoint into the bundle; refuse it when it differs from the pin."""
+    digest = tree_digest(source)
+    if pinned is not None and digest != pinned:
+        raise DemoModelError(
+            f"{what}: the generated files have digest {digest}, the spec pins {pinned}. "
+            "Either the recipe changed (trainer, chat template, corpus, seed, steps, torch or "
+            "transformers version: put the new digest in the spec) or this CPU computes "
+            "differently despite the AVX2 pin (build the demo bundle on an x86-64 AVX2 machine "
+            "whose result matches)."
+        )
+    shutil.copytree(source, dest, dirs_exist_ok=True)
+    return digest

@@ -61,8 +61,12 @@ class EngineSpec(_Strict):
 class ModelSpec(_Strict):
     role: Literal["model", "draft_model"]
     source: str | None = None  # a local Hugging Face snapshot directory
-    generate: Literal["demo"] | None = None  # or the tiny deterministic demo model
-    corpus: str | None = None  # tokenizer training text for `generate: demo`
+    # Or the tiny Gemma 4 demo model (role model) / its MTP assistant (role draft_model),
+    # trained at build time (installer/bundle/demo_model.py).
+    generate: Literal["demo"] | None = None
+    corpus: str | None = None  # `generate: demo`: tokenizer training text
+    trainer: str | None = None  # `generate: demo`: requirements whose torch + transformers train it
+    digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # pinned generated files
     served_model_name: str | None = None
     # Keys / CA certificates (PEM) that must have signed the source's OpenSSF `model.sig`.
     signing_trust: list[str] = []
@@ -71,8 +75,13 @@ class ModelSpec(_Strict):
     def _one_origin(self) -> ModelSpec:
         if (self.source is None) == (self.generate is None):
             raise ValueError("give exactly one of 'source' and 'generate'")
-        if self.generate and not self.corpus:
-            raise ValueError("'generate: demo' needs 'corpus' (tokenizer training text)")
+        if self.generate and not (self.corpus and self.trainer):
+            raise ValueError(
+                "'generate: demo' needs 'corpus' (tokenizer training text) and 'trainer' "
+                "(requirements of the wheelhouse whose torch and transformers train it)"
+            )
+        if self.digest and not self.generate:
+            raise ValueError("'digest' pins generated files; a 'source' model has its manifest")
         return self
 
 

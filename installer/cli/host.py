@@ -101,6 +101,12 @@ def plan_command(
         f"--max-num-seqs {plan.max_num_seqs}"
     )
     console.print("engine flags: " + " ".join(plan.args))
+    if draft is not None and plan.speculative_tokens:
+        console.print(
+            f"MTP speculative decoding: draft {draft.name}, {plan.speculative_tokens} tokens per "
+            f"step (--speculative-config names its installed directory, "
+            f"{Layout.at(Path('/')).models / draft.name})"
+        )
     for key, value in sorted(plan.env.items()):
         console.print(f"engine env: {key}={value}")
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NVIDIA_QUERY = ["--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv"]
+# Where podman looks for Container Device Interface specs (the NVIDIA toolkit writes them there).
+CDI_SPEC_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 _UNSUPPORTED = {"[n/a]", "n/a", "[not supported]", "not supported", ""}
 _CUDA = re.compile(r"CUDA Version:\s*([0-9.]+)")
 
@@ -39,6 +41,8 @@ class HostFacts:
     tools: dict[str, str | None] = field(default_factory=dict)  # name -> path or None
     # docker/podman found but not usable (no daemon, no permission): name -> first error line
     tool_errors: dict[str, str] = field(default_factory=dict)
+    # CDI specifications that declare NVIDIA GPUs (kind nvidia.com/gpu), where podman reads them
+    nvidia_cdi_specs: list[str] = field(default_factory=list)
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -120,6 +124,7 @@ def collect_host_facts() -> HostFacts:
         facts.ntp_synchronized = out.strip() if rc == 0 and out.strip() in ("yes", "no") else None
     for tool in ("docker", "podman", "nvidia-ctk", "nvidia-container-runtime"):
         facts.tools[tool] = shutil.which(tool)
+    facts.nvidia_cdi_specs = nvidia_cdi_specs()
     for engine in ("docker", "podman"):
         path = facts.tools[engine]
         if path is not None:
@@ -136,6 +141,20 @@ def collect_host_facts() -> HostFacts:
                 )
                 facts.tool_errors[engine] = lines[0].strip()
     return facts
+
+
+def nvidia_cdi_specs(directories: tuple[Path, ...] = CDI_SPEC_DIRS) -> list[str]:
+    """CDI spec files (JSON or YAML) whose kind is nvidia.com/gpu."""
+    found = []
+    for directory in directories:
+        for spec in sorted(directory.glob("*.json")) + sorted(directory.glob("*.yaml")):
+            try:
+                text = spec.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            if re.search(r"""["']?kind["']?\s*:\s*["']?nvidia\.com/gpu\b""", text):
+                found.append(str(spec))
+    return found
 
 
 def box_memory_bytes(facts: HostFacts | None = None) -> int:

@@ -6,7 +6,6 @@ profiles the plan table shows as not fitting.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +56,10 @@ class EnginePlan:
     table: list[FitRow]
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # MTP speculative decoding with the bundle's draft model: tokens proposed per step (0: off).
+    # The flag itself (`--speculative-config`) is rendered by templates/_engine.j2 from the draft's
+    # installed directory, which is a per-host path like the model's.
+    speculative_tokens: int = 0
 
 
 def fit_table(shape: AttentionShape, kv_dtype: str, budget: int) -> list[FitRow]:
@@ -83,7 +86,7 @@ def _model_specific(model_dir: Path, shape: AttentionShape) -> tuple[list[str], 
     return args, env
 
 
-def _demo_plan(model_dir: Path, shape: AttentionShape) -> EnginePlan:
+def _demo_plan(model_dir: Path, shape: AttentionShape, draft_dir: Path | None) -> EnginePlan:
     budget = DEMO_KVCACHE_GIB * GIB
     max_len = min(DEMO_MAX_MODEL_LEN, shape.max_context)
     per_seq = shape.bytes_per_sequence(max_len, "float32")
@@ -96,6 +99,8 @@ def _demo_plan(model_dir: Path, shape: AttentionShape) -> EnginePlan:
         )
     args = ["--max-model-len", str(max_len), "--max-num-seqs", str(DEMO_MAX_NUM_SEQS)]
     args += ["--dtype", "float32", "--enforce-eager"]
+    # The Spark profiles' own model flags: the Gemma 4 parsers (docs/installer.md, demo vs Spark).
+    model_args, _ = _model_specific(model_dir, shape)
     env = {"VLLM_CPU_KVCACHE_SPACE": str(DEMO_KVCACHE_GIB)}
     return EnginePlan(
         "demo",
@@ -103,11 +108,12 @@ def _demo_plan(model_dir: Path, shape: AttentionShape) -> EnginePlan:
         DEMO_MAX_NUM_SEQS,
         "float32",
         budget,
-        weights_bytes(model_dir),
+        weights_bytes(model_dir) + (weights_bytes(draft_dir) if draft_dir else 0),
         shape,
         table,
-        args,
+        args + model_args,
         env,
+        SPECULATIVE_TOKENS if draft_dir is not None else 0,
     )
 
 
@@ -122,7 +128,7 @@ def make_plan(
         raise PlanError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     shape = attention_shape(model_dir)
     if profile == "demo":
-        return _demo_plan(model_dir, shape)
+        return _demo_plan(model_dir, shape, draft_dir)
     weights = weights_bytes(model_dir) + (weights_bytes(draft_dir) if draft_dir else 0)
     budget = int(memory_bytes * GPU_MEMORY_UTILIZATION) - weights - ACTIVATION_RESERVE
     table = fit_table(shape, "fp8", budget)
@@ -140,12 +146,20 @@ def make_plan(
             raise PlanError(_no_fit_message(profile, seqs, row, budget, weights))
     args = ["--max-model-len", str(max_len), "--max-num-seqs", str(seqs)]
     args += ["--gpu-memory-utilization", str(GPU_MEMORY_UTILIZATION), "--kv-cache-dtype", "fp8"]
-    if profile == "latency" and draft_dir is not None:
-        spec = {"model": str(draft_dir), "num_speculative_tokens": SPECULATIVE_TOKENS}
-        args += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
+    speculative = SPECULATIVE_TOKENS if profile == "latency" and draft_dir is not None else 0
     extra_args, env = _model_specific(model_dir, shape)
     return EnginePlan(
-        profile, max_len, seqs, "fp8", budget, weights, shape, table, args + extra_args, env
+        profile,
+        max_len,
+        seqs,
+        "fp8",
+        budget,
+        weights,
+        shape,
+        table,
+        args + extra_args,
+        env,
+        speculative,
     )
 
 

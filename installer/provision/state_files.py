@@ -34,6 +34,7 @@ def plan_document(plan: EnginePlan) -> dict[str, Any]:
         "table": [asdict(row) for row in plan.table],
         "args": list(plan.args),
         "env": dict(plan.env),
+        "speculative_tokens": plan.speculative_tokens,
         "shape": asdict(plan.shape),
     }
 

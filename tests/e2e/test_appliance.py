@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,70 +21,34 @@ from pathlib import Path
 import pytest
 
 from controlplane.appliance.layout import read_env_file
+from tests.e2e.conftest import (
+    DEMO_PORT,
+    INSTALL_OPTIONS,
+    REPO,
+    SPARKPLANE,
+    DemoBundle,
+    Installed,
+    sparkplane,
+)
 from tests.e2e.netns import NetworkNamespace, outbound_connects, signal_traced
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
-DEMO_PORT = "18080"
-# What `sparkplane demo --port DEMO_PORT` installs with, so that re-running it changes nothing.
-INSTALL_OPTIONS = ["--yes", "--profile", "demo", "--port", DEMO_PORT, "--bind", "127.0.0.1"]
-
-
-def sparkplane(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:
-    return subprocess.run(  # type: ignore[call-overload,no-any-return]
-        [SPARKPLANE, *args], capture_output=True, text=True, check=check, **kwargs
-    )
-
-
-@pytest.fixture(scope="module")
-def netns() -> Iterator[NetworkNamespace]:
-    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("strace"):
-        pytest.fail("the end-to-end test needs root, iproute2 and strace (CI has them)")
-    with NetworkNamespace.create() as namespace:
-        yield namespace
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    staging = tmp_path_factory.mktemp("staging")
-    sparkplane("keygen", "--out", str(staging / "keys"))
-    out = staging / "bundle"
-    done = sparkplane(
-        "bundle", "build", str(REPO / "offline-bundle" / "demo.yaml"),
-        "--key", str(staging / "keys" / "bundle.key"), "--out", str(out), check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, staging / "keys" / "bundle.pub"
-
 
 @pytest.fixture(scope="module")
 def appliance(
-    bundle: tuple[Path, Path],
-    netns: NetworkNamespace,
-    tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
+    installed: Installed, demo_bundle: DemoBundle, netns: NetworkNamespace
 ) -> Iterator[tuple[Path, subprocess.Popen[str], Path]]:
-    """Install offline inside the namespace, then run `sparkplane demo` there."""
-    bundle_dir, pubkey = bundle
-    # vLLM binds unix sockets under TMPDIR (ROOT/var/lib/...): keep ROOT short (108-byte limit).
-    root = Path(tempfile.mkdtemp(prefix="sp-", dir="/tmp"))
-    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
-    traces = tmp_path_factory.mktemp("traces")
-    install = netns.run(
-        [SPARKPLANE, "install", str(bundle_dir), "--root", str(root), "--trust", str(pubkey),
-         *INSTALL_OPTIONS],
-        strace_to=traces / "install.trace",
-    )  # fmt: skip
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    """Run `sparkplane demo` on the installed root inside the namespace."""
+    root, traces = installed.root, installed.traces
     log = (traces / "demo.log").open("w")
     demo = netns.popen(
-        [SPARKPLANE, "demo", "--root", str(root), "--bundle", str(bundle_dir), "--port", DEMO_PORT],
+        [SPARKPLANE, "demo", "--root", str(root), "--bundle", str(demo_bundle.path),
+         "--port", DEMO_PORT],
         strace_to=traces / "demo.trace",
         stdout=log,
         stderr=subprocess.STDOUT,
-    )
+    )  # fmt: skip
     deadline = time.monotonic() + 900
     while not (root / "demo.json").exists():
         if demo.poll() is not None:
@@ -99,19 +62,19 @@ def appliance(
     log.close()
 
 
-def test_bundle_verifies(bundle: tuple[Path, Path]) -> None:
-    bundle_dir, pubkey = bundle
+def test_bundle_verifies(demo_bundle: DemoBundle) -> None:
+    bundle_dir, pubkey = demo_bundle.path, demo_bundle.pubkey
     done = sparkplane("bundle", "verify", str(bundle_dir), "--trust", str(pubkey), check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_second_install_changes_nothing(
     appliance: tuple[Path, subprocess.Popen[str], Path],
-    bundle: tuple[Path, Path],
+    demo_bundle: DemoBundle,
     netns: NetworkNamespace,
 ) -> None:
     root, _, traces = appliance
-    bundle_dir, pubkey = bundle
+    bundle_dir, pubkey = demo_bundle.path, demo_bundle.pubkey
     again = netns.run(
         [SPARKPLANE, "install", str(bundle_dir), "--root", str(root), "--trust", str(pubkey),
          *INSTALL_OPTIONS],
@@ -121,24 +84,141 @@ def test_second_install_changes_nothing(
     assert re.search(r"\bchanged[=: ]+0\b", again.stdout + again.stderr), again.stdout[-2000:]
 
 
-def test_openai_sdk_through_the_control_plane(
-    appliance: tuple[Path, subprocess.Popen[str], Path], netns: NetworkNamespace
-) -> None:
+@pytest.fixture(scope="module")
+def sdk(appliance: tuple[Path, subprocess.Popen[str], Path], netns: NetworkNamespace) -> dict:
+    """Every call of sdk_client.py, made once through the control plane with the openai SDK."""
+    root, _, _ = appliance
+    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
+    engine_url = env["SPARKPLANE_ENGINE_URLS"].split(",")[0]
+    done = netns.run([sys.executable, str(REPO / "tests" / "e2e" / "sdk_client.py"),
+                      str(root / "demo.json"), engine_url])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def assembled(chunks: list[dict]) -> dict:
+    """A streamed answer put together: what a client following the deltas ends up with."""
+    content, reasoning, calls = "", "", {}  # type: ignore[var-annotated]
+    finish, usage, roles = None, None, []
+    for chunk in chunks:
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            roles += [delta["role"]] if delta.get("role") else []
+            content += delta.get("content") or ""
+            reasoning += delta.get("reasoning") or ""
+            for call in delta.get("tool_calls") or []:
+                slot = calls.setdefault(call["index"], {"ids": [], "name": "", "arguments": ""})
+                slot["ids"] += [call["id"]] if call.get("id") else []
+                function = call.get("function") or {}
+                slot["name"] += function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    return {"content": content, "reasoning": reasoning, "tool_calls": calls,
+            "finish_reason": finish, "usage": usage, "roles": roles}  # fmt: skip
+
+
+def message(answer: dict) -> dict:
+    (choice,) = answer["plain"]["choices"]
+    return choice["message"] | {"finish_reason": choice["finish_reason"]}  # type: ignore[no-any-return]
+
+
+def assert_usage(answer: dict, prompt_tokens: int) -> None:
+    """Usage of the whole and the streamed answer: the engine's prompt count, and consistent."""
+    plain, streamed = answer["plain"]["usage"], assembled(answer["stream"])["usage"]
+    assert plain["prompt_tokens"] == streamed["prompt_tokens"] == prompt_tokens
+    assert plain["completion_tokens"] == streamed["completion_tokens"] > 0
+    for usage in (plain, streamed):
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_openai_sdk_through_the_control_plane(appliance, sdk: dict) -> None:
     root, _, _ = appliance
     demo = json.loads((root / "demo.json").read_text())
     assert set(demo) >= {"url", "model", "api_key", "console_url", "admin_user", "admin_password"}
-    done = netns.run([sys.executable, str(REPO / "tests" / "e2e" / "sdk_client.py"),
-                      str(root / "demo.json")])  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
-    assert result["models"] == [demo["model"]]
-    assert result["plain"]["completion_tokens"] == 12
-    assert result["plain"]["prompt_tokens"] > 0
-    assert result["stream"]["chunks"] >= 2
-    assert result["stream"]["completion_tokens"] is None, "usage is stripped when not asked for"
-    assert result["stream_with_usage"]["completion_tokens"] == 12
-    assert result["wrong_key"]["status"] == 401
-    assert set(result["wrong_key"]["body"]) >= {"message", "type", "code"}
+    assert sdk["models"] == [demo["model"]]
+    assert sdk["plain"]["completion_tokens"] == 12
+    assert sdk["plain"]["prompt_tokens"] > 0
+    assert sdk["stream"]["chunks"] >= 2
+    assert sdk["stream"]["completion_tokens"] is None, "usage is stripped when not asked for"
+    assert sdk["stream_with_usage"]["completion_tokens"] == 12
+    assert sdk["wrong_key"]["status"] == 401
+    assert set(sdk["wrong_key"]["body"]) >= {"message", "type", "code"}
+
+
+def test_the_engine_speculates_with_the_mtp_draft(sdk: dict) -> None:
+    # The demo profile runs the latency profile's MTP: the engine proposed draft tokens. (The
+    # demo's draft is untrained, so how many it accepted is not a property worth asserting.)
+    counters = sdk["speculative"]
+    assert counters["vllm:spec_decode_num_draft_tokens_total"] > 0
+    assert "vllm:spec_decode_num_accepted_tokens_total" in counters
+
+
+def test_a_forced_tool_call_has_arguments_valid_against_the_schema(sdk: dict) -> None:
+    from jsonschema import validate
+
+    from tests.e2e.sdk_client import WEATHER
+
+    schema = WEATHER["function"]["parameters"]  # type: ignore[index]
+    answer = sdk["tool_forced"]
+    whole = message(answer)
+    # A named tool_choice ends with "stop", as OpenAI's API does (auto choice: "tool_calls").
+    assert whole["finish_reason"] == "stop" and not whole["content"]
+    (call,) = whole["tool_calls"]
+    assert call["type"] == "function" and call["id"]
+    assert call["function"]["name"] == "get_weather"
+    validate(json.loads(call["function"]["arguments"]), schema)
+    streamed = assembled(answer["stream"])
+    assert streamed["roles"] == ["assistant"] and streamed["finish_reason"] == "stop"
+    (part,) = streamed["tool_calls"].values()
+    assert len(part["ids"]) == 1 and part["name"] == "get_weather"
+    assert json.loads(part["arguments"]) == json.loads(call["function"]["arguments"])
+    assert_usage(answer, sdk["engine_prompt_tokens"]["tool"])
+
+
+def test_auto_tool_choice_calls_only_when_asked(sdk: dict) -> None:
+    asked = message(sdk["tool_auto"])
+    assert asked["finish_reason"] == "tool_calls"
+    assert [c["function"]["name"] for c in asked["tool_calls"]] == ["get_weather"]
+    assert "city" in json.loads(asked["tool_calls"][0]["function"]["arguments"])
+    assert assembled(sdk["tool_auto"]["stream"])["finish_reason"] == "tool_calls"
+    not_asked = message(sdk["no_tool_asked"])
+    assert not not_asked["tool_calls"] and not_asked["finish_reason"] == "stop"
+    assert not_asked["content"] and "<|" not in not_asked["content"]
+    streamed = assembled(sdk["no_tool_asked"]["stream"])
+    assert streamed["content"] == not_asked["content"] and not streamed["tool_calls"]
+
+
+def test_response_format_json_schema_gives_valid_json(sdk: dict) -> None:
+    from jsonschema import validate
+
+    from tests.e2e.sdk_client import CITY_SCHEMA
+
+    answer = sdk["json_schema"]
+    whole = message(answer)
+    validate(json.loads(whole["content"]), CITY_SCHEMA)
+    assert whole["finish_reason"] == "stop" and not whole["tool_calls"]
+    assert assembled(answer["stream"])["content"] == whole["content"]
+
+
+def test_reasoning_appears_when_asked_for_and_not_otherwise(sdk: dict) -> None:
+    on, off = message(sdk["reasoning_on"]), message(sdk["reasoning_off"])
+    assert on["reasoning"] and "<|channel>" not in on["reasoning"]
+    assert on["content"] and "<channel|>" not in on["content"]
+    streamed = assembled(sdk["reasoning_on"]["stream"])
+    assert (streamed["reasoning"], streamed["content"]) == (on["reasoning"], on["content"])
+    assert off["reasoning"] is None and off["content"]
+    assert assembled(sdk["reasoning_off"]["stream"])["reasoning"] == ""
+    prompts = sdk["engine_prompt_tokens"]
+    assert_usage(sdk["reasoning_on"], prompts["hello_thinking"])
+    assert_usage(sdk["reasoning_off"], prompts["hello"])
+    # The thought is generated and counted: thinking costs tokens.
+    used = {
+        name: sdk[name]["plain"]["usage"]["completion_tokens"]
+        for name in ("reasoning_on", "reasoning_off")
+    }
+    assert used["reasoning_on"] > used["reasoning_off"]
 
 
 def test_context_cap_counts_with_the_engines_own_tokenizer(
@@ -195,9 +275,9 @@ def test_sigterm_stops_everything_and_nothing_left_the_box(
 
 
 def test_tampered_bundle_is_refused_and_installs_nothing(
-    bundle: tuple[Path, Path], tmp_path: Path
+    demo_bundle: DemoBundle, tmp_path: Path
 ) -> None:
-    bundle_dir, pubkey = bundle
+    bundle_dir, pubkey = demo_bundle.path, demo_bundle.pubkey
     tampered = tmp_path / "tampered"
     # Hard links keep the copy cheap; the one file we change is copied for real first.
     shutil.copytree(bundle_dir, tampered, copy_function=os.link)

@@ -1,6 +1,6 @@
 """templates/ rendered with Jinja2 the way Ansible's template module does, then checked exactly.
 
-The container runtime cannot run here (no GPU, no podman), so its unit is checked by the exact
+The container unit is checked here by the exact
 command line it would execute; nftables rules are checked by `nft -c`; units by systemd-analyze.
 """
 
@@ -9,93 +9,16 @@ from __future__ import annotations
 import ctypes
 import glob
 import json
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
-import yaml
-from ansible.module_utils.parsing.convert_bool import boolean
 
 from controlplane.core.config import read_config_file
 from controlplane.core.envfile import read_env_file
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-GROUP_VARS = TEMPLATES.parent / "playbooks" / "group_vars" / "all.yml"
-MODEL = "/var/lib/sparkplane/models/gemma"
-STATE = "/var/lib/sparkplane/engine"
-SPEC = '{"model":"/var/lib/sparkplane/models/draft","num_speculative_tokens":3}'
-
-
-def render(name: str, **overrides: object) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,  # Ansible's template module default
-        keep_trailing_newline=True,
-    )
-    env.filters["bool"] = lambda value: boolean(value, strict=False)  # Ansible's `| bool`
-    # The inventory's defaults (playbooks/group_vars) that are plain values, as Ansible gives them
-    # to every template; the paths derived from sparkplane_root are set below.
-    variables: dict[str, object] = {
-        name: value
-        for name, value in yaml.safe_load(GROUP_VARS.read_text(encoding="utf-8")).items()
-        if not (isinstance(value, str) and "{{" in value)
-    }
-    variables |= {
-        "ansible_managed": "Ansible managed",
-        "sparkplane_engine_runtime": "wheelhouse",
-        "sparkplane_engine_profile": "latency",
-        "sparkplane_engine_profile_args": [
-            "--max-model-len",
-            "32768",
-            "--speculative-config",
-            SPEC,
-        ],
-        "sparkplane_engine_profile_env": {"VLLM_NVFP4_GEMM_BACKEND": "marlin"},
-        "sparkplane_engine_port": 8000,
-        "sparkplane_engine_max_num_seqs": 8,
-        "sparkplane_engine_state_dir": STATE,
-        "sparkplane_engine_urls": ["http://127.0.0.1:8000/v1"],
-        "sparkplane_model_dir": MODEL,
-        "sparkplane_models_dir": "/var/lib/sparkplane/models",
-        "sparkplane_served_model_name": "gemma",
-        "sparkplane_current_dir": "/opt/sparkplane/current",
-        "sparkplane_etc_dir": "/etc/sparkplane",
-        "sparkplane_data_dir": "/var/lib/sparkplane/controlplane",
-        "sparkplane_user": "sparkplane",
-        "sparkplane_flashinfer_cubin_dir": "",
-        "sparkplane_container_engine": "podman",
-        "sparkplane_container_bin": "/usr/bin/podman",
-        "sparkplane_container_name": "sparkplane-engine",
-        "sparkplane_container_image": "nvcr.io/nvidia/vllm:26.01-py3",
-        "sparkplane_container_shm_size": "16g",
-        "sparkplane_controlplane_bind": "0.0.0.0",
-        "sparkplane_controlplane_port": 443,
-        "sparkplane_controlplane_environment": "production",
-        "sparkplane_controlplane_audit_wait": "durable",
-        "sparkplane_controlplane_audit_retention_days": 730,
-        "sparkplane_controlplane_audit_retention_interval_hours": 24,
-        "sparkplane_controlplane_siem_target": "",
-        "sparkplane_controlplane_siem_tls_ca": "",
-        "sparkplane_controlplane_siem_tls_cert": "",
-        "sparkplane_controlplane_siem_tls_key": "",
-        "sparkplane_firewall_ssh_port": 22,
-        "sparkplane_firewall_deny_egress": False,
-        "sparkplane_firewall_egress_allow": [],
-    }
-    variables.update(overrides)
-    return env.get_template(name).render(**variables)
-
-
-def exec_start(unit: str) -> list[str]:
-    """The ExecStart command line, continuation lines joined, systemd's %% unescaped."""
-    joined = unit.replace("\\\n", " ")
-    line = next(row for row in joined.splitlines() if row.startswith("ExecStart="))
-    return [arg.replace("%%", "%") for arg in shlex.split(line.removeprefix("ExecStart="))]
-
+from tests.installer.fixtures.templates import DRAFT, MODEL, SPEC, STATE, exec_start, render
 
 ENGINE_TAIL = [
     "-m",
@@ -112,6 +35,8 @@ ENGINE_TAIL = [
     "32768",
     "--speculative-config",
     SPEC,
+    "--allowed-media-domains",
+    "no-remote-media/",
 ]
 
 
@@ -121,6 +46,8 @@ def test_podman_engine_command_line_is_exact() -> None:
         "/usr/bin/podman",
         "run",
         "--rm",
+        "--pull",
+        "never",
         "--name",
         "sparkplane-engine",
         "--device",
@@ -137,6 +64,8 @@ def test_podman_engine_command_line_is_exact() -> None:
         "/etc/sparkplane/engine.env",
         "--volume",
         f"{MODEL}:{MODEL}:ro",
+        "--volume",
+        f"{DRAFT}:{DRAFT}:ro",
         "--volume",
         f"{STATE}:{STATE}",
         "--entrypoint",
@@ -156,10 +85,12 @@ def test_docker_uses_gpus_all_and_the_same_engine_arguments() -> None:
         sparkplane_container_bin="/usr/bin/docker",
     )
     argv = exec_start(unit)
-    assert argv[:7] == [
+    assert argv[:9] == [
         "/usr/bin/docker",
         "run",
         "--rm",
+        "--pull",
+        "never",
         "--name",
         "sparkplane-engine",
         "--gpus",
@@ -179,7 +110,30 @@ def test_wheelhouse_unit_and_args_file_carry_the_same_arguments() -> None:
     ]
     assert argv[3:] == args_file
     assert args_file[args_file.index("--host") + 1] == "127.0.0.1"
-    assert json.loads(args_file[args_file.index("--speculative-config") + 1])["model"]
+    assert json.loads(args_file[args_file.index("--speculative-config") + 1]) == {
+        "model": DRAFT,
+        "num_speculative_tokens": 3,
+    }
+
+
+def test_no_draft_no_speculative_config_and_no_draft_volume() -> None:
+    for runtime in ("wheelhouse", "container"):
+        unit = render(
+            "sparkplane-engine.service.j2",
+            sparkplane_engine_runtime=runtime,
+            sparkplane_engine_speculative_tokens=0,
+        )
+        assert "--speculative-config" not in exec_start(unit)
+        assert f"{DRAFT}:{DRAFT}:ro" not in exec_start(unit)
+
+
+def test_media_urls_are_refused_unless_the_site_allows_hosts() -> None:
+    args = render("engine.args.j2").splitlines()
+    assert args[args.index("--allowed-media-domains") + 1 :] == ["no-remote-media/"]
+    allowed = render("engine.args.j2", sparkplane_engine_media_domains=["media.site.lan"])
+    lines = allowed.splitlines()
+    assert lines[lines.index("--allowed-media-domains") + 1 :] == ["media.site.lan"]
+    assert "VLLM_MEDIA_URL_ALLOW_REDIRECTS=0" in render("engine.env.j2").splitlines()
 
 
 def test_percent_and_dollar_are_escaped_for_systemd() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,44 @@ def test_stream_keeps_usage_when_asked(gateway: ThreadGateway, key: str) -> None
 
 
 def test_tools_and_response_format_pass_through(gateway: ThreadGateway, key: str) -> None:
+    # The relay must hand the engine's tool calls and JSON over unchanged, whole and streamed
+    # (the real engine's are checked in tests/e2e/test_appliance.py).
+    sdk = client(gateway, key)
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    reply = client(gateway, key).chat.completions.create(
+    messages = [{"role": "user", "content": "x"}]
+    reply = sdk.chat.completions.create(
         model="sim-model",
-        messages=[{"role": "user", "content": "x"}],
+        messages=messages,
         max_tokens=4,
-        tools=tools,
-        response_format={"type": "json_object"},  # type: ignore[arg-type]
+        tools=tools,  # type: ignore[arg-type]
     )
-    assert reply.choices
+    (choice,) = reply.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert (call.type, call.function.name) == ("function", "lookup") and call.id
+    assert json.loads(call.function.arguments) == {"sim": True}
+    streamed = list(
+        sdk.chat.completions.create(
+            model="sim-model",
+            messages=messages,
+            max_tokens=4,
+            tools=tools,
+            stream=True,  # type: ignore[arg-type]
+        )
+    )
+    deltas = [d for c in streamed if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert {d.function.name for d in deltas if d.function and d.function.name} == {"lookup"}
+    assert json.loads("".join(d.function.arguments or "" for d in deltas if d.function)) == {
+        "sim": True
+    }
+    assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "tool_calls"
+    answer = sdk.chat.completions.create(
+        model="sim-model",
+        messages=messages,
+        max_tokens=6,
+        response_format={"type": "json_object"},
+    )
+    assert isinstance(json.loads(answer.choices[0].message.content or ""), dict)
 
 
 def test_completions_and_embeddings(gateway: ThreadGateway, key: str) -> None:

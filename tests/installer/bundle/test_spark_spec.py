@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from controlplane.core import signing
-from installer.bundle.build import build_bundle
+from installer.bundle.build import BuildError, build_bundle
 from installer.bundle.spec import load_spec
 from installer.bundle.verify import verify_bundle
 from installer.bundle.wheelhouse import COMPLETE_MARKER, requirement_lines, wheelhouse_key
+from installer.host.preflight import BundleNeeds
 from tests.installer.fixtures.bundles import REPO
 
 SPARK = REPO / "offline-bundle" / "gemma4-26b-a4b-nvfp4-spark.yaml"
@@ -51,7 +52,7 @@ def spark_inputs(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", "")
     image = tmp_path / "vllm.tar"
     manifest = tmp_path / "manifest.json"
-    manifest.write_text('[{"Config": "c.json", "RepoTags": ["vllm/vllm-openai:cu130"]}]')
+    manifest.write_text('[{"Config": "c.json", "RepoTags": ["vllm/vllm-openai:v0.32.0"]}]')
     with tarfile.open(image, "w") as archive:
         archive.add(manifest, arcname="manifest.json")
     (tmp_path / "flashinfer" / "cubins" / "sm121").mkdir(parents=True)
@@ -66,7 +67,6 @@ def spark_inputs(tmp_path, monkeypatch):
         "MODEL_DIR": str(_fake_model(tmp_path / "gemma", "Gemma4ForConditionalGeneration")),
         "DRAFT_MODEL_DIR": str(_fake_model(tmp_path / "draft", "Gemma4AssistantModel")),
         "ENGINE_IMAGE_ARCHIVE": str(image),
-        "ENGINE_IMAGE_REF": "vllm/vllm-openai:cu130",
         "FLASHINFER_CACHE_DIR": str(tmp_path / "flashinfer"),
         "SPARKPLANE_WHEEL": str(wheel),
     }
@@ -86,7 +86,7 @@ def test_spark_container_spec(tmp_path, keypair, spark_inputs):
     assert parts["engine"].path == "engine/image.oci.tar"
     assert engine == {
         "runtime": "container",
-        "image_ref": "vllm/vllm-openai:cu130",
+        "image_ref": "vllm/vllm-openai:v0.32.0",
         "image_format": "docker-archive",
     }
     model = parts["model"]
@@ -111,6 +111,25 @@ def test_spark_container_spec(tmp_path, keypair, spark_inputs):
         f.sha256 for f in manifest.files if f.path == "engine/image.oci.tar"
     )
     assert verify_bundle(bundle, [signing.load_public_key(keypair[1])]).ok
+    needs = BundleNeeds.from_manifest(manifest)  # what preflight compares with the host
+    assert (needs.arch, needs.cuda, needs.sm, needs.runtime) == (
+        "aarch64",
+        "13.0",
+        "12.1",
+        "container",
+    )
+
+
+def test_an_image_archive_without_the_pinned_image_is_refused(tmp_path, keypair, spark_inputs):
+    with pytest.raises(
+        BuildError,
+        match=r"does not hold vllm/vllm-openai:v0.33.0 \(it holds vllm/vllm-openai:v0.32.0\)",
+    ):
+        build_bundle(
+            SPARK, keypair[0], tmp_path / "bundle",
+            variables={**spark_inputs, "ENGINE_IMAGE_REF": "vllm/vllm-openai:v0.33.0"},
+        )  # fmt: skip
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_spark_wheelhouse_spec(tmp_path, keypair, spark_inputs):
@@ -119,9 +138,9 @@ def test_spark_wheelhouse_spec(tmp_path, keypair, spark_inputs):
     flashinfer = next(c for c in spec.components if c.role == "flashinfer")
     assert "manylinux_2_39_aarch64" in engine.platform_tags
     for component, wheels in (
-        (engine, ["vllm-0.12.0+cu130-cp38-abi3-manylinux_2_35_aarch64.whl",
+        (engine, ["vllm-0.32.0+cu130-cp38-abi3-manylinux_2_35_aarch64.whl",
                   "torch-2.9.0-cp312-cp312-manylinux_2_28_aarch64.whl"]),
-        (flashinfer, ["flashinfer_cubin-0.6.12-py3-none-any.whl"]),
+        (flashinfer, ["flashinfer_cubin-0.6.18.post1-py3-none-any.whl"]),
     ):  # fmt: skip
         reqs = requirement_lines(spec.resolve(component.requirements).read_text())
         _seed(tmp_path / "cache", reqs, component.platform_tags, wheels)
@@ -131,8 +150,8 @@ def test_spark_wheelhouse_spec(tmp_path, keypair, spark_inputs):
     result = build_bundle(SPARK_WHEELS, keypair[0], tmp_path / "bundle", variables=spark_inputs)
     parts = {c.role: c for c in result.manifest.components}
     assert parts["engine"].path == "engine/wheelhouse"
-    assert parts["engine"].model_extra["requirements"] == ["vllm==0.12.0+cu130"]
+    assert parts["engine"].model_extra["requirements"] == ["vllm==0.32.0+cu130"]
     assert parts["flashinfer"].model_extra["wheelhouse"] == "flashinfer/wheelhouse"
     versions = {(p.name, p.version) for p in result.manifest.packages}
-    assert {("vllm", "0.12.0+cu130"), ("flashinfer-cubin", "0.6.12")} <= versions
+    assert {("vllm", "0.32.0+cu130"), ("flashinfer-cubin", "0.6.18.post1")} <= versions
     assert verify_bundle(result.path, [signing.load_public_key(keypair[1])]).ok

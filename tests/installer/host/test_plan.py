@@ -76,9 +76,11 @@ def test_latency_uses_the_draft_model_for_speculative_decoding(gemma: Path, tmp_
     args = plan.args
     assert args[args.index("--max-model-len") + 1] == "32768"
     assert args[args.index("--max-num-seqs") + 1] == "8"
-    spec = json.loads(args[args.index("--speculative-config") + 1])
-    assert spec["model"] == str(draft) and spec["num_speculative_tokens"] > 0
-    assert "--speculative-config" not in make_plan(gemma, "latency", 128 * GIB).args
+    # The flag is rendered from the draft's installed directory (templates/_engine.j2).
+    assert plan.speculative_tokens == 3 and "--speculative-config" not in args
+    assert plan.weights_bytes == 17 * GIB  # the draft's weights share the memory
+    assert make_plan(gemma, "latency", 128 * GIB).speculative_tokens == 0
+    assert make_plan(gemma, "throughput", 128 * GIB, draft).speculative_tokens == 0
 
 
 def test_demo_profile_is_the_cpu_engine_of_the_vllm_note(tmp_path: Path) -> None:
@@ -93,6 +95,22 @@ def test_demo_profile_is_the_cpu_engine_of_the_vllm_note(tmp_path: Path) -> None
         "--enforce-eager",
     ]
     assert plan.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert plan.speculative_tokens == 0
+
+
+def test_demo_profile_of_a_gemma4_model_takes_the_spark_parsers_and_mtp(tmp_path: Path) -> None:
+    config = gemma4_like_config()
+    config["text_config"]["max_position_embeddings"] = 1024  # type: ignore[index]
+    config["text_config"]["num_hidden_layers"] = 6  # type: ignore[index]
+    config["text_config"]["layer_types"] = ["sliding_attention"] * 5 + ["full_attention"]  # type: ignore[index]
+    model = write_model(tmp_path / "tiny-gemma", config, weights=1000)
+    draft = write_model(tmp_path / "tiny-draft", {"model_type": "gemma4_assistant"}, weights=10)
+    plan = make_plan(model, "demo", 0, draft)
+    assert plan.args[plan.args.index("--max-model-len") :] == [
+        "--max-model-len", "512", "--max-num-seqs", "8", "--dtype", "float32", "--enforce-eager",
+        "--enable-auto-tool-choice", "--tool-call-parser", "gemma4", "--reasoning-parser", "gemma4",
+    ]  # fmt: skip
+    assert plan.speculative_tokens == 3 and plan.weights_bytes == 1010
 
 
 def test_bad_configs_get_specific_errors(tmp_path: Path) -> None:

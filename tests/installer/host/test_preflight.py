@@ -31,6 +31,8 @@ from installer.host.preflight import (
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "nvidia-smi"
 UBUNTU = {"ID": "ubuntu", "VERSION_ID": "24.04", "PRETTY_NAME": "Ubuntu 24.04.3 LTS"}
 GEMMA_CUDA = BundleNeeds("aarch64", "cuda", "wheelhouse", 18 * GIB, 1 * GIB, 10**6)
+# What the Spark specs' manifests say: CUDA 13.0, kernels for sm 12.1 (GB10).
+SPARK = BundleNeeds("aarch64", "cuda", "wheelhouse", 18 * GIB, GIB, 0, cuda="13.0", sm="12.1")
 
 
 def facts_for(machine: str, query: str | None, banner: str | None, memory_gib: int) -> HostFacts:
@@ -65,6 +67,68 @@ def test_gb10_passes_with_unified_memory(tmp_path: Path) -> None:
     assert memory.status == PASS and "unified/system memory" in memory.value
     assert by_name(report, "architecture").status == PASS
     assert box_memory_bytes(facts) == 119 * GIB
+
+
+def test_a_spark_bundle_on_a_gb10_passes_driver_cuda_and_sm(tmp_path: Path) -> None:
+    facts = facts_for("aarch64", "gb10-query.csv", "gb10-banner.txt", 119)
+    report = run_preflight(facts, SPARK, Layout.at(tmp_path), {})
+    driver = by_name(report, "nvidia driver")
+    assert driver.status == PASS and "580.95.05" in driver.value and "580.65.06" in driver.value
+    assert by_name(report, "cuda").status == PASS
+    assert by_name(report, "compute capability").status == PASS
+    assert report.ok
+
+
+def test_a_spark_bundle_is_refused_on_another_gpu_with_a_remedy_each(tmp_path: Path) -> None:
+    facts = facts_for("aarch64", "h100-query.csv", "h100-banner.txt", 2000)
+    report = run_preflight(facts, SPARK, Layout.at(tmp_path), {})
+    driver, cuda = by_name(report, "nvidia driver"), by_name(report, "cuda")
+    capability = by_name(report, "compute capability")
+    assert driver.status == FAIL and "older than 580.65.06" in driver.value
+    assert "580.65.06 or newer" in driver.remedy
+    assert cuda.status == FAIL and cuda.value == "host 12.8, bundle 13.0"
+    assert "CUDA 13.0" in cuda.remedy and "built for CUDA 12.8" in cuda.remedy
+    assert capability.status == FAIL and "bundle built for sm 12.1" in capability.value
+    assert "use a bundle built for sm 9.0" in capability.remedy
+    assert {"nvidia driver", "cuda", "compute capability"} <= {c.name for c in report.blocking}
+
+
+def test_a_gb10_with_an_older_driver_is_told_to_update_it(tmp_path: Path) -> None:
+    facts = facts_for("aarch64", "gb10-r575-query.csv", "gb10-r575-banner.txt", 119)
+    report = run_preflight(facts, SPARK, Layout.at(tmp_path), {})
+    assert by_name(report, "nvidia driver").status == FAIL
+    assert by_name(report, "cuda").status == FAIL
+    assert by_name(report, "compute capability").status == PASS  # the right GPU, old driver
+    assert not report.ok
+
+
+def test_podman_finds_the_gpu_through_a_cdi_spec(tmp_path: Path) -> None:
+    from installer.host.facts import nvidia_cdi_specs
+
+    spec_dir = tmp_path / "cdi"
+    spec_dir.mkdir()
+    (spec_dir / "other.json").write_text('{"cdiVersion": "0.5.0", "kind": "vendor.com/fpga"}')
+    assert nvidia_cdi_specs((spec_dir,)) == []
+    nvidia = spec_dir / "nvidia.yaml"
+    nvidia.write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices: []\n")
+    assert nvidia_cdi_specs((spec_dir,)) == [str(nvidia)]
+    facts = facts_for("aarch64", "gb10-query.csv", "gb10-banner.txt", 119)
+    needs = BundleNeeds("aarch64", "cuda", "container", 18 * GIB, 8 * GIB, 0)
+    facts.tools = {"podman": "/usr/bin/podman"}
+    facts.nvidia_cdi_specs = [str(nvidia)]
+    assert (
+        by_name(
+            run_preflight(facts, needs, Layout.at(tmp_path), {}), "nvidia container toolkit"
+        ).status
+        == PASS
+    )
+    facts.tools = {"docker": "/usr/bin/docker"}  # docker needs the NVIDIA runtime itself
+    assert (
+        by_name(
+            run_preflight(facts, needs, Layout.at(tmp_path), {}), "nvidia container toolkit"
+        ).status
+        == FAIL
+    )
 
 
 def test_h100_warns_about_marlin_and_uses_gpu_memory(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -25,7 +26,7 @@ SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
 @pytest.fixture(scope="module")
 def bundle(keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_bundle(
-        tmp_path_factory.mktemp("b") / "bundle", keys / "bundle.key", flashinfer=True
+        tmp_path_factory.mktemp("b") / "bundle", keys / "bundle.key", flashinfer=True, draft=True
     )
 
 
@@ -69,6 +70,22 @@ def test_install_lays_out_the_appliance_file_system(installed) -> None:
         assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
     for unit in ("sparkplane-engine.service", "sparkplane-controlplane.service"):
         assert (layout.systemd / unit).is_file()
+
+
+def test_the_mtp_draft_is_installed_in_the_model_store(installed, bundle: Path) -> None:
+    # Issue 20 (1): the speculative config named the draft inside the bundle, and nothing
+    # copied it: the latency engine read the media, a container engine could not see it.
+    root, first, _ = installed
+    layout = Layout.at(root)
+    draft = layout.models / "tiny-draft"
+    assert (draft / "model.safetensors").read_bytes() == b"draft-weights-v1"
+    for path in [draft, *draft.iterdir()]:
+        assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
+    argv, _ = engine_command(layout)
+    spec = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert spec == {"model": str(draft), "num_speculative_tokens": first.plan.speculative_tokens}
+    assert first.plan.speculative_tokens > 0
+    assert not any(str(bundle) in arg for arg in argv), "the engine must not read the bundle"
 
 
 def test_flashinfer_kernels_ship_with_the_release(installed) -> None:
