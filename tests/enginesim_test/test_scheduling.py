@@ -47,6 +47,7 @@ async def test_max_num_seqs_caps_running_and_queues_the_rest(
     assert (stats["completed"], stats["in_flight"], stats["running"]) == (10, 0, 0)
 
 
+@pytest.mark.timing
 def test_single_stream_latency_follows_the_model() -> None:
     # time_scale 0.25: 32 tokens alone take 31 intervals of 0.25/32 s, prefill is ~0.
     with start_simulator(time_scale=0.25) as sim:
@@ -57,6 +58,7 @@ def test_single_stream_latency_follows_the_model() -> None:
     assert 31 * 0.25 / 32 * 0.9 < elapsed < 31 * 0.25 / 32 * 1.3
 
 
+@pytest.mark.timing
 async def test_sixteen_streams_decode_slower_each() -> None:
     # time_scale 0.4, not faster: the client's own per-request cost (16 SDK calls at once on a
     # slow, busy core) must stay small next to the decode time being compared.

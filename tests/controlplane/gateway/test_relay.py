@@ -223,6 +223,7 @@ def test_expired_key_is_refused(gateway: ThreadGateway) -> None:
     assert caught.value.code == "expired_api_key"
 
 
+@pytest.mark.timing
 def test_stream_is_relayed_as_it_is_generated(tmp_path: Path) -> None:
     slow = start_simulator(time_scale=1.0, decode_tps_single=40.0, decode_tps_at_16=20.0)
     server = ThreadGateway(make_settings(tmp_path, [slow.url]))
