@@ -59,7 +59,7 @@ async def relay(scope: Scope, receive: Receive, send: Send, endpoint: str) -> No
     client = request.client.host if request.client else None
     call = RelayCall(
         services, principal, endpoint, client, checked.raw, checked.body,
-        body_changed=checked.changed, refusal=checked.refusal,
+        body_changed=checked.changed, demand=checked.demand, refusal=checked.refusal,
     )  # fmt: skip
     await call.run(receive, send)
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from controlplane.admission.limits import ONE, Demand
 from controlplane.core.errors import DomainError
 from controlplane.engines.pool import EnginePool
 from controlplane.gateway.context_cap import enforce_context_cap, token_count_field
@@ -22,17 +23,25 @@ from controlplane.gateway.errors import (
     InvalidRequest,
     ModelNotFound,
 )
+from controlplane.gateway.media import refuse_remote_media
 from controlplane.tenancy.policy import TenantPolicy
+
+# Deepest JSON nesting the gateway reads. orjson reads 1024 levels but writes only 255, and a
+# body the gateway must rewrite (a max_tokens filled in) is written again: refused first, at a
+# depth no real request comes near (a chat with tool schemas is some 20 levels deep).
+MAX_JSON_DEPTH = 128
 
 
 @dataclass(slots=True)
 class CheckedRequest:
     """A request as read: its bytes, its JSON object, whether the gateway changed that object
-    (`max_tokens` set under a cap), and the reason not to forward it, if there is one."""
+    (`max_tokens` set under a cap), what it asks the engine to run, and the reason not to
+    forward it, if there is one."""
 
     raw: bytes = b""
     body: dict[str, Any] = field(default_factory=dict)
     changed: bool = False
+    demand: Demand = ONE
     refusal: DomainError | None = None
 
 
@@ -50,17 +59,19 @@ async def read_request(
     checked = CheckedRequest()
     try:
         checked.raw = await read_body(request, max_bytes, body_timeout)
-        try:
-            body = orjson.loads(checked.raw)
-        except orjson.JSONDecodeError as exc:
-            message = f"the request body is not valid JSON: {exc}"
-            raise InvalidRequest(message, code="invalid_json") from None
+        body = parse_json(checked.raw)
         if isinstance(body, dict):
             checked.body = body  # also when refused: its model goes into the audit
         checked.changed = check_request(body, tenant, engines)
+        sequences = choices(body, tenant)
+        if endpoint == "chat/completions" and not tenant.allow_remote_media:
+            refuse_remote_media(body)
         if tenant.max_context_tokens is not None:
-            capped = await enforce_context_cap(body, tenant, engines, endpoint, checked.raw)
+            capped = await enforce_context_cap(
+                body, tenant, engines, endpoint, checked.raw, sequences
+            )
             checked.changed = capped or checked.changed
+        checked.demand = demand_of(body, sequences)
     except DomainError as error:
         checked.refusal = error
     return checked
@@ -83,6 +94,77 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
     return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body's JSON value; 400 `too_deep` above MAX_JSON_DEPTH, `invalid_json` if not JSON.
+
+    Cheap on the hot path: a body with fewer brackets than the bound cannot be too deep, which
+    two C-speed counts prove for nearly every request; only the others are walked."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise _too_deep() from None
+        message = f"the request body is not valid JSON: {exc}"
+        raise InvalidRequest(message, code="invalid_json") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(body) > MAX_JSON_DEPTH:
+        raise _too_deep()
+    return body
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (1 for `{}`), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+    return deepest
+
+
+def _too_deep() -> InvalidRequest:
+    message = f"the request body is nested deeper than {MAX_JSON_DEPTH} levels"
+    return InvalidRequest(message, code="too_deep")
+
+
+def choices(body: dict[str, Any], tenant: TenantPolicy) -> int:
+    """The sequences the engine will run for this request: its `n` (1 if absent), refused
+    above the tenant's `max_n` or its concurrency (n sequences hold n slots). `best_of`
+    is held to the same bound (vLLM 0.32 accepts the field and ignores it)."""
+    n = 1
+    for name in ("n", "best_of"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidRequest(f"'{name}' must be a positive integer", param=name)
+        bound = min(tenant.max_n, tenant.max_concurrency)
+        if value > bound:
+            which = "max_n" if tenant.max_n <= tenant.max_concurrency else "max_concurrency"
+            message = (
+                f"'{name}' is {value}, above this tenant's limit of {bound} "
+                f"({which}: each choice is a sequence the engine runs)"
+            )
+            raise InvalidRequest(message, code="n_exceeded", param=name)
+        if name == "n":
+            n = value
+    return n
+
+
+def demand_of(body: dict[str, Any], sequences: int) -> Demand:
+    """What admission counts: the sequences and their worst case, n x max_tokens."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    per_sequence = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+    if sequences == 1 and not per_sequence:
+        return ONE
+    return Demand(sequences, sequences * per_sequence)
 
 
 def check_request(body: Any, tenant: TenantPolicy, engines: EnginePool) -> bool:

@@ -82,16 +82,18 @@ def gateway(sim: SimHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def audit_entries(data_dir: Path, kind: str) -> list[dict[str, Any]]:
-    """The fields of every audit entry of `kind`, in chain order."""
+    """The fields of every audit entry of `kind` (with its `tenant`), in chain order."""
     engine = make_engine(f"sqlite:///{data_dir}/sparkplane.db")
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(AuditEntry.data).where(AuditEntry.kind == kind).order_by(AuditEntry.seq)
+                select(AuditEntry.tenant, AuditEntry.data)
+                .where(AuditEntry.kind == kind)
+                .order_by(AuditEntry.seq)
             ).all()
     finally:
         engine.dispose()
-    return [json.loads(data) if data else {} for (data,) in rows]
+    return [{**(json.loads(data) if data else {}), "tenant": tenant} for tenant, data in rows]
 
 
 def completions_of(gateway: ThreadGateway, tenant: str, count: int = 1) -> list[dict[str, Any]]:
