@@ -59,6 +59,7 @@ from controlplane.engines.client import (
 from controlplane.engines.pool import EnginePool
 from controlplane.gateway.call_audit import CallAudit
 from controlplane.gateway.errors import (
+    ClientLeft,
     EngineBrokeOff,
     EngineRefused,
     EngineTimeout,
@@ -226,6 +227,9 @@ class RelayCall:
             return
         if self._refusal is not None:
             # 4xx: the request itself was wrong; 5xx: the gateway could not check it (engine).
+            if isinstance(self._refusal, ClientLeft):
+                self._outcome, self._status = Outcome.CANCELLED, self._refusal.status
+                return
             failed = self._refusal.status >= 500
             await self._refuse(
                 send, self._refusal, Outcome.ENGINE_ERROR if failed else Outcome.REFUSED

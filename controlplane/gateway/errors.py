@@ -30,6 +30,14 @@ class BodyTimeout(DomainError):
     code = "body_timeout"
 
 
+class ClientLeft(DomainError):
+    """The client closed its connection before its body arrived: nobody to answer, but the
+    call of an authenticated key is audited (as cancelled, with nginx's 499)."""
+
+    status = 499
+    code = "client_closed"
+
+
 class EngineUnavailable(DomainError):
     """No engine could take or check the call; the client may try again."""
 

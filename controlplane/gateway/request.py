@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from controlplane.admission.limits import ONE, Demand
 from controlplane.core.errors import DomainError
@@ -19,6 +19,7 @@ from controlplane.gateway.context_cap import enforce_context_cap, token_count_fi
 from controlplane.gateway.errors import (
     BodyTimeout,
     BodyTooLarge,
+    ClientLeft,
     EngineUnavailable,
     InvalidRequest,
     ModelNotFound,
@@ -74,6 +75,8 @@ async def read_request(
         checked.demand = demand_of(body, sequences)
     except DomainError as error:
         checked.refusal = error
+    except ClientDisconnect:
+        checked.refusal = ClientLeft("the client closed the connection before its body arrived")
     return checked
 
 
@@ -177,6 +180,8 @@ def check_request(body: Any, tenant: TenantPolicy, engines: EnginePool) -> bool:
         raise InvalidRequest(message, code="missing_model", param="model")
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise InvalidRequest("'stream' must be true or false", param="stream")
+    if not isinstance(body.get("stream_options", {}), dict | None):  # the relay adds to it
+        raise InvalidRequest("'stream_options' must be an object", param="stream_options")
     if not tenant.allows_model(model) or not engines.knows_model(model):
         if not engines.any_healthy():
             raise EngineUnavailable("no engine is healthy")
