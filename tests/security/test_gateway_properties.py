@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.controlplane.conftest import new_tenant
@@ -70,7 +70,20 @@ messages = st.one_of(
 
 
 @st.composite
+def valid_bodies(draw: st.DrawFn) -> bytes:
+    """Requests the tenant may make (n up to its max_n of 4, max_tokens up to its cap)."""
+    body: dict[str, Any] = {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]}
+    body["n"] = draw(st.integers(1, 4))
+    body["max_tokens"] = draw(st.one_of(st.none(), st.integers(1, 16)))
+    body["stream"] = draw(st.booleans())
+    if body["stream"] and draw(st.booleans()):
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+@st.composite
 def chat_bodies(draw: st.DrawFn) -> bytes:
+    """Chat requests with any of their fields missing or of any value."""
     body: dict[str, Any] = {"model": draw(st.sampled_from(["sim-model", "nope", 7, None]))}
     for name, values in (
         ("messages", messages),
@@ -92,6 +105,8 @@ def deep(depth: int) -> bytes:
 
 
 bodies = st.one_of(
+    valid_bodies(),
+    valid_bodies(),
     chat_bodies(),
     chat_bodies(),
     st.binary(max_size=64),  # not JSON (or, rarely, JSON that is no object)
@@ -199,6 +214,7 @@ def test_any_client_input_is_answered_accounted_and_leaves_no_slot(
     gateway = target.gateway
     before = audit_counts(target.db)
     status = exchange(gateway.settings.port, ex, target.key)
+    event(f"status {status}")  # --hypothesis-show-statistics: what the examples reached
     assert status is None or status < 500, (status, ex)
     assert settled(lambda: admission_idle(gateway)), f"a slot is still held after {ex}"
     # A call of the valid key is one api.request and one api.completion, whatever happened;
