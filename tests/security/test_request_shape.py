@@ -14,6 +14,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from controlplane.gateway.request import MAX_JSON_DEPTH
 from tests.controlplane.conftest import new_tenant
 from tests.controlplane.harness import ThreadGateway, free_port, make_settings
 from tests.enginesim import SimHandle
@@ -30,7 +31,7 @@ def post(gateway: ThreadGateway, key: str, content: bytes) -> httpx.Response:
 
 def nested(depth: int) -> bytes:
     """A chat body with `depth` levels of nesting in an extra field, no max_tokens."""
-    deep = b'{"a":' * (depth - 2) + b"1" + b"}" * (depth - 2)
+    deep = b'{"a":' * (depth - 1) + b"1" + b"}" * (depth - 1)
     return (
         b'{"model":"sim-model","messages":[{"role":"user","content":"hi"}],"metadata":'
         + deep
@@ -52,6 +53,16 @@ def test_over_deep_json_is_refused_with_400_and_audited_as_refused(
     (entry,) = completions_of(gateway, tenant)
     assert entry["outcome"] == "refused" and entry["status"] == 400
     assert admission_idle(gateway)
+
+
+def test_the_depth_bound_is_exact(gateway: ThreadGateway) -> None:
+    """254 levels pass (and are written again under a cap), 255 do not: the bound is what
+    orjson writes, so a change of orjson's limit shows here."""
+    with gateway.admin() as admin:
+        key = new_tenant(admin, "deep-bound", max_tokens=4)
+    assert post(gateway, key, nested(MAX_JSON_DEPTH)).status_code == 200
+    refused = post(gateway, key, nested(MAX_JSON_DEPTH + 1))
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_deep"
 
 
 def test_deep_brackets_inside_strings_are_not_nesting(gateway: ThreadGateway) -> None:
