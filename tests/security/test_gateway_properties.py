@@ -55,7 +55,11 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 # ---- what a client may send -------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)  # what orjson writes; larger ones come as raw bytes below
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
     max_leaves=8,
 )
@@ -100,6 +104,9 @@ def chat_bodies(draw: st.DrawFn) -> bytes:
     return orjson.dumps(body)
 
 
+HI = b'{"model":"sim-model","messages":[{"role":"user","content":"hi"}]'
+
+
 def deep(depth: int) -> bytes:
     return b'{"model":"sim-model","messages":' + b"[" * depth + b"]" * depth + b"}"
 
@@ -112,6 +119,13 @@ bodies = st.one_of(
     st.binary(max_size=64),  # not JSON (or, rarely, JSON that is no object)
     json_values.map(orjson.dumps),  # JSON of any shape
     st.integers(100, 1100).map(deep),  # nesting around the bound and past orjson's limits
+    st.sampled_from(
+        [  # literals orjson reads in its own way
+            HI + b',"n":1' + b"0" * 30 + b"}",  # an integer beyond 64 bits
+            HI + b',"max_tokens":1e999}',  # a float beyond double
+            HI.replace(b"hi", b"\\ud800") + b"}",  # a lone surrogate
+        ]
+    ),
     st.just(b'{"model":"sim-model","pad":"' + b"x" * MAX_BODY + b'"}'),  # over the size limit
 )
 
