@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import psycopg
 from sqlalchemy import Engine as DbEngine
 
-from controlplane.admission.limits import Rejected, RejectReason
+from controlplane.admission.limits import ONE, Demand, Rejected, RejectReason
 from controlplane.admission.local import Admission, Slot, TenantState
 from controlplane.admission.pg_schema import CHARGE_TOKENS_SQL, RELEASE_SQL
 from controlplane.admission.replica_link import ReplicaLink
@@ -78,9 +78,11 @@ class CoordinatedAdmission(Admission):
 
     # ---- admission -----------------------------------------------------------------------
 
-    async def acquire(self, policy: TenantPolicy, model: str | None) -> Slot:
+    async def acquire(self, policy: TenantPolicy, model: str | None, demand: Demand = ONE) -> Slot:
+        # The local step counts the request's n sequences; its lease counts one request (the
+        # engine capacity across replicas is in requests, as vLLM's is in batches of them).
         arrived = time.monotonic()
-        slot = await super().acquire(policy, model)
+        slot = await super().acquire(policy, model, demand)
         try:
             slot.lease_id = await self._lease(slot, policy, arrived + policy.queue_timeout)
         except Rejected as rejected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -39,6 +40,22 @@ class Rejected(DomainError):
     @property
     def retry_after_header(self) -> str:
         return str(max(1, math.ceil(self.retry_after)))
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one call asks the engine to run: `sequences` (its `n`) and the most completion
+    tokens they may produce (n x max_tokens; 0 when no max_tokens is known).
+
+    A call holds `sequences` of its tenant's concurrency and advances its fair-queue time by
+    sequences / weight; `tokens` are spoken for while it runs (see `check_rates_and_quotas`).
+    """
+
+    sequences: int = 1
+    tokens: int = 0
+
+
+ONE = Demand()
 
 
 class TokenBucket:
@@ -105,29 +122,32 @@ def check_rates_and_quotas(
     requests: TokenBucket | None,
     tokens: TokenBucket | None,
     usage: UsageCounts,
+    reserved: int = 0,
 ) -> None:
     """Raise Rejected naming the first quota or rate limit the request would break.
 
+    `reserved`: the tokens the tenant's calls in flight may still produce (their n x
+    max_tokens); they count as spent until those calls end and their real usage is charged.
     Quotas before rates, and rpm last: a request refused for another reason takes no rpm token.
     """
     daily, monthly = policy.daily_tokens, policy.monthly_tokens
-    if daily is not None and usage.tokens_today(policy.tenant_id) >= daily:
+    if daily is not None and usage.tokens_today(policy.tenant_id) + reserved >= daily:
         raise Rejected(
             RejectReason.DAILY_QUOTA,
-            f"daily token quota of {daily} used up",
+            _spent("daily token quota", daily, reserved),
             seconds_until_next_utc_day(),
         )
-    if monthly is not None and usage.tokens_this_month(policy.tenant_id) >= monthly:
+    if monthly is not None and usage.tokens_this_month(policy.tenant_id) + reserved >= monthly:
         raise Rejected(
             RejectReason.MONTHLY_QUOTA,
-            f"monthly token quota of {monthly} used up",
+            _spent("monthly token quota", monthly, reserved),
             seconds_until_next_utc_month(),
         )
-    if tokens is not None and tokens.level() <= 0:
+    if tokens is not None and tokens.level() - reserved <= 0:
         raise Rejected(
             RejectReason.TPM,
-            f"tokens-per-minute limit of {policy.tpm} reached",
-            tokens.seconds_until(1),
+            _spent("tokens-per-minute limit", policy.tpm, reserved, "reached"),
+            tokens.seconds_until(1 + reserved),
         )
     if requests is not None and not requests.try_take(1):
         raise Rejected(
@@ -135,3 +155,8 @@ def check_rates_and_quotas(
             f"requests-per-minute limit of {policy.rpm} reached",
             requests.seconds_until(1),
         )
+
+
+def _spent(limit: str, value: int | None, reserved: int, what: str = "used up") -> str:
+    held = f" ({reserved} of them held by requests in flight)" if reserved else ""
+    return f"{limit} of {value} {what}{held}"

@@ -1,11 +1,12 @@
 """Admission: per-tenant caps, bounded queues, engine capacity shared by weighted fair queueing.
 
-A request needs two things at once: a slot under its tenant's `max_concurrency` and a slot at an
-engine (never more than the engine's capacity in flight). When it cannot have both it waits in
+A request needs two things at once: room under its tenant's `max_concurrency` for its sequences
+(a request with `n` choices runs n sequences and takes n of it) and a slot at an engine (never
+more than the engine's capacity of requests in flight). When it cannot have both it waits in
 its tenant's bounded queue. Whenever a slot frees, `_dispatch` hands engine slots to the queued
-tenants by start-time fair queueing: each grant advances the tenant's virtual time by 1/weight
-and the tenant with the smallest virtual time goes next, so saturated tenants share the engines
-in proportion to their weights whatever order their requests arrived in.
+tenants by start-time fair queueing: each grant advances the tenant's virtual time by
+sequences/weight and the tenant with the smallest virtual time goes next, so saturated tenants
+share the engines in proportion to their weights whatever order their requests arrived in.
 
 Everything here runs on the event loop thread without awaiting between check and update, so no
 lock is needed; cancellation at any point (queued, granted, running) goes through `release` or
@@ -20,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from controlplane.admission.limits import (
+    ONE,
+    Demand,
     Rejected,
     RejectReason,
     TenantPolicy,
@@ -34,6 +37,7 @@ from controlplane.metering.usage import UsageLedger
 @dataclass(eq=False)
 class _Waiter:
     model: str | None
+    demand: Demand
     future: asyncio.Future[None]
     enqueued_at: float
     engine: Engine | None = None
@@ -42,7 +46,8 @@ class _Waiter:
 @dataclass(eq=False)
 class TenantState:
     policy: TenantPolicy
-    in_flight: int = 0
+    in_flight: int = 0  # sequences running: a request with n choices counts n
+    reserved_tokens: int = 0  # completion tokens the requests in flight may still produce
     queue: deque[_Waiter] = field(default_factory=deque)
     vtime: float = 0.0
     requests: TokenBucket | None = None
@@ -57,6 +62,7 @@ class Slot:
     tenant: TenantState
     engine: Engine
     queue_wait: float
+    demand: Demand = ONE  # what it holds: released exactly as granted
     released: bool = False
     lease_id: int | None = None  # the cross-replica lease (coordinated.py), if any
 
@@ -78,28 +84,33 @@ class Admission:
 
     # ---- public --------------------------------------------------------------------------
 
-    async def acquire(self, policy: TenantPolicy, model: str | None) -> Slot:
+    async def acquire(self, policy: TenantPolicy, model: str | None, demand: Demand = ONE) -> Slot:
         state = self._state(policy)
+        # The gateway refuses n above max_concurrency; a limit lowered since must not make a
+        # request wait for room that can never be.
+        demand = Demand(min(demand.sequences, policy.max_concurrency), demand.tokens)
         try:
-            check_rates_and_quotas(policy, state.requests, state.tokens, self.usage)
+            check_rates_and_quotas(
+                policy, state.requests, state.tokens, self.usage, state.reserved_tokens
+            )
             if not self.pool.any_healthy():
                 raise Rejected(RejectReason.ENGINE_UNAVAILABLE, "no engine is healthy", 5.0)
-            if not state.queue and state.in_flight < policy.max_concurrency:
+            if not state.queue and self._fits(state, demand):
                 engine = self.pool.take(model)
                 if engine is not None:
-                    self._grant(state, engine)
-                    return self._admitted(state, engine, 0.0)
-            engine, waited = await self._wait(state, model)
+                    self._grant(state, engine, demand)
+                    return self._admitted(state, engine, 0.0, demand)
+            engine, waited = await self._wait(state, model, demand)
         except Rejected as rejected:
             self.metrics.rejected.labels(policy.name, rejected.reason.value).inc()
             raise
-        return self._admitted(state, engine, waited)
+        return self._admitted(state, engine, waited, demand)
 
     def release(self, slot: Slot) -> None:
         if slot.released:
             return
         slot.released = True
-        slot.tenant.in_flight -= 1
+        self._ungrant(slot.tenant, slot.demand)
         self.pool.give_back(slot.engine)
         self._dispatch()
 
@@ -139,18 +150,20 @@ class Admission:
             state.tokens = TokenBucket.resize(state.tokens, policy.tpm)
         return state
 
-    async def _wait(self, state: TenantState, model: str | None) -> tuple[Engine, float]:
+    async def _wait(
+        self, state: TenantState, model: str | None, demand: Demand
+    ) -> tuple[Engine, float]:
         policy = state.policy
         if len(state.queue) >= policy.queue_size:
             raise Rejected(
-                self._blocked_on(state),
-                self._blocked_message(state, "queue is full"),
+                self._blocked_on(state, demand),
+                self._blocked_message(state, demand, "queue is full"),
                 self._retry_after(state),
             )
         if not state.queue:  # becoming backlogged: do not bank virtual time while idle
             state.vtime = max(state.vtime, self._vclock)
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(model, loop.create_future(), time.monotonic())
+        waiter = _Waiter(model, demand, loop.create_future(), time.monotonic())
         state.queue.append(waiter)
         self._dispatch()
         try:
@@ -161,13 +174,13 @@ class Admission:
                 return waiter.engine, time.monotonic() - waiter.enqueued_at
             self._forget(state, waiter)
             raise Rejected(
-                self._blocked_on(state),
-                self._blocked_message(state, f"waited {policy.queue_timeout:g} s"),
+                self._blocked_on(state, demand),
+                self._blocked_message(state, demand, f"waited {policy.queue_timeout:g} s"),
                 self._retry_after(state),
             ) from None
         except BaseException:  # cancelled (client gone) or anything else: free what we hold
             if waiter.engine is not None:
-                state.in_flight -= 1
+                self._ungrant(state, demand)
                 self.pool.give_back(waiter.engine)
                 self._dispatch()
             else:
@@ -184,17 +197,27 @@ class Admission:
         else:
             self._dispatch()  # the waiter behind it may now be at the head
 
-    def _grant(self, state: TenantState, engine: Engine) -> None:
-        start = max(state.vtime, self._vclock)
-        state.vtime = start + 1.0 / state.policy.weight
-        self._vclock = start
-        state.in_flight += 1
+    @staticmethod
+    def _fits(state: TenantState, demand: Demand) -> bool:
+        return state.in_flight + demand.sequences <= state.policy.max_concurrency
 
-    def _admitted(self, state: TenantState, engine: Engine, waited: float) -> Slot:
+    def _grant(self, state: TenantState, engine: Engine, demand: Demand) -> None:
+        start = max(state.vtime, self._vclock)
+        state.vtime = start + demand.sequences / state.policy.weight
+        self._vclock = start
+        state.in_flight += demand.sequences
+        state.reserved_tokens += demand.tokens
+
+    @staticmethod
+    def _ungrant(state: TenantState, demand: Demand) -> None:
+        state.in_flight -= demand.sequences
+        state.reserved_tokens -= demand.tokens
+
+    def _admitted(self, state: TenantState, engine: Engine, waited: float, demand: Demand) -> Slot:
         children = self.metrics.tenant(state.policy.name)
         children.admitted.inc()
         children.queue_wait.observe(waited)
-        return Slot(self, state, engine, waited)
+        return Slot(self, state, engine, waited, demand)
 
     def _dispatch(self) -> None:
         """Hand free engine slots to queued tenants, smallest virtual time first."""
@@ -204,7 +227,7 @@ class Admission:
             for tenant_id, state in self.tenants.items():
                 if not state.queue or tenant_id in skipped:
                     continue
-                if state.in_flight >= state.policy.max_concurrency:
+                if not self._fits(state, state.queue[0].demand):
                     continue
                 if best is None or state.vtime < best.vtime:
                     best = state
@@ -219,17 +242,17 @@ class Admission:
                 skipped.add(best.policy.tenant_id)
                 continue
             best.queue.popleft()
-            self._grant(best, engine)
+            self._grant(best, engine, waiter.demand)
             waiter.engine = engine
             waiter.future.set_result(None)
 
-    def _blocked_on(self, state: TenantState) -> RejectReason:
-        if state.in_flight >= state.policy.max_concurrency:
+    def _blocked_on(self, state: TenantState, demand: Demand) -> RejectReason:
+        if not self._fits(state, demand):
             return RejectReason.CONCURRENCY
         return RejectReason.ENGINE_CAPACITY
 
-    def _blocked_message(self, state: TenantState, what: str) -> str:
-        if self._blocked_on(state) is RejectReason.CONCURRENCY:
+    def _blocked_message(self, state: TenantState, demand: Demand, what: str) -> str:
+        if self._blocked_on(state, demand) is RejectReason.CONCURRENCY:
             limit = f"tenant concurrency limit of {state.policy.max_concurrency} reached"
         else:
             limit = "engine capacity is in use by other requests"

@@ -40,6 +40,7 @@ _TYPE_BY_STATUS = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    500: "server_error",
     503: "service_unavailable",
     504: "timeout_error",
 }

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from controlplane.audit import AuditUnavailable
 from controlplane.cli.options import ConfigOption, settings_or_exit
-from controlplane.tenancy import actions
+from controlplane.tenancy import actions, store
 from controlplane.tenancy.limits import BY_NAME, LIMITS, LimitField
-from controlplane.tenancy.models import TenantPublic
+from controlplane.tenancy.models import KEY_EXPIRY_RULE, TenantPublic
 from controlplane.tenancy.store import ServiceError
 
 tenants_app = typer.Typer(help="Create, list, change and disable tenants.", no_args_is_help=True)
@@ -142,12 +142,15 @@ def tenants_disable(name: str, config: ConfigOption = None) -> None:
 def keys_create(
     tenant: Annotated[str, typer.Option(help="the tenant the key belongs to")],
     config: ConfigOption = None,
-    expires: Annotated[int | None, typer.Option(help="days until the key expires")] = None,
+    expires: Annotated[
+        str, typer.Option(help=f"days until the key expires: {KEY_EXPIRY_RULE} (never)")
+    ] = "never",
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
 ) -> None:
     """Create a key; the key is printed once, alone on the last line."""
     settings = settings_or_exit(config)
-    secret = _guarded(lambda: actions.create_key(settings, tenant, expires, name))
+    days = _guarded(lambda: store.key_expiry_days(expires))  # refused before anything is opened
+    secret = _guarded(lambda: actions.create_key(settings, tenant, days, name))
     typer.echo(f"created a key for tenant {tenant}; store it now, it is not shown again:")
     typer.echo(secret)
 

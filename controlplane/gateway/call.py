@@ -18,7 +18,9 @@ The call runs in the request's task, next to a task that waits for the client's
 `http.disconnect`. If the client goes away at any moment (queued, waiting for the first token,
 mid-stream) the work is cancelled: its `finally` blocks free the admission slot and close the
 upstream connection (which makes vLLM abort the generation) before anything else runs; the
-call is then recorded as cancelled, with usage estimated from what was relayed.
+call is then recorded as cancelled, with usage estimated from what was relayed. Any other
+exception is a fault of the gateway: the call is recorded as `server_error` with status 500
+(if nothing was sent yet, the entry point answers 500 in the one error shape).
 """
 
 from __future__ import annotations
@@ -36,9 +38,14 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Send
 
-from controlplane.admission.limits import Rejected, RejectReason
+from controlplane.admission.limits import ONE, Demand, Rejected, RejectReason
 from controlplane.admission.local import Admission, Slot
-from controlplane.api.errors import api_error, audit_unavailable_error, send_error
+from controlplane.api.errors import (
+    api_error,
+    audit_unavailable_error,
+    error_body,
+    send_error,
+)
 from controlplane.audit.errors import AuditUnavailable
 from controlplane.audit.writer import AuditWriter
 from controlplane.core.config import Settings
@@ -51,7 +58,13 @@ from controlplane.engines.client import (
 )
 from controlplane.engines.pool import EnginePool
 from controlplane.gateway.call_audit import CallAudit
-from controlplane.gateway.errors import EngineBrokeOff, EngineTimeout, EngineUnavailable
+from controlplane.gateway.errors import (
+    ClientLeft,
+    EngineBrokeOff,
+    EngineRefused,
+    EngineTimeout,
+    EngineUnavailable,
+)
 from controlplane.gateway.sse import StreamRelay
 from controlplane.metering.metrics import Metrics
 from controlplane.metering.usage import UsageLedger
@@ -108,6 +121,7 @@ class Outcome(StrEnum):
     ENGINE_ERROR = "engine_error"
     TIMEOUT = "timeout"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    SERVER_ERROR = "server_error"  # an unexpected exception in the gateway itself
 
 
 class RelayCall:
@@ -121,6 +135,7 @@ class RelayCall:
         body: dict[str, Any],
         *,
         body_changed: bool = False,
+        demand: Demand = ONE,
         refusal: DomainError | None = None,
     ) -> None:
         self.services = services
@@ -130,6 +145,7 @@ class RelayCall:
         self._raw = raw
         self._body = body
         self._body_changed = body_changed
+        self._demand = demand  # the sequences and worst-case tokens admission counts
         self._refusal = refusal  # the gateway's reason not to forward this request, if any
         self.request_id = next_request_id()
         self.model = str(body.get("model", ""))
@@ -172,6 +188,12 @@ class RelayCall:
             if not self._client_gone:
                 raise  # the server itself is cancelling us (shutdown)
             task.uncancel()
+        except Exception:
+            # A fault of ours, not the client's: recorded as one before the 500 goes out.
+            self._outcome = Outcome.SERVER_ERROR
+            if not self._headers_sent:
+                self._status = 500
+            raise
         finally:
             self._working = False
             watcher.cancel()
@@ -205,13 +227,18 @@ class RelayCall:
             return
         if self._refusal is not None:
             # 4xx: the request itself was wrong; 5xx: the gateway could not check it (engine).
+            if isinstance(self._refusal, ClientLeft):
+                self._outcome, self._status = Outcome.CANCELLED, self._refusal.status
+                return
             failed = self._refusal.status >= 500
             await self._refuse(
                 send, self._refusal, Outcome.ENGINE_ERROR if failed else Outcome.REFUSED
             )
             return
         try:
-            slot = await self.services.admission.acquire(self.principal.tenant, self.model)
+            slot = await self.services.admission.acquire(
+                self.principal.tenant, self.model, self._demand
+            )
         except Rejected as rejected:
             self._reject_reason = rejected.reason
             await self._refuse(send, rejected, Outcome.REJECTED)
@@ -314,12 +341,18 @@ class RelayCall:
         body = await response.read()
         if self._audit.request_failed() and not await self._request_recorded(send):
             return
+        content_type = response.headers.get("content-type", "application/json").encode()
         if response.status == 200:
             self._outcome = Outcome.OK
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 self._take_usage(orjson.loads(body).get("usage"))
         else:
+            # The engine's error body, in the one error shape (vLLM's type and integer code
+            # are not OpenAI's).
             self._outcome = Outcome.UPSTREAM_ERROR
+            error = api_error(EngineRefused.from_engine(response.status, body))
+            body = error_body(error.status, error.message, error.type, error.code, error.param)
+            content_type = b"application/json"
         # One answer, so one wait: the completion entry is queued behind api.request (usually
         # into the same group commit) and is recorded before the client gets a byte. A client
         # leaving now cannot stop the write: the entry is queued before the first await. If it
@@ -329,10 +362,7 @@ class RelayCall:
             return
         # With its length the answer goes out as one plain body (as the engine sent it), not
         # chunked.
-        headers = [
-            (b"content-type", response.headers.get("content-type", "application/json").encode()),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
         await self._send_headers(send, response.status, headers)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 

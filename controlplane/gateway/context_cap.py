@@ -1,4 +1,5 @@
 """A tenant's context cap: prompt tokens + completion tokens of one request <= max_context_tokens.
+A request with `n` choices has n completions: it is held to prompt + n x max_tokens.
 
 Prompt tokens are counted by the engine itself (vLLM's `POST /tokenize`, with the model's own
 tokenizer and chat template), so the count is the one the engine will bill in `usage`. A request
@@ -68,17 +69,22 @@ def requested_completion(body: dict[str, Any], chat: bool) -> tuple[str, int] | 
 
 
 async def enforce_context_cap(
-    body: dict[str, Any], tenant: TenantPolicy, pool: EnginePool, endpoint: str, raw: bytes
+    body: dict[str, Any],
+    tenant: TenantPolicy,
+    pool: EnginePool,
+    endpoint: str,
+    raw: bytes,
+    sequences: int = 1,
 ) -> bool:
     """Refuse (InvalidRequest, EngineUnavailable) or complete the request under the tenant's
-    cap; True if the body changed."""
+    cap, counting `sequences` (n) completions; True if the body changed."""
     cap = tenant.max_context_tokens
     if cap is None or endpoint not in CAPPED_ENDPOINTS:
         return False
     chat = endpoint == "chat/completions"
     given = requested_completion(body, chat)
     budget = given[1] if given is not None else tenant.max_tokens
-    if budget is not None and len(raw) + TEMPLATE_MARGIN + budget <= cap:
+    if budget is not None and len(raw) + TEMPLATE_MARGIN + sequences * budget <= cap:
         if given is None:
             body["max_tokens"] = budget
             return True
@@ -93,17 +99,21 @@ async def enforce_context_cap(
         )
     if given is not None:
         name, value = given
-        if prompt + value > cap:
+        if prompt + sequences * value > cap:
+            times = f"{sequences} x " if sequences > 1 else ""
             raise InvalidRequest(
-                f"the prompt ({prompt} tokens) plus '{name}' ({value}) is {prompt + value} "
-                f"tokens, above this tenant's context cap of {cap}; ask for at most "
-                f"{cap - prompt}",
+                f"the prompt ({prompt} tokens) plus {times}'{name}' ({value}) is "
+                f"{prompt + sequences * value} tokens, above this tenant's context cap of "
+                f"{cap}; ask for at most {(cap - prompt) // sequences}",
                 code="context_length_exceeded",
                 param=name,
             )
         return False
-    room = min(cap, model_len or cap) - prompt
+    room = min((cap - prompt) // sequences, (model_len or cap) - prompt)
     if room < 1:
+        if sequences > 1 and prompt < cap:  # fits once, not n times
+            message = f"the prompt ({prompt} tokens) leaves no room for {sequences} choices"
+            raise InvalidRequest(message, code="context_length_exceeded", param="n")
         return False  # longer than the model's own context: the engine refuses it itself
     if tenant.max_tokens is not None:
         room = min(room, tenant.max_tokens)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from controlplane.api.deps import tenant_key
@@ -49,17 +49,15 @@ async def relay(scope: Scope, receive: Receive, send: Send, endpoint: str) -> No
     services: GatewayServices = scope["app"].state.gateway
     settings = services.settings
     tenant = principal.tenant
-    try:
-        checked = await read_request(
-            request, tenant, services.engines, endpoint,
-            max_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout,
-        )  # fmt: skip
-    except ClientDisconnect:
-        return  # gone while its body was read: nobody to answer
+    # A client gone while its body was read is a refusal too: audited, answered to nobody.
+    checked = await read_request(
+        request, tenant, services.engines, endpoint,
+        max_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout,
+    )  # fmt: skip
     client = request.client.host if request.client else None
     call = RelayCall(
         services, principal, endpoint, client, checked.raw, checked.body,
-        body_changed=checked.changed, refusal=checked.refusal,
+        body_changed=checked.changed, demand=checked.demand, refusal=checked.refusal,
     )  # fmt: skip
     await call.run(receive, send)
 

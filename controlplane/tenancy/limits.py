@@ -137,6 +137,29 @@ class TenantLimits(BaseModel):
         default=None,
         description="cap on a request's prompt + completion tokens (counted by the engine)",
     )
+    max_n: Annotated[
+        int,
+        Limit(
+            Integer,
+            "Max choices per request (n)",
+            "sequences one request may ask for; each takes a concurrency slot",
+            cli="most choices (n) one request may ask for",
+            listed="max_n",
+        ),
+    ] = Field(
+        default=4,
+        ge=1,
+        le=128,
+        description="most choices (`n`) one request may ask for; each counts as a request in "
+        "flight and for its max_tokens against the token limits",
+    )
+    allow_remote_media: Annotated[
+        bool,
+        Limit(Boolean, "Allow media by remote URL (the engine would fetch it)"),
+    ] = Field(
+        default=False,
+        description="let image/audio/video parts name an http(s) URL instead of inline data:",
+    )
     allowed_models: Annotated[
         list[ModelName],
         Limit(

@@ -140,12 +140,22 @@ class TenantPublic(TenantLimits):
     updated_at: datetime
 
 
+MIN_KEY_DAYS, MAX_KEY_DAYS = 1, 3650
+KEY_EXPIRY_RULE = f"a key expires after {MIN_KEY_DAYS} to {MAX_KEY_DAYS} days, or never"
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tenant: str = Field(pattern=TENANT_NAME_PATTERN)
     name: str = Field(default="", max_length=100)
-    expires_days: int | None = Field(default=None, ge=1, le=3650)
+    # Checked by `store.key_expiry_days` (the one rule for the CLI, console and API), so that
+    # every entry point refuses with the same words.
+    expires_days: int | None = Field(
+        default=None,
+        description=KEY_EXPIRY_RULE + " (null: never)",
+        json_schema_extra={"minimum": MIN_KEY_DAYS, "maximum": MAX_KEY_DAYS},
+    )
 
 
 class ApiKeyPublic(BaseModel):

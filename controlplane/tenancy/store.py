@@ -18,6 +18,9 @@ from controlplane.core.errors import DomainError
 from controlplane.core.security import generate_api_key, hash_api_key, visible_prefix
 from controlplane.tenancy.epoch import bump_epoch_file
 from controlplane.tenancy.models import (
+    KEY_EXPIRY_RULE,
+    MAX_KEY_DAYS,
+    MIN_KEY_DAYS,
     ApiKey,
     ApiKeyPublic,
     AuthEpoch,
@@ -44,6 +47,25 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
+
+
+class InvalidKeyExpiry(ServiceError):
+    code = "invalid_expiry"
+
+
+def key_expiry_days(value: int | str | None) -> int | None:
+    """A key's lifetime in days, or None for never: the one rule of every way to create a key.
+    `value` is the number (API), or the text typed (CLI, console: "never" or empty for never)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "never", "none"):
+            return None
+        value = int(text) if text.lstrip("-").isdigit() else 0
+    if value is None:
+        return None
+    if isinstance(value, bool) or not MIN_KEY_DAYS <= value <= MAX_KEY_DAYS:
+        raise InvalidKeyExpiry(f"expires_days: {KEY_EXPIRY_RULE}", param="expires_days")
+    return value
 
 
 def commit_auth_change(session: Session) -> None:
@@ -136,6 +158,7 @@ def issue_key(
     tenant = get_tenant(session, tenant_name)
     if tenant.disabled:
         raise Conflict(f"tenant {tenant_name!r} is disabled: enable it first", param="tenant")
+    expires_days = key_expiry_days(expires_days)
     secret = generate_api_key()
     expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
     key = ApiKey(

@@ -7,6 +7,7 @@ argv: demo.json, the engine's base URL (for its own /tokenize).
 
 import json
 import sys
+import urllib.error
 import urllib.request
 
 import openai
@@ -34,6 +35,21 @@ SAY_HELLO = [{"role": "user", "content": "Say hello to the auditors."}]
 DESCRIBE = [{"role": "user", "content": "Describe Rome as JSON."}]
 FORCED = {"type": "function", "function": {"name": "get_weather"}}
 THINKING = {"chat_template_kwargs": {"enable_thinking": True}}
+
+
+def raw_post(demo: dict, body: dict) -> dict:
+    """A chat request the SDK would not send as it is: its status and the error body."""
+    request = urllib.request.Request(
+        demo["url"].rstrip("/") + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {demo['api_key']}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return {"status": response.status, "body": json.loads(response.read())}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "body": json.loads(exc.read())}
 
 
 def stream(
@@ -138,6 +154,13 @@ def main(demo_file: str, engine_url: str) -> None:
         ),
     }
     result["speculative"] = speculative_counters(engine_url)
+    # Refused by the engine itself (no messages) and by the gateway (media by URL): both must
+    # reach the client in OpenAI's error shape.
+    result["no_messages"] = raw_post(demo, {"model": model, "max_tokens": 4})
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    result["remote_image"] = raw_post(
+        demo, {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": [image]}]}
+    )
     try:
         openai.OpenAI(base_url=demo["url"], api_key="sk-wrong", max_retries=0).models.list()
         result["wrong_key"] = "accepted"

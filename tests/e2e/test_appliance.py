@@ -145,6 +145,17 @@ def test_openai_sdk_through_the_control_plane(appliance, sdk: dict) -> None:
     assert sdk["stream_with_usage"]["completion_tokens"] == 12
     assert sdk["wrong_key"]["status"] == 401
     assert set(sdk["wrong_key"]["body"]) >= {"message", "type", "code"}
+    # Issue 17 finding 11 and issue 15 section 5, on the real engine: its own 400 for a request
+    # without messages, and the gateway's for media by URL, both in OpenAI's error shape.
+    for case, code in (
+        ("no_messages", "engine_rejected"),
+        ("remote_image", "remote_media_not_allowed"),
+    ):
+        assert sdk[case]["status"] == 400, sdk[case]
+        error = sdk[case]["body"]["error"]
+        assert set(error) == {"message", "type", "param", "code"}, error
+        assert error["type"] == "invalid_request_error" and error["code"] == code, error
+    assert "messages" in sdk["no_messages"]["body"]["error"]["message"].lower()
 
 
 def test_the_engine_speculates_with_the_mtp_draft(sdk: dict) -> None:

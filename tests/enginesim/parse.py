@@ -67,8 +67,7 @@ def prompt_tokens(body: dict[str, Any], chat: bool) -> int:
 
 def build_plan(body: dict[str, Any], opts: SimOptions, chat: bool) -> Plan:
     model = check_model(body, opts)
-    if body.get("n", 1) != 1:
-        raise BadRequest("the simulator supports n=1 only", param="n")
+    n = _int_field(body, "n", 1) or 1
     prompt_count = prompt_tokens(body, chat)
     names = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
     limits = [v for v in (_int_field(body, n, 1) for n in names) if v is not None]
@@ -99,6 +98,7 @@ def build_plan(body: dict[str, Any], opts: SimOptions, chat: bool) -> Plan:
         finish_reason=finish,
         tool_call=tool_call,
         reasoning=reasoning,
+        n=n,
     )
 
 

@@ -50,6 +50,7 @@ class Plan:
     finish_reason: str
     tool_call: dict[str, Any] | None = None  # {"name": ...} when the answer is a tool call
     reasoning: int = 0  # leading pieces that are reasoning (vLLM's `reasoning` field)
+    n: int = 1  # choices: `n` identical sequences, each counted in usage (like vLLM's)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -94,8 +95,8 @@ class Plan:
                 "finish_reason": self.finish_reason,
             }
             body = self._envelope("text_completion")
-        body["choices"] = [choice]
-        body["usage"] = usage(self.prompt_tokens, generated)
+        body["choices"] = [{**choice, "index": i} for i in range(self.n)]
+        body["usage"] = usage(self.prompt_tokens, generated * self.n)
         return body
 
     def chunk(self, index: int, last: bool) -> bytes:
@@ -121,13 +122,13 @@ class Plan:
         else:
             choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}
             body = self._envelope("text_completion")
-        body["choices"] = [choice]
+        body["choices"] = [{**choice, "index": i} for i in range(self.n)]
         return sse(body)
 
     def usage_chunk(self, generated: int) -> bytes:
         body = self._envelope("chat.completion.chunk" if self.chat else "text_completion")
         body["choices"] = []
-        body["usage"] = usage(self.prompt_tokens, generated)
+        body["usage"] = usage(self.prompt_tokens, generated * self.n)
         return sse(body)
 
 

@@ -11,7 +11,6 @@ from starlette.responses import Response
 
 from controlplane.console.charts import fill_days, token_bar_chart
 from controlplane.console.deps import AdminAction, Viewer
-from controlplane.console.forms import FormError, optional_int
 from controlplane.console.notices import notice_text
 from controlplane.console.pages.tenants import live_load
 from controlplane.console.queries import ModelUsage, daily_tokens, top_models
@@ -25,7 +24,7 @@ from controlplane.console.web import (
 )
 from controlplane.core.db import utcnow
 from controlplane.tenancy import actions, store
-from controlplane.tenancy.models import ApiKeyPublic, TenantPublic
+from controlplane.tenancy.models import MAX_KEY_DAYS, ApiKeyPublic, TenantPublic
 
 router = APIRouter()
 CHART_DAYS = 30
@@ -76,9 +75,9 @@ async def key_create(request: Request, name: str, active: AdminAction) -> Respon
     form = await request.form()
     key_name = str(form.get("key_name", "")).strip()[:100]
     try:
-        expires_days = optional_int(form, "expires_days", 1, 3650)
-    except FormError as exc:
-        return await _page(request, active, name, error=str(exc), status_code=400)
+        expires_days = store.key_expiry_days(str(form.get("expires_days", "")))
+    except store.InvalidKeyExpiry as exc:
+        return await _page(request, active, name, error=exc.message, status_code=400)
     public, secret = await _issue(request, active, name, key_name, expires_days)
     # Rendered directly, not redirected: the secret must never travel in a URL or be stored.
     notice = f"Key {public.prefix}… created. Copy it now: it is shown only once."
@@ -113,7 +112,7 @@ async def key_rotate(request: Request, name: str, key_id: int, active: AdminActi
                            status_code=409)  # fmt: skip
     lifetime = None
     if old.expires_at is not None:
-        lifetime = max(1, (old.expires_at - old.created_at).days)
+        lifetime = min(max(1, (old.expires_at - old.created_at).days), MAX_KEY_DAYS)
     new, secret = await _issue(request, active, name, old.name, lifetime)
     await _revoke(request, active, name, key_id)
     return await _page(request, active, name, new_key=secret,

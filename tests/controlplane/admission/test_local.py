@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine as DbEngine
 
-from controlplane.admission.limits import Rejected, RejectReason
+from controlplane.admission.limits import Demand, Rejected, RejectReason
 from controlplane.admission.local import Admission, Slot
 from controlplane.core.db import init_db, make_engine
 from controlplane.engines.client import EngineClient
@@ -94,6 +94,43 @@ async def test_weighted_fair_share_under_saturation(admission: Admission) -> Non
         assert served[tid] / total == pytest.approx(expected, abs=0.02), dict(served)
     assert admission.pool.engines[0].in_flight == 0
     assert all(s.in_flight == 0 and not s.queue for s in admission.tenants.values())
+
+
+async def test_n_sequences_weigh_n_in_the_fair_share(admission: Admission) -> None:
+    """Two tenants of equal weight, one asking n=2 each time: they get the same share of
+    sequences, so the n=2 tenant gets half as many requests through (issue 17 finding 1)."""
+    demands = {1: Demand(2, 2 * 16), 2: Demand(1, 16)}
+    policies = {tid: policy(tid, max_concurrency=8) for tid in demands}
+    served: Counter[int] = Counter()
+    running: list[asyncio.Event] = []
+
+    async def client(tid: int) -> None:
+        while True:
+            slot = await admission.acquire(policies[tid], None, demands[tid])
+            served[tid] += 1
+            finished = asyncio.Event()
+            running.append(finished)
+            try:
+                await finished.wait()
+            finally:
+                slot.release()
+
+    clients = [asyncio.create_task(client(tid)) for tid in demands for _ in range(8)]
+    while len(running) < 4:
+        await asyncio.sleep(0)
+    served.clear()
+    for _ in range(600):
+        running.pop(random.randrange(len(running))).set()
+        while len(running) < 4:
+            await asyncio.sleep(0)
+    for task in clients:
+        task.cancel()
+    await asyncio.gather(*clients, return_exceptions=True)
+    assert served[1] / served[2] == pytest.approx(0.5, abs=0.05), dict(served)
+    assert all(
+        s.in_flight == 0 and s.reserved_tokens == 0 and not s.queue
+        for s in admission.tenants.values()
+    )
 
 
 async def test_tenant_cap_holds_and_queue_drains(admission: Admission) -> None:

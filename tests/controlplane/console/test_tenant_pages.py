@@ -38,7 +38,8 @@ def test_create_edit_disable_tenant(admin: ConsoleClient, server: ConsoleServer)
     assert detail.status_code == 200 and "sim-model, other" in detail.text
     edited = admin.post(f"/tenants/{name}/edit", {
         "max_concurrency": "5", "weight": "2", "rpm": "", "queue_size": "10",
-        "queue_timeout": "5", "retention_days": "800", "capture_content": "on"})  # fmt: skip
+        "queue_timeout": "5", "retention_days": "800", "capture_content": "on",
+        "max_n": "4"})  # fmt: skip
     assert edited.status_code == 303
     page = admin.get(f"/tenants/{name}").text
     assert "0 / 5" in page and "800 days" in page and "content capture on" in page
@@ -172,7 +173,7 @@ def test_context_cap_through_the_form_and_the_tenant_page(
     assert "Max context per request" in form and 'name="max_context_tokens" value="4096"' in form
     edited = admin.post(f"/tenants/{name}/edit", {
         "max_concurrency": "3", "weight": "1", "queue_size": "64", "queue_timeout": "30",
-        "retention_days": "365", "max_context_tokens": ""})  # fmt: skip
+        "retention_days": "365", "max_context_tokens": "", "max_n": "4"})  # fmt: skip
     assert edited.status_code == 303, edited.text
     assert (
         '<dd id="max-context-tokens">the model&#39;s own</dd>' in admin.get(f"/tenants/{name}").text
