@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.api.errors import ApiError, api_error
 from controlplane.audit.errors import AuditUnavailable
 from controlplane.audit.writer import AuditWriter
+from controlplane.core.config import Settings
 from controlplane.core.security import looks_like_api_key, visible_prefix
 from controlplane.engines.pool import EnginePool
 from controlplane.metering.metrics import Metrics
@@ -138,6 +139,30 @@ async def current_principal(request: Request) -> Principal:
     return Principal(name="admin-token", role="admin")
 
 
+def _metrics_token(settings: Settings) -> str | None:
+    """The scrape token, read at each scrape so that a rewritten file takes effect at once."""
+    if settings.metrics_token_file is None:
+        return None
+    try:
+        token = settings.metrics_token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        log.error("cannot read SPARKPLANE_METRICS_TOKEN_FILE: %s", exc)
+        return None
+    return token or None
+
+
+async def metrics_scraper(request: Request) -> None:
+    """/metrics lists tenants, usage and refusals: only the holder of the scrape token reads it."""
+    expected = _metrics_token(request.app.state.settings)
+    token = bearer_token(request)
+    if expected is None:
+        message = "metrics are off: set SPARKPLANE_METRICS_TOKEN_FILE (docs/security.md)"
+        raise await refused(request, AuthFailed(401, "metrics_token_not_set", message), token)
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        message = "send 'Authorization: Bearer <the scrape token>'"
+        raise await refused(request, AuthFailed(401, "invalid_metrics_token", message), token)
+
+
 async def current_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if principal.role != "admin":
         raise ApiError(
@@ -156,6 +181,7 @@ async def audit_writable(request: Request) -> None:
 
 ReaderDep = Annotated[Principal, Depends(current_principal)]
 CurrentAdmin = Annotated[Principal, Depends(current_admin)]
+MetricsScraper = Depends(metrics_scraper)
 AuditWritable = Depends(audit_writable)
 
 

@@ -24,6 +24,7 @@ from controlplane.main import create_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -32,8 +33,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def metrics_token_file(directory: Path) -> Path:
+    """A scrape token file (0600) with METRICS_TOKEN, for SPARKPLANE_METRICS_TOKEN_FILE."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "metrics-token"
+    path.write_text(METRICS_TOKEN + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def scrape(url: str) -> str:
+    """The gateway's /metrics text, read with the scrape token."""
+    response = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
 def make_settings(data_dir: Path, engine_urls: list[str], **extra: Any) -> Settings:
     values: dict[str, Any] = {
+        "metrics_token_file": metrics_token_file(data_dir),
         "data_dir": data_dir,
         "engine_urls": engine_urls,
         "admin_token": ADMIN_TOKEN,
