@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     body_timeout: float = Field(default=30.0, gt=0, description="seconds to receive a body")
+    # Slow clients (controlplane/api/http_server.py): every route, console included.
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive headers")
+    max_connections_per_address: int = Field(default=256, ge=1, le=100_000)
     admin_token: SecretStr | None = None
     # /metrics answers only 'Authorization: Bearer <the first line of this file>' (unset: off).
     metrics_token_file: Path | None = None
