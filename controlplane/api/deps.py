@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.api.errors import ApiError, api_error
-from controlplane.audit.errors import AuditUnavailable
 from controlplane.audit.writer import AuditWriter
 from controlplane.core.config import Settings
 from controlplane.core.security import looks_like_api_key, visible_prefix
@@ -84,40 +83,69 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def client_host(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 async def tenant_key(request: Request) -> KeyPrincipal:
     presented = bearer_token(request)
+    state = request.app.state
+    if (
+        state.auth_limit.blocked
+    ):  # only while some address is blocked (controlplane/api/auth_limit.py)
+        await refuse_if_blocked(request, presented)
     try:
-        return await request.app.state.authenticator.authenticate(presented)
+        return await state.authenticator.authenticate(presented)
     except AuthFailed as failure:
         raise await refused(request, failure, presented) from None
 
 
-async def refused(request: Request, failure: AuthFailed, presented: str | None) -> ApiError:
-    """Count and audit a refused credential; returns the error to raise.
+async def refuse_if_blocked(request: Request, presented: str | None) -> None:
+    """429 for an address past its allowance of refused credentials, before any check."""
+    wait = request.app.state.auth_limit.wait(client_host(request) or "unknown")
+    if wait:
+        message = f"too many refused credentials from this address; retry in {wait} seconds"
+        blocked = AuthFailed(429, "too_many_auth_failures", message)
+        raise await refused(request, blocked, presented, retry_after=wait)
 
-    `api.auth_failed` records who knocked with what (the key's visible prefix, never the key).
-    The refusal does not depend on it: with the audit store down the caller still gets its
-    401/403 (nothing reached an engine) and the failure is logged instead."""
-    metrics: Metrics = request.app.state.metrics
+
+async def refused(
+    request: Request, failure: AuthFailed, presented: str | None, retry_after: int = 0
+) -> ApiError:
+    """Count, limit and audit a refused credential; returns the error to raise.
+
+    `api.auth_failed` records who knocked with what (the key's visible prefix, never the key),
+    once per address and window, then as one summary of the repeats
+    (controlplane/api/refusals.py). Past the address's allowance the answer is 429 with
+    Retry-After (controlplane/api/auth_limit.py). The refusal does not depend on the audit: with
+    the store down the caller still gets its 401/403/429 and the failure is logged instead."""
+    state = request.app.state
+    metrics: Metrics = state.metrics
     metrics.auth_failures.labels(failure.code).inc()
+    client = client_host(request)
+    if not retry_after:
+        retry_after = await state.auth_limit.failed(client or "unknown")
+        if retry_after:
+            message = (
+                f"too many refused credentials from this address; retry in {retry_after} seconds"
+            )
+            failure = AuthFailed(429, "too_many_auth_failures", message)
     owner = failure.principal
     shaped = presented is not None and looks_like_api_key(presented)
-    fields = {
-        "endpoint": request.url.path,
-        "client": request.client.host if request.client else None,
-        "reason": failure.code,
-        "status": failure.status,
-        "key_prefix": visible_prefix(presented) if presented and shaped else None,
-        "key_id": owner.key_id if owner else None,
-    }
-    tenant = owner.tenant.name if owner else None
-    try:
-        await audit_writer(request).record("api.auth_failed", tenant=tenant, **fields)
-    except AuditUnavailable:
-        log.warning(
-            "could not audit a refused credential (%s from %s)", failure.code, fields["client"]
-        )
-    return api_error(failure)
+    await state.refusals.record(
+        "api.auth_failed",
+        client,
+        tenant=owner.tenant.name if owner else None,
+        endpoint=request.url.path,
+        reason=failure.code,
+        status=failure.status,
+        key_prefix=visible_prefix(presented) if presented and shaped else None,
+        key_id=owner.key_id if owner else None,
+    )
+    error = api_error(failure)
+    if retry_after:
+        error.headers["Retry-After"] = str(retry_after)
+    return error
 
 
 TenantKeyDep = Annotated[KeyPrincipal, Depends(tenant_key)]

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     # Slow clients (controlplane/api/http_server.py): every route, console included.
     header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive headers")
     max_connections_per_address: int = Field(default=256, ge=1, le=100_000)
+    # Refused credentials per address (controlplane/api/auth_limit.py): past the allowance in a
+    # window the address gets 429 until the window ends; repeats are audited as one entry per
+    # window (controlplane/api/refusals.py).
+    auth_failure_window: float = Field(default=60.0, ge=1, le=3600)
+    auth_failures_per_address: int = Field(default=20, ge=1, le=100_000)
     admin_token: SecretStr | None = None
     # /metrics answers only 'Authorization: Bearer <the first line of this file>' (unset: off).
     metrics_token_file: Path | None = None
