@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from controlplane.api import admin_tokens
 from controlplane.api.errors import ApiError, api_error
 from controlplane.audit.writer import AuditWriter
 from controlplane.core.config import Settings
@@ -152,19 +153,34 @@ TenantKeyDep = Annotated[KeyPrincipal, Depends(tenant_key)]
 
 
 async def current_principal(request: Request) -> Principal:
-    """The admin API's caller: the holder of SPARKPLANE_ADMIN_TOKEN (people use the console)."""
-    admin_token = request.app.state.settings.admin_token
+    """The admin API's caller: the holder of an admin token (people use the console).
+
+    A token written by `sparkplane admin-token rotate` carries its role; it is looked up on
+    every request, so a rotation takes effect at once on every replica. SPARKPLANE_ADMIN_TOKEN
+    has the admin role until a rotation of the default name retires it."""
+    settings = request.app.state.settings
     token = bearer_token(request)
-    if admin_token is None:
-        message = "the admin API is off: set SPARKPLANE_ADMIN_TOKEN, or use the console"
-        raise await refused(request, AuthFailed(401, "admin_api_disabled", message), token)
     if token is None:
         message = "send 'Authorization: Bearer <admin token>'"
         raise await refused(request, AuthFailed(401, "not_authenticated", message), token)
-    if not hmac.compare_digest(token.encode(), admin_token.get_secret_value().encode()):
+    pepper = request.app.state.pepper
+    stored = await in_session(request, lambda db: admin_tokens.lookup(db, pepper, token))
+    if stored is not None and stored.revoked_at is None:
+        role: Role = "admin" if stored.role == "admin" else "auditor"
+        return Principal(name=stored.name, role=role)
+    configured = settings.admin_token
+    if stored is None and configured is None:
+        message = (
+            "the admin API is off: set SPARKPLANE_ADMIN_TOKEN or run `sparkplane admin-token "
+            "rotate`, or use the console"
+        )
+        raise await refused(request, AuthFailed(401, "admin_api_disabled", message), token)
+    if stored is not None or not hmac.compare_digest(
+        token.encode(), configured.get_secret_value().encode() if configured else b""
+    ):
         message = "the admin token is not valid"
         raise await refused(request, AuthFailed(401, "invalid_admin_token", message), token)
-    return Principal(name="admin-token", role="admin")
+    return Principal(name=admin_tokens.DEFAULT_NAME, role="admin")
 
 
 def _metrics_token(settings: Settings) -> str | None:
