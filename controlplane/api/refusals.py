@@ -4,7 +4,8 @@ Refused credentials (`api.auth_failed`) and the refusals that tell of probing (`
 a failed CSRF check, a role that may not, a method not allowed, and what the HTTP server answers
 by itself: a malformed request, a missed header or body deadline, too many connections) are all
 audited (issue 17, findings 5 and 8). The first of a kind from an address is recorded at once,
-as it was; the ones after it in the same window (SPARKPLANE_AUTH_FAILURE_WINDOW) are counted and
+as it was; the ones after it (from that address, for that tenant if the key had one) in the
+same window (SPARKPLANE_AUTH_FAILURE_WINDOW) are counted and
 recorded as ONE `<kind>_repeated` entry when the window closes: the count, the first and last
 time, and what was seen (key prefixes, reasons, statuses, endpoints, tenants). Windows still
 open at shutdown are written then: nothing is lost, and 10,000 made-up keys are two entries.
@@ -31,6 +32,7 @@ MAX_LISTED = 20  # distinct key prefixes, endpoints or tenants kept per summary
 class _Window:
     kind: str
     client: str
+    tenant: str | None
     first_at: datetime | None = None
     last_at: datetime | None = None
     count: int = 0
@@ -70,20 +72,21 @@ class RefusalLog:
     def __init__(self, audit: AuditWriter, window: float) -> None:
         self.audit = audit
         self.window = window
-        self.open: dict[tuple[str, str], _Window] = {}
-        self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.open: dict[tuple[str, str, str], _Window] = {}
+        self.timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def record(self, kind: str, client: str | None, tenant: str | None = None,
                      **fields: Any) -> None:  # fmt: skip
         """Audit one refusal: now if it is the first of its kind from `client` in the window,
         else counted into the window's summary."""
-        key = (kind, client or "unknown")
+        # Per tenant too: a refused key of a real tenant stays in that tenant's trail.
+        key = (kind, client or "unknown", tenant or "")
         window = self.open.get(key)
         if window is not None:
             window.add(fields, tenant)
             return
-        self.open[key] = _Window(kind, key[1])
+        self.open[key] = _Window(kind, key[1], tenant)
         loop = asyncio.get_running_loop()
         self.timers[key] = loop.call_later(self.window, self._close, key)
         try:
@@ -99,7 +102,7 @@ class RefusalLog:
         """What the HTTP server answered by itself (controlplane/api/http_server.py)."""
         self.record_soon("http.refused", address, status=status, code=code, via="http_server")
 
-    def _close(self, key: tuple[str, str]) -> None:
+    def _close(self, key: tuple[str, str, str]) -> None:
         self.timers.pop(key, None)
         window = self.open.pop(key, None)
         if window is not None and window.count:
@@ -108,7 +111,7 @@ class RefusalLog:
     async def _write_summary(self, window: _Window) -> None:
         summary = window.summary(self.window)
         try:
-            await self.audit.record(f"{window.kind}_repeated", **summary)
+            await self.audit.record(f"{window.kind}_repeated", tenant=window.tenant, **summary)
         except AuditUnavailable:
             log.error("could not audit %s", summary | {"kind": window.kind})
 
