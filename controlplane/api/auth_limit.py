@@ -15,6 +15,7 @@ The valid-key hot path pays one truth test of an empty dict (`blocked`) while no
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from datetime import datetime, timedelta
@@ -22,11 +23,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.api.models import AuthFailureCount
 from controlplane.core.db import session_factory, utcnow
+
+log = logging.getLogger(__name__)
 
 
 def charge(db: Session, address: str, window: timedelta, allowance: int,
@@ -80,7 +84,12 @@ class AuthFailureLimit:
             with self.sessions() as db:
                 return charge(db, address[:64], self.window, self.allowance)
 
-        wait = await run_in_threadpool(work)
+        try:
+            wait = await run_in_threadpool(work)
+        except SQLAlchemyError as exc:
+            # The refusal stands without its count: a database fault must not turn 401 into 500.
+            log.warning("could not count a refused credential from %s: %s", address, exc)
+            return 0
         if wait <= 0:
             return 0
         self.blocked[address] = time.monotonic() + wait
