@@ -8,13 +8,19 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.controlplane.console.client import ConsoleClient
-from tests.controlplane.console.server import PASSWORD, ConsoleServer, running_console
+from tests.controlplane.console.server import (
+    PASSWORD,
+    ConsoleServer,
+    running_console,
+    start_console_server,
+)
 from tests.security.conftest import new_address
 
 WINDOW = 2.0
@@ -87,3 +93,18 @@ def test_repeats_are_one_summary_per_window(audited: ConsoleServer) -> None:
     [summary] = _refusals(audited, address, "http.refused_repeated")
     assert summary["count"] == 49 and summary["endpoints"] == ["/healthz"]
     assert summary["statuses"] == {"405": 49}
+
+
+def test_open_windows_are_written_at_shutdown(tmp_path: Path) -> None:
+    server = start_console_server(tmp_path / "data", auth_failure_window=600)
+    address = new_address()
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address)) as client:
+            for _ in range(10):
+                assert client.delete(server.url + "/healthz").status_code == 405
+        assert _refusals(server, address, "http.refused_repeated") == []  # window still open
+    finally:
+        server.stop()  # the lifespan's shutdown writes it
+    [summary] = [f for _, _, f in server.audit_entries("http.refused_repeated")
+                 if f.get("client") == address]  # fmt: skip
+    assert summary["count"] == 9
