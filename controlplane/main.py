@@ -17,7 +17,9 @@ from starlette.staticfiles import StaticFiles
 
 import controlplane
 from controlplane.admission.local import Admission
+from controlplane.api.auth_limit import AuthFailureLimit
 from controlplane.api.errors import add_html_error_page, install_error_handlers
+from controlplane.api.refusals import RefusalLog
 from controlplane.api.routes import docs, health, keys, tenants
 from controlplane.audit import jobs as audit_jobs
 from controlplane.audit.bootstrap import audited_database
@@ -84,6 +86,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db_engine = db_engine
         app.state.sessions = session_factory(db_engine)
         app.state.audit = audit
+        # Refused credentials: limited per address, audited once per address and window.
+        app.state.auth_limit = AuthFailureLimit(
+            db_engine, settings.auth_failure_window, settings.auth_failures_per_address
+        )
+        refusals = RefusalLog(audit, settings.auth_failure_window)
+        app.state.refusals = refusals
+        stack.push_async_callback(refusals.close)  # before the audit writer stops
 
         engines = EnginePool(
             settings.engine_urls,

@@ -13,9 +13,10 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from controlplane.api import admin_tokens
 from controlplane.api.errors import ApiError, api_error
-from controlplane.audit.errors import AuditUnavailable
 from controlplane.audit.writer import AuditWriter
+from controlplane.core.config import Settings
 from controlplane.core.security import looks_like_api_key, visible_prefix
 from controlplane.engines.pool import EnginePool
 from controlplane.metering.metrics import Metrics
@@ -83,59 +84,127 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def client_host(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 async def tenant_key(request: Request) -> KeyPrincipal:
     presented = bearer_token(request)
+    state = request.app.state
+    # Only while some address is blocked (controlplane/api/auth_limit.py): the hot path pays
+    # one truth test of an empty dict.
+    if state.auth_limit.blocked:
+        await refuse_if_blocked(request, presented)
     try:
-        return await request.app.state.authenticator.authenticate(presented)
+        return await state.authenticator.authenticate(presented)
     except AuthFailed as failure:
         raise await refused(request, failure, presented) from None
 
 
-async def refused(request: Request, failure: AuthFailed, presented: str | None) -> ApiError:
-    """Count and audit a refused credential; returns the error to raise.
+async def refuse_if_blocked(request: Request, presented: str | None) -> None:
+    """429 for an address past its allowance of refused credentials, before any check."""
+    wait = request.app.state.auth_limit.wait(client_host(request) or "unknown")
+    if wait:
+        message = f"too many refused credentials from this address; retry in {wait} seconds"
+        blocked = AuthFailed(429, "too_many_auth_failures", message)
+        raise await refused(request, blocked, presented, retry_after=wait)
 
-    `api.auth_failed` records who knocked with what (the key's visible prefix, never the key).
-    The refusal does not depend on it: with the audit store down the caller still gets its
-    401/403 (nothing reached an engine) and the failure is logged instead."""
-    metrics: Metrics = request.app.state.metrics
+
+async def refused(
+    request: Request, failure: AuthFailed, presented: str | None, retry_after: int = 0
+) -> ApiError:
+    """Count, limit and audit a refused credential; returns the error to raise.
+
+    `api.auth_failed` records who knocked with what (the key's visible prefix, never the key),
+    once per address and window, then as one summary of the repeats
+    (controlplane/api/refusals.py). Past the address's allowance the answer is 429 with
+    Retry-After (controlplane/api/auth_limit.py). The refusal does not depend on the audit: with
+    the store down the caller still gets its 401/403/429 and the failure is logged instead."""
+    state = request.app.state
+    metrics: Metrics = state.metrics
     metrics.auth_failures.labels(failure.code).inc()
+    client = client_host(request)
+    if not retry_after:
+        retry_after = await state.auth_limit.failed(client or "unknown")
+        if retry_after:
+            message = (
+                f"too many refused credentials from this address; retry in {retry_after} seconds"
+            )
+            failure = AuthFailed(429, "too_many_auth_failures", message)
     owner = failure.principal
     shaped = presented is not None and looks_like_api_key(presented)
-    fields = {
-        "endpoint": request.url.path,
-        "client": request.client.host if request.client else None,
-        "reason": failure.code,
-        "status": failure.status,
-        "key_prefix": visible_prefix(presented) if presented and shaped else None,
-        "key_id": owner.key_id if owner else None,
-    }
-    tenant = owner.tenant.name if owner else None
-    try:
-        await audit_writer(request).record("api.auth_failed", tenant=tenant, **fields)
-    except AuditUnavailable:
-        log.warning(
-            "could not audit a refused credential (%s from %s)", failure.code, fields["client"]
-        )
-    return api_error(failure)
+    await state.refusals.record(
+        "api.auth_failed",
+        client,
+        tenant=owner.tenant.name if owner else None,
+        endpoint=request.url.path,
+        reason=failure.code,
+        status=failure.status,
+        key_prefix=visible_prefix(presented) if presented and shaped else None,
+        key_id=owner.key_id if owner else None,
+    )
+    error = api_error(failure)
+    if retry_after:
+        error.headers["Retry-After"] = str(retry_after)
+    return error
 
 
 TenantKeyDep = Annotated[KeyPrincipal, Depends(tenant_key)]
 
 
 async def current_principal(request: Request) -> Principal:
-    """The admin API's caller: the holder of SPARKPLANE_ADMIN_TOKEN (people use the console)."""
-    admin_token = request.app.state.settings.admin_token
+    """The admin API's caller: the holder of an admin token (people use the console).
+
+    A token written by `sparkplane admin-token rotate` carries its role; it is looked up on
+    every request, so a rotation takes effect at once on every replica. SPARKPLANE_ADMIN_TOKEN
+    has the admin role until a rotation of the default name retires it."""
+    settings = request.app.state.settings
     token = bearer_token(request)
-    if admin_token is None:
-        message = "the admin API is off: set SPARKPLANE_ADMIN_TOKEN, or use the console"
-        raise await refused(request, AuthFailed(401, "admin_api_disabled", message), token)
     if token is None:
         message = "send 'Authorization: Bearer <admin token>'"
         raise await refused(request, AuthFailed(401, "not_authenticated", message), token)
-    if not hmac.compare_digest(token.encode(), admin_token.get_secret_value().encode()):
+    pepper = request.app.state.pepper
+    stored = await in_session(request, lambda db: admin_tokens.lookup(db, pepper, token))
+    if stored is not None and stored.revoked_at is None:
+        role: Role = "admin" if stored.role == "admin" else "auditor"
+        return Principal(name=stored.name, role=role)
+    configured = settings.admin_token
+    if stored is None and configured is None:
+        message = (
+            "the admin API is off: set SPARKPLANE_ADMIN_TOKEN or run `sparkplane admin-token "
+            "rotate`, or use the console"
+        )
+        raise await refused(request, AuthFailed(401, "admin_api_disabled", message), token)
+    if stored is not None or not hmac.compare_digest(
+        token.encode(), configured.get_secret_value().encode() if configured else b""
+    ):
         message = "the admin token is not valid"
         raise await refused(request, AuthFailed(401, "invalid_admin_token", message), token)
-    return Principal(name="admin-token", role="admin")
+    return Principal(name=admin_tokens.DEFAULT_NAME, role="admin")
+
+
+def _metrics_token(settings: Settings) -> str | None:
+    """The scrape token, read at each scrape so that a rewritten file takes effect at once."""
+    if settings.metrics_token_file is None:
+        return None
+    try:
+        token = settings.metrics_token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        log.error("cannot read SPARKPLANE_METRICS_TOKEN_FILE: %s", exc)
+        return None
+    return token or None
+
+
+async def metrics_scraper(request: Request) -> None:
+    """/metrics lists tenants, usage and refusals: only the holder of the scrape token reads it."""
+    expected = _metrics_token(request.app.state.settings)
+    token = bearer_token(request)
+    if expected is None:
+        message = "metrics are off: set SPARKPLANE_METRICS_TOKEN_FILE (docs/security.md)"
+        raise await refused(request, AuthFailed(401, "metrics_token_not_set", message), token)
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        message = "send 'Authorization: Bearer <the scrape token>'"
+        raise await refused(request, AuthFailed(401, "invalid_metrics_token", message), token)
 
 
 async def current_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -156,6 +225,7 @@ async def audit_writable(request: Request) -> None:
 
 ReaderDep = Annotated[Principal, Depends(current_principal)]
 CurrentAdmin = Annotated[Principal, Depends(current_admin)]
+MetricsScraper = Depends(metrics_scraper)
 AuditWritable = Depends(audit_writable)
 
 

@@ -178,8 +178,24 @@ def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | 
     return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
 
 
+# Refusals that tell of probing: audited as `http.refused` (controlplane/api/refusals.py
+# aggregates repeats from one address), findings 8 of issue 17.
+AUDITED_REFUSALS = frozenset({"csrf_failed", "role_forbidden", "admin_role_required",
+                              "method_not_allowed"})  # fmt: skip
+
+
+async def _audit_refusal(request: Request, error: ApiError) -> None:
+    refusals = getattr(request.app.state, "refusals", None)
+    if error.code in AUDITED_REFUSALS and refusals is not None:
+        client = request.client.host if request.client else None
+        fields = {"endpoint": request.url.path, "method": request.method,
+                  "status": error.status, "code": error.code}  # fmt: skip
+        await refusals.record("http.refused", client, **fields)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    await _audit_refusal(request, exc)
     return _respond(request, exc)
 
 
@@ -201,10 +217,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
     headers = dict(exc.headers or {})
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return _respond(
-        request,
-        ApiError(exc.status_code, message, code=codes.get(exc.status_code), headers=headers),
-    )
+    error = ApiError(exc.status_code, message, code=codes.get(exc.status_code), headers=headers)
+    await _audit_refusal(request, error)
+    return _respond(request, error)
 
 
 async def _client_gone(_request: Request, _exc: Exception) -> Response:

@@ -15,9 +15,11 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
 ) -> None:
-    """Run the control plane (uvicorn with httptools and uvloop)."""
+    """Run the control plane (uvicorn with httptools and uvloop, plus header and body deadlines
+    and a per-address connection bound: controlplane/api/http_server.py)."""
     import uvicorn
 
+    from controlplane.api.http_server import server_config
     from controlplane.main import create_app
 
     overrides: dict[str, Any] = {}
@@ -31,18 +33,9 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-    )
+    served = server_config(create_app(settings), settings, ssl_certfile=certfile,
+                           ssl_keyfile=keyfile)  # fmt: skip
+    uvicorn.Server(served).run()
 
 
 def register(app: typer.Typer) -> None:

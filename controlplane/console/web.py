@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse
 
 from controlplane.api.deps import audit_writer
 from controlplane.api.errors import ApiError
+from controlplane.api.headers import SECURITY_HEADERS as APP_SECURITY_HEADERS
 from controlplane.console.sessions import ActiveSession
 from controlplane.tenancy.actions import AdminContext
 from controlplane.tenancy.limits import LIMITS, LimitField
@@ -28,17 +29,8 @@ TEMPLATE_DIR = PACKAGE_DIR / "templates"
 PREFIX = "/console"
 STATIC_PREFIX = "/static"
 
-# Same-origin only, no inline code: even an injected <script> would not run.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+# The application's security headers (controlplane/api/headers.py), and pages are never cached.
+SECURITY_HEADERS = {**APP_SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 T = TypeVar("T")
 

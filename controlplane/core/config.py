@@ -51,7 +51,17 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     body_timeout: float = Field(default=30.0, gt=0, description="seconds to receive a body")
+    # Slow clients (controlplane/api/http_server.py): every route, console included.
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive headers")
+    max_connections_per_address: int = Field(default=256, ge=1, le=100_000)
+    # Refused credentials per address (controlplane/api/auth_limit.py): past the allowance in a
+    # window the address gets 429 until the window ends; repeats are audited as one entry per
+    # window (controlplane/api/refusals.py).
+    auth_failure_window: float = Field(default=60.0, ge=1, le=3600)
+    auth_failures_per_address: int = Field(default=20, ge=1, le=100_000)
     admin_token: SecretStr | None = None
+    # /metrics answers only 'Authorization: Bearer <the first line of this file>' (unset: off).
+    metrics_token_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     # Multi-replica coordination: "auto" uses the database when it is PostgreSQL.
@@ -158,6 +168,9 @@ class Settings(BaseSettings):
             path = (self.data_dir / "sparkplane.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{path}")
         self._check_tls_files()
+        if self.metrics_token_file is not None and self.metrics_token_file.exists():
+            # Read at each scrape, not here: a missing file only turns /metrics off.
+            self._check_secret_file("METRICS_TOKEN_FILE", self.metrics_token_file)
         self._check_ldap()
         self._check_oidc()
         if (self.siem_tls_cert is None) != (self.siem_tls_key is None):

@@ -19,6 +19,7 @@ TABLE_MODULES = (
     "controlplane.admission.pg_schema",
     "controlplane.audit.models",
     "controlplane.console.models",
+    "controlplane.api.models",
 )
 
 

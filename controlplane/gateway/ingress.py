@@ -19,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from controlplane.api.deps import tenant_key
 from controlplane.api.errors import ApiError, error_response, internal_error, send_error
+from controlplane.api.headers import add_security_headers, append_security_headers
 from controlplane.gateway.call import GatewayServices, RelayCall
 from controlplane.gateway.request import read_request
 
@@ -62,18 +63,32 @@ async def relay(scope: Scope, receive: Receive, send: Send, endpoint: str) -> No
     await call.run(receive, send)
 
 
+def _with_security_headers(send: Send) -> Send:
+    async def headed_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            add_security_headers(message)
+        await send(message)
+
+    return headed_send
+
+
 class ControlPlaneApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = RELAYED.get(scope["path"]) if scope["type"] == "http" else None
-        if endpoint is None or scope["method"] != "POST":
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        endpoint = RELAYED.get(scope["path"])
+        if endpoint is None or scope["method"] != "POST":
+            await super().__call__(scope, receive, _with_security_headers(send))
             return
         scope["app"] = self
         started = False
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
-            started = True
+            if not started:
+                started = True
+                append_security_headers(message)
             await send(message)
 
         try:
@@ -81,4 +96,4 @@ class ControlPlaneApp(FastAPI):
         except Exception:
             log.exception("unexpected error on POST %s", scope["path"])
             if not started:
-                await error_response(internal_error())(scope, receive, send)
+                await error_response(internal_error())(scope, receive, tracked_send)

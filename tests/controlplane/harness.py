@@ -19,11 +19,13 @@ import uvloop
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from controlplane.api.http_server import server_config
 from controlplane.core.config import Settings
 from controlplane.main import create_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -32,8 +34,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def metrics_token_file(directory: Path) -> Path:
+    """A scrape token file (0600) with METRICS_TOKEN, for SPARKPLANE_METRICS_TOKEN_FILE."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "metrics-token"
+    path.write_text(METRICS_TOKEN + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def scrape(url: str) -> str:
+    """The gateway's /metrics text, read with the scrape token."""
+    response = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
 def make_settings(data_dir: Path, engine_urls: list[str], **extra: Any) -> Settings:
     values: dict[str, Any] = {
+        "metrics_token_file": metrics_token_file(data_dir),
+        # Load tests put hundreds of clients on 127.0.0.1, one address.
+        "max_connections_per_address": 2048,
         "data_dir": data_dir,
         "engine_urls": engine_urls,
         "admin_token": ADMIN_TOKEN,
@@ -57,15 +78,9 @@ class ThreadGateway:
         async def through_fastapi(scope: Scope, receive: Receive, send: Send) -> None:
             await FastAPI.__call__(app, scope, receive, send)
 
-        config = uvicorn.Config(
-            self.app if fast_path else through_fastapi,
-            host="127.0.0.1",
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            lifespan="on",
-        )
+        config = server_config(self.app, settings, host="127.0.0.1", log_level="warning")
+        if not fast_path:
+            config.app = through_fastapi
         self.server = uvicorn.Server(config)
         self.url = f"http://127.0.0.1:{settings.port}"
         self.loop = uvloop.new_event_loop()

@@ -31,6 +31,7 @@ PLAYBOOK = f"""
   tasks:
     - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/tls.yml"
     - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/directory.yml"
+    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/metrics.yml"
     - ansible.builtin.template:
         src: "{REPO}/templates/controlplane.env.j2"
         dest: "{{{{ sparkplane_etc_dir }}}}/controlplane.env"
@@ -82,7 +83,11 @@ def test_directory_variables_render_settings_and_0600_secrets(tmp_path: Path) ->
     ):
         assert stat.S_IMODE((secrets / name).stat().st_mode) == 0o600
         assert (secrets / name).read_text().strip() == value
+    token = (secrets / "metrics-token").read_text().strip()
+    assert stat.S_IMODE((secrets / "metrics-token").stat().st_mode) == 0o600
+    assert len(token) == 48 and token not in result.stdout  # issue 17, finding 6
     settings = load_settings(root / "etc/sparkplane/controlplane.env")  # production checks pass
+    assert settings.metrics_token_file == secrets / "metrics-token"
     assert settings.ldap_url == "ldaps://dc1.example.org" and settings.ldap_ca_file == ca
     assert settings.ldap_bind_password_file == secrets / "ldap-bind-password"
     assert settings.ldap_admin_groups == [ADMINS]

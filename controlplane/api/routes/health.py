@@ -11,7 +11,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from controlplane.api.deps import AuditDep, EnginesDep, MetricsDep, ReaderDep, in_session
+from controlplane.api.deps import (
+    AuditDep,
+    EnginesDep,
+    MetricsDep,
+    MetricsScraper,
+    ReaderDep,
+    in_session,
+)
 from controlplane.api.errors import documented
 
 router = APIRouter(tags=["health"])
@@ -47,7 +54,12 @@ async def readyz(request: Request, engines: EnginesDep, audit: AuditDep) -> Resp
     return Response(body, 200 if ready else 503, media_type="application/json")
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    include_in_schema=False,
+    dependencies=[MetricsScraper],
+)
 async def metrics(registry: MetricsDep) -> Response:
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 

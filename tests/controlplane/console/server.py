@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.api.http_server import server_config
 from controlplane.audit.models import AuditEntry
 from controlplane.console.auth import create_admin
 from controlplane.console.queries import entry_data
@@ -126,7 +127,7 @@ def start_console_server(
     app = create_app(config)
     ssl: dict[str, Any] = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **ssl)
+        server_config(app, config, host="127.0.0.1", port=port, log_level="warning", **ssl)
     )
     thread = threading.Thread(target=server.run, name="console-uvicorn", daemon=True)
     thread.start()

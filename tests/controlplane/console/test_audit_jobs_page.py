@@ -8,12 +8,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
-
 from controlplane.console.web import format_time
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.server import start_console_server
-from tests.controlplane.harness import free_port
+from tests.controlplane.harness import free_port, metrics_token_file, scrape
 
 
 def metric(text: str, name: str) -> float:
@@ -24,7 +22,9 @@ def metric(text: str, name: str) -> float:
 
 def test_dashboard_shows_last_and_next_prune_and_the_feed_backlog(tmp_path: Path) -> None:
     dead = f"tcp://127.0.0.1:{free_port()}"  # nothing listens: the receiver is down
-    server = start_console_server(tmp_path / "data", siem_target=dead)
+    server = start_console_server(
+        tmp_path / "data", siem_target=dead, metrics_token_file=metrics_token_file(tmp_path)
+    )
     try:
         name, password = server.add_user("auditor")
         client = ConsoleClient(server.url)
@@ -40,7 +40,7 @@ def test_dashboard_shows_last_and_next_prune_and_the_feed_backlog(tmp_path: Path
         deadline = time.monotonic() + 10
         while jobs.feed.status.backlog == 0 and time.monotonic() < deadline:
             time.sleep(0.1)  # the feed notices the sign-in's entry
-        scraped = httpx.get(f"{server.url}/metrics").text
+        scraped = scrape(server.url)
         backlog = metric(scraped, "sparkplane_siem_backlog_entries")
         assert backlog >= 1 and metric(scraped, "sparkplane_siem_connected") == 0
         assert metric(scraped, "sparkplane_siem_sender") == 1

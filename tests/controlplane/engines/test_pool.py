@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.controlplane.conftest import new_tenant
-from tests.controlplane.harness import ThreadGateway, make_settings
+from tests.controlplane.harness import ThreadGateway, make_settings, scrape
 from tests.enginesim import SimHandle, start_simulator
 
 
@@ -102,13 +102,13 @@ def test_unhealthy_engine_is_taken_out_and_put_back(
     finally:
         sick.set_faults(unhealthy=False)
     wait_for(lambda: all(engine["healthy"] for engine in engines(pair)))
-    metrics = httpx.get(pair.url + "/metrics").text
+    metrics = scrape(pair.url)
     assert re.search(r'sparkplane_engine_healthy\{engine="[^"]+"\} 1\.0', metrics)
 
 
 def test_metrics_per_tenant(pair: ThreadGateway, key: str) -> None:
     assert chat(key, pair.url, 3) == 200
-    text = httpx.get(pair.url + "/metrics").text
+    text = scrape(pair.url)
     for name in (
         "sparkplane_admitted_total",
         "sparkplane_completion_tokens_total",
@@ -153,9 +153,7 @@ def test_grafana_dashboard_uses_only_exported_metrics(pair: ThreadGateway, key: 
     assert chat(limited, pair.url, 1) == 200
     assert chat(limited, pair.url, 1) == 429
     httpx.get(pair.url + "/v1/models", headers={"Authorization": "Bearer nope"})
-    exported = set(
-        re.findall(r"^(sparkplane_\w+?)(?:\{| )", httpx.get(pair.url + "/metrics").text, re.M)
-    )
+    exported = set(re.findall(r"^(sparkplane_\w+?)(?:\{| )", scrape(pair.url), re.M))
     dashboard = json.loads((Path(__file__).parents[3] / "docs/grafana-dashboard.json").read_text())
     used = {
         name

@@ -1,0 +1,110 @@
+"""Issue 17, finding 8: refusals that tell of probing are audited as `http.refused` (a failed
+CSRF check, a role that may not, a method not allowed, and a malformed request the HTTP server
+refuses by itself), and repeats from one address are one summary entry per window. Failed
+before the fix (no entry at all)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.controlplane.console.client import ConsoleClient
+from tests.controlplane.console.server import (
+    PASSWORD,
+    ConsoleServer,
+    running_console,
+    start_console_server,
+)
+from tests.security.conftest import new_address
+
+WINDOW = 2.0
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    with running_console(tmp_path_factory, auth_failure_window=WINDOW) as running:
+        yield running
+
+
+def _refusals(server: ConsoleServer, address: str, kind: str = "http.refused") -> list[Any]:
+    deadline = time.monotonic() + 5
+    while True:
+        rows = [f for _, _, f in server.audit_entries(kind) if f.get("client") == address]
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def test_csrf_failure_is_audited(audited: ConsoleServer) -> None:
+    name, _ = audited.add_user("admin")
+    address = new_address()
+    client = ConsoleClient(audited.url, local_address=address)
+    assert client.signin(name, PASSWORD).status_code == 303
+    assert client.post("/tenants", {"name": "x"}, csrf="forged").status_code == 403
+    client.close()
+    [entry] = _refusals(audited, address)
+    assert entry["code"] == "csrf_failed" and entry["status"] == 403
+    assert entry["endpoint"] == "/console/tenants" and entry["method"] == "POST"
+
+
+def test_role_forbidden_is_audited(audited: ConsoleServer) -> None:
+    name, _ = audited.add_user("auditor")
+    address = new_address()
+    client = ConsoleClient(audited.url, local_address=address)
+    assert client.signin(name, PASSWORD).status_code == 303
+    csrf = client.csrf("/")
+    assert client.post("/tenants", {"name": "x"}, csrf=csrf).status_code == 403
+    client.close()
+    [entry] = _refusals(audited, address)
+    assert entry["code"] == "role_forbidden"
+
+
+def test_method_not_allowed_is_audited(audited: ConsoleServer) -> None:
+    address = new_address()
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=address)) as client:
+        assert client.delete(audited.url + "/healthz").status_code == 405
+    [entry] = _refusals(audited, address)
+    assert entry["code"] == "method_not_allowed" and entry["method"] == "DELETE"
+
+
+def test_a_request_the_server_refuses_itself_is_audited(audited: ConsoleServer) -> None:
+    address = new_address()
+    port = int(audited.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), source_address=(address, 0)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    [entry] = _refusals(audited, address)
+    assert entry["status"] == 400 and entry["code"] == "invalid_http_request"
+
+
+def test_repeats_are_one_summary_per_window(audited: ConsoleServer) -> None:
+    address = new_address()
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=address)) as client:
+        for _ in range(50):
+            assert client.delete(audited.url + "/healthz").status_code == 405
+    time.sleep(WINDOW + 1)
+    assert len(_refusals(audited, address)) == 1
+    [summary] = _refusals(audited, address, "http.refused_repeated")
+    assert summary["count"] == 49 and summary["endpoints"] == ["/healthz"]
+    assert summary["statuses"] == {"405": 49}
+
+
+def test_open_windows_are_written_at_shutdown(tmp_path: Path) -> None:
+    server = start_console_server(tmp_path / "data", auth_failure_window=600)
+    address = new_address()
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address)) as client:
+            for _ in range(10):
+                assert client.delete(server.url + "/healthz").status_code == 405
+        assert _refusals(server, address, "http.refused_repeated") == []  # window still open
+    finally:
+        server.stop()  # the lifespan's shutdown writes it
+    [summary] = [f for _, _, f in server.audit_entries("http.refused_repeated")
+                 if f.get("client") == address]  # fmt: skip
+    assert summary["count"] == 9
