@@ -26,6 +26,7 @@ from controlplane.audit.models import AuditContentKey
 from controlplane.audit.writer import AuditWriter
 
 SEALED_PREFIX = "v1."
+MASTER_KEY_FILE = "audit-content.key"  # in the data directory, next to the audit signing key
 NONCE_BYTES = 12
 
 
