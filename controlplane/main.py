@@ -19,6 +19,7 @@ import controlplane
 from controlplane.admission.local import Admission
 from controlplane.api.errors import add_html_error_page, install_error_handlers
 from controlplane.api.routes import docs, health, keys, tenants
+from controlplane.api.routes import usage as usage_api
 from controlplane.audit import jobs as audit_jobs
 from controlplane.audit.bootstrap import audited_database
 from controlplane.audit.captured import ContentStore
@@ -161,6 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(tenants.router)
     app.include_router(keys.router)
+    app.include_router(usage_api.router)
     app.include_router(health.router)
     docs.install_docs(app)
     _include_console(app)

@@ -33,6 +33,7 @@ REGISTRARS: dict[str, str] = {
     "keys": "controlplane.cli.tenants",
     "audit": "controlplane.cli.audit",
     "admins": "controlplane.cli.admins",
+    "usage": "controlplane.cli.usage",
     "backup": "controlplane.cli.backup",
     "restore": "controlplane.cli.backup",
 }

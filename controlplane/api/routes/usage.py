@@ -1,0 +1,50 @@
+"""Admin API: usage per key, per model or per day over a range of UTC days."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from controlplane.api.deps import ReaderDep, in_session
+from controlplane.api.errors import ApiError, documented
+from controlplane.core.db import utcnow
+from controlplane.metering.usage_report import GroupBy, usage_groups
+
+router = APIRouter(prefix="/api/usage", tags=["usage"], responses=documented(400, 401, 403, 422))
+MAX_DAYS = 3660
+
+
+class UsageGroupPublic(BaseModel):
+    tenant: str
+    group: str  # the day, the key's label (prefix and name; "(unknown)" before 0005) or model
+    key_id: int | None
+    estimated: bool  # counts of cancelled streams that never got their usage chunk
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@router.get("", summary="Requests and tokens per key, model or day")
+async def usage(
+    request: Request,
+    _reader: ReaderDep,
+    by: GroupBy = GroupBy.KEY,
+    tenant: Annotated[str | None, Query(max_length=63)] = None,
+    start: Annotated[date | None, Query(alias="from", description="first UTC day")] = None,
+    end: Annotated[date | None, Query(alias="to", description="last UTC day (today)")] = None,
+) -> list[UsageGroupPublic]:
+    """Sums over [from, to] (default: the last 31 days), per tenant and key, model or day;
+    estimated counts in rows of their own (`estimated: true`)."""
+    last = end or utcnow().date()
+    first = start or last - timedelta(days=30)
+    if first > last:
+        raise ApiError(400, "from: must not be after to", code="invalid_value", param="from")
+    if (last - first).days >= MAX_DAYS:
+        raise ApiError(400, f"the range may span at most {MAX_DAYS} days", code="invalid_value",
+                       param="from")  # fmt: skip
+    rows = await in_session(request, lambda s: usage_groups(s, by, first, last, tenant))
+    return [UsageGroupPublic(**row.as_json()) for row in rows]
