@@ -159,6 +159,7 @@ class RelayCall:
         self._client_gone = False
         # Content capture: only for a tenant that opted in (nothing is kept for the others).
         self._capture: CallCapture | None = None
+        self._closing: asyncio.Future[bool] | None = None  # sealing, then the completion entry
         if principal.tenant.capture_content and services.capture is not None:
             self._capture = CallCapture(services.capture, endpoint, self.model, raw)
 
@@ -396,9 +397,11 @@ class RelayCall:
         return True
 
     async def _record(self) -> bool:
-        """Count usage, update metrics and write the api.completion entry (never raises);
-        returns whether the entry is recorded. Runs once (later calls return the first
-        result): just before the answer's last byte, else when the call ends in any other way.
+        """Count usage, update metrics and write the api.completion entry (never raises, but
+        for the client's cancellation while captured content is sealed: the entry is written
+        all the same); returns whether the entry is recorded. Runs once (later calls return
+        the first result): just before the answer's last byte, else when the call ends in any
+        other way.
         """
         if self._phase is Phase.RECORDED:
             return self._completion_recorded
@@ -425,9 +428,7 @@ class RelayCall:
                 children.ttft.observe(ttft)
         services.usage.touch_key(self.principal.key_id)
         services.metrics.requests.labels(tenant.name, self.endpoint, self._outcome.value).inc()
-        captured = await self._seal_content() if self._capture is not None else {}
-        self._completion_recorded = await self._audit.close(
-            self.request_id,
+        fields = dict(
             tenant=tenant.name,
             key_id=self.principal.key_id,
             endpoint=self.endpoint,
@@ -442,9 +443,18 @@ class RelayCall:
             ttft_ms=None if ttft is None else round(ttft * 1000, 3),
             queue_ms=round(slot.queue_wait * 1000, 3) if slot else None,
             engine=slot.engine.url if slot else None,
-            **captured,
         )
+        if self._capture is None:
+            self._completion_recorded = await self._audit.close(self.request_id, **fields)
+        else:
+            # Sealing waits for a thread. Shielded: a client that leaves meanwhile cancels this
+            # call, not the entry, which is written once the content is sealed.
+            self._closing = asyncio.ensure_future(self._close_with_content(fields))
+            self._completion_recorded = await asyncio.shield(self._closing)
         return self._completion_recorded
+
+    async def _close_with_content(self, fields: dict[str, Any]) -> bool:
+        return await self._audit.close(self.request_id, **fields, **await self._seal_content())
 
     async def _seal_content(self) -> dict[str, str | None]:
         """Seal what a call that reached the engine sent and got; its `content_sha256`."""

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ def test_read_export_and_erase_captured_content(
         stream=True,
     )  # fmt: skip
     answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    # The SDK leaves at [DONE], which may come before the call's entry is written.
+    deadline = time.monotonic() + 10
+    while not [e for e in server.audit_entries("api.completion") if e[1] == tenant]:
+        assert time.monotonic() < deadline, "no api.completion entry"
+        time.sleep(0.05)
 
     page = auditor.get(f"/tenants/{tenant}/content")
     assert page.status_code == 200 and marker in page.text

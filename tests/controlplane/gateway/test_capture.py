@@ -5,6 +5,7 @@ tenant that did not opt in."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -192,6 +193,35 @@ def test_a_stream_the_client_leaves_is_sealed_as_unfinished(
     record = store.by_request([request_id])[request_id].record
     assert record is not None and record["finished"] is False
     assert record["choices"] and record["choices"][0]["finish_reason"] is None
+
+
+def test_a_client_that_leaves_while_its_content_is_sealed_still_gets_its_entry(
+    gateway: ThreadGateway, keys: dict[str, str]
+) -> None:
+    """Clients (the openai SDK) close the connection at `[DONE]`, which may come while the
+    gateway seals the content; the completion entry must be written all the same."""
+    body = {"model": "sim-model", "max_tokens": 40, "stream": True,
+            "messages": [{"role": "user", "content": f"done {MARKER}"}]}  # fmt: skip
+    headers = {"Authorization": f"Bearer {keys['on']}"}
+    database = Path(gateway.settings.data_dir) / "sparkplane.db"
+    blocker = sqlite3.connect(database, timeout=30, isolation_level=None)
+    try:
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body,
+                          headers=headers, timeout=30) as response:  # fmt: skip
+            request_id = response.headers["x-request-id"]
+            for line in response.iter_lines():
+                if '"content"' in line and not blocker.in_transaction:
+                    blocker.execute("BEGIN IMMEDIATE")  # sealing (a write) now waits behind it
+                if line == "data: [DONE]":
+                    break  # and leave, as the SDK does
+        time.sleep(0.5)  # the gateway sees the disconnect while the seal still waits
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    entry = completion_entry(gateway, request_id)
+    assert entry["outcome"] == "ok" and entry["content_sha256"]
+    store = ContentStore(gateway.app.state.db_engine, gateway.app.state.content_vault)
+    assert store.by_request([request_id])[request_id].digest == entry["content_sha256"]
 
 
 def test_no_captured_text_in_the_database_files(
