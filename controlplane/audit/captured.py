@@ -6,10 +6,15 @@ call's request id. The call's `api.completion` entry carries `content_sha256`, t
 the sealed token, so the chain binds the ciphertext while no clear text ever reaches the
 database (or its WAL). Reading decrypts with the same key; once the tenant is erased the key is
 gone and every row reads as erased.
+
+The gateway's rows are written by group commit (`add`): while one insert transaction runs, the
+rows that arrive wait and go together in the next one, so capture costs one commit per batch,
+not one per call. A caller returns once its row is committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +31,11 @@ from controlplane.audit.models import AuditContent
 CAPTURED_FIELDS = ("endpoint", "model", "stream", "request", "choices", "finished")
 # What each entry of `choices` holds.
 CHOICE_FIELDS = ("index", "text", "reasoning", "tool_calls", "finish_reason")
+
+
+def _row(tenant: str, request_id: str, sealed: str) -> dict[str, Any]:
+    return {"request_id": request_id, "tenant": tenant, "created": datetime.now(UTC),
+            "sealed": sealed}  # fmt: skip
 
 
 def content_digest(sealed: str) -> str:
@@ -51,17 +61,45 @@ class ContentStore:
     def __init__(self, engine: Engine, vault: ContentVault) -> None:
         self.engine = engine
         self.vault = vault
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._committing: asyncio.Task[None] | None = None
+
+    def seal(self, tenant: str, record: dict[str, Any]) -> str:
+        """The sealed token of one call's record (CPU work: call it off the event loop)."""
+        return self.vault.seal(tenant, orjson.dumps(record))
 
     def save(self, tenant: str, request_id: str, record: dict[str, Any]) -> str:
-        """Seal and store one call's record; returns its `content_sha256`."""
-        sealed = self.vault.seal(tenant, orjson.dumps(record))
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(AuditContent).values(
-                    request_id=request_id, tenant=tenant, created=datetime.now(UTC), sealed=sealed
-                )
-            )
+        """Seal and store one call's record in its own transaction; its `content_sha256`."""
+        sealed = self.seal(tenant, record)
+        self._insert([_row(tenant, request_id, sealed)])
         return content_digest(sealed)
+
+    async def add(self, tenant: str, request_id: str, sealed: str) -> str:
+        """Store a sealed record with the others that wait (group commit); returns its
+        `content_sha256` once committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((_row(tenant, request_id, sealed), done))
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_waiting())
+        await asyncio.shield(done)
+        return content_digest(sealed)
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await asyncio.to_thread(self._insert, [row for row, _ in batch])
+            except Exception as exc:  # each caller learns it (and logs it)
+                for _, done in batch:
+                    done.set_exception(exc)
+                    done.add_done_callback(lambda future: future.exception())
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(AuditContent), rows)
 
     def read(self, tenant: str, limit: int = 50) -> list[CapturedRecord]:
         """The tenant's newest captured records, decrypted (or marked unreadable)."""

@@ -38,10 +38,9 @@ class CallCapture:
 
     async def seal(self, tenant: str, request_id: str, finished: bool) -> str:
         """Store the sealed record; returns the `content_sha256` for the completion entry."""
-        # Parsing a long stream is CPU work: done in the store's thread, off the event loop.
-        return await asyncio.to_thread(
-            lambda: self.store.save(tenant, request_id, self.record(finished))
-        )
+        # Parsing a long stream and sealing it is CPU work: done in a thread, off the loop.
+        sealed = await asyncio.to_thread(lambda: self.store.seal(tenant, self.record(finished)))
+        return await self.store.add(tenant, request_id, sealed)
 
     def record(self, finished: bool) -> dict[str, Any]:
         """The captured record (`CAPTURED_FIELDS`)."""
