@@ -7,16 +7,17 @@ the sealed token, so the chain binds the ciphertext while no clear text ever rea
 database (or its WAL). Reading decrypts with the same key; once the tenant is erased the key is
 gone and every row reads as erased.
 
-The gateway's rows are written by group commit (`add`): while one insert transaction runs, the
-rows that arrive wait and go together in the next one, so capture costs one commit per batch,
-not one per call. A caller returns once its row is committed.
+The gateway's records are sealed and written by group commit (`add`), in a thread: while one
+batch is sealed and inserted, the records that arrive wait and go together in the next one, so
+capture costs one key look-up per tenant and one commit per batch, not per call. A caller
+returns once its row is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,9 @@ from controlplane.audit.models import AuditContent
 CAPTURED_FIELDS = ("endpoint", "model", "stream", "request", "choices", "finished")
 # What each entry of `choices` holds.
 CHOICE_FIELDS = ("index", "text", "reasoning", "tool_calls", "finish_reason")
+
+
+_Call = tuple[str, str, Callable[[], dict[str, Any]]]  # tenant, request id, its record
 
 
 def _row(tenant: str, request_id: str, sealed: str) -> dict[str, Any]:
@@ -61,41 +65,55 @@ class ContentStore:
     def __init__(self, engine: Engine, vault: ContentVault) -> None:
         self.engine = engine
         self.vault = vault
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._waiting: list[tuple[_Call, asyncio.Future[str]]] = []
         self._committing: asyncio.Task[None] | None = None
-
-    def seal(self, tenant: str, record: dict[str, Any]) -> str:
-        """The sealed token of one call's record (CPU work: call it off the event loop)."""
-        return self.vault.seal(tenant, orjson.dumps(record))
 
     def save(self, tenant: str, request_id: str, record: dict[str, Any]) -> str:
         """Seal and store one call's record in its own transaction; its `content_sha256`."""
-        sealed = self.seal(tenant, record)
+        sealed = self.vault.seal(tenant, orjson.dumps(record))
         self._insert([_row(tenant, request_id, sealed)])
         return content_digest(sealed)
 
-    async def add(self, tenant: str, request_id: str, sealed: str) -> str:
-        """Store a sealed record with the others that wait (group commit); returns its
-        `content_sha256` once committed."""
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((_row(tenant, request_id, sealed), done))
+    async def add(self, tenant: str, request_id: str, record: Callable[[], dict[str, Any]]) -> str:
+        """Seal `record()` (built in the committing thread: parsing a long stream is CPU work)
+        and store it with the others that wait; its `content_sha256` once committed."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append(((tenant, request_id, record), done))
         if self._committing is None or self._committing.done():
             self._committing = asyncio.create_task(self._commit_waiting())
-        await asyncio.shield(done)
-        return content_digest(sealed)
+        return await asyncio.shield(done)
 
     async def _commit_waiting(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                await asyncio.to_thread(self._insert, [row for row, _ in batch])
-            except Exception as exc:  # each caller learns it (and logs it)
-                for _, done in batch:
-                    done.set_exception(exc)
+                outcomes = await asyncio.to_thread(self._seal_and_insert, [c for c, _ in batch])
+            except Exception as exc:  # the insert failed: every caller of the batch learns it
+                outcomes = [exc] * len(batch)
+            for outcome, (_, done) in zip(outcomes, batch, strict=True):
+                if isinstance(outcome, Exception):
+                    done.set_exception(outcome)
                     done.add_done_callback(lambda future: future.exception())
-            else:
-                for _, done in batch:
-                    done.set_result(None)
+                else:
+                    done.set_result(outcome)
+
+    def _seal_and_insert(self, calls: list[_Call]) -> list[str | Exception]:
+        sealers: dict[str, Callable[[bytes], str]] = {}
+        rows: list[dict[str, Any]] = []
+        outcomes: list[str | Exception] = []
+        for tenant, request_id, record in calls:
+            try:
+                if tenant not in sealers:
+                    sealers[tenant] = self.vault.sealer(tenant)
+                sealed = sealers[tenant](orjson.dumps(record()))
+            except Exception as exc:  # this call's record only
+                outcomes.append(exc)
+                continue
+            rows.append(_row(tenant, request_id, sealed))
+            outcomes.append(content_digest(sealed))
+        if rows:
+            self._insert(rows)
+        return outcomes
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:

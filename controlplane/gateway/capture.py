@@ -9,7 +9,6 @@ choice, its reasoning and its tool calls (their argument pieces joined by index)
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -38,9 +37,7 @@ class CallCapture:
 
     async def seal(self, tenant: str, request_id: str, finished: bool) -> str:
         """Store the sealed record; returns the `content_sha256` for the completion entry."""
-        # Parsing a long stream and sealing it is CPU work: done in a thread, off the loop.
-        sealed = await asyncio.to_thread(lambda: self.store.seal(tenant, self.record(finished)))
-        return await self.store.add(tenant, request_id, sealed)
+        return await self.store.add(tenant, request_id, lambda: self.record(finished))
 
     def record(self, finished: bool) -> dict[str, Any]:
         """The captured record (`CAPTURED_FIELDS`)."""
