@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -40,7 +40,7 @@ async def usage(
     estimated counts in rows of their own (`estimated: true`). An unknown tenant, or a range
     with no day in it, has no usage: an empty list."""
     last = end or utcnow().date()
-    first = start or last - timedelta(days=30)
+    first = start or date.fromordinal(max(1, last.toordinal() - 30))  # (no day before 0001-01-01)
     # A range that holds no day (from after to) simply holds no usage.
     rows = await in_session(request, lambda s: usage_groups(s, by, first, last, tenant))
     return [UsageGroupPublic(**row.as_json()) for row in rows]

@@ -106,6 +106,7 @@ def test_usage_per_key_and_per_model(gateway: ThreadGateway) -> None:
         backwards = admin.get("/api/usage", params={"from": "2026-12-31", "to": "2026-01-01"})
         assert backwards.status_code == 200 and backwards.json() == []  # no day, no usage
         assert admin.get("/api/usage", params={"tenant": "nobody"}).json() == []
+        assert admin.get("/api/usage", params={"to": "0001-01-01"}).json() == []  # schemathesis
         assert admin.get("/api/usage", params={"by": "colour"}).status_code == 422
 
 
