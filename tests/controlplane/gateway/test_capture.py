@@ -9,11 +9,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -255,3 +257,37 @@ def test_the_docs_list_exactly_the_sealed_fields(
     record = sealed_record(gateway, call(gateway, keys["on"], "/v1/chat/completions", body))
     assert record_fields == list(record)
     assert choice_fields == list(record["choices"][0])
+
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.mark.postgres
+def test_capture_on_postgresql_in_batches(
+    sim: SimHandle, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same path on PostgreSQL, 16 calls at once (their rows may share a group commit)."""
+    schema = f"capture_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    server = ThreadGateway(
+        make_settings(tmp_path_factory.mktemp("pg"), [sim.url], database_url=url)
+    )
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "pgcaptured", capture_content=True)
+        body = {"model": "sim-model", "max_tokens": 6, "stream": True,
+                "messages": [{"role": "user", "content": f"pg {MARKER}"}]}  # fmt: skip
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda _: call(server, key, "/v1/chat/completions", body),
+                                      range(16)))  # fmt: skip
+        for response in responses:
+            text = "".join(c["choices"][0]["delta"].get("content") or ""
+                           for c in streamed(response) if c["choices"])  # fmt: skip
+            (choice,) = sealed_record(server, response)["choices"]
+            assert choice["text"] == text
+    finally:
+        server.stop()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
