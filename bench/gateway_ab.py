@@ -5,6 +5,8 @@
 
     # one tree, two settings: --before-env/--after-env add SPARKPLANE_* variables to one side
     .venv/bin/python -m bench.gateway_ab --before . --after-env SPARKPLANE_AUDIT_WAIT=queued
+    # one tree, two tenants: --after-tenant=--capture-content (an option of `tenants create`)
+    .venv/bin/python -m bench.gateway_ab --before . --after-tenant=--capture-content
 
 On this noisy 2-core machine the same version's added latency moves by more than most changes
 do between two runs; served side by side, alternating every 5 s, both versions see the same
@@ -60,8 +62,13 @@ def main() -> None:
             f"--{side}-env", action="append", default=[], type=_env_pair, metavar="KEY=VALUE",
             help=f"an environment variable for the {side} server (repeatable)",
         )  # fmt: skip
+        parser.add_argument(
+            f"--{side}-tenant", action="append", default=[], metavar="OPTION",
+            help=f"an option of `tenants create` for the {side} server's tenant (repeatable)",
+        )  # fmt: skip
     args = parser.parse_args()
     extra_env = {side: dict(getattr(args, f"{side}_env")) for side in ("before", "after")}
+    tenant_options = {side: getattr(args, f"{side}_tenant") for side in ("before", "after")}
     load = os.getloadavg()[0]
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     procs: dict[str, gateways.Proc] = {}
@@ -73,7 +80,9 @@ def main() -> None:
                 env = gateways.sparkplane_env(Path(tmp) / name, procs["direct"].url, 512)
                 env["PYTHONPATH"] = str(tree)
                 env.update(extra_env[name])
-                keys[name] = gateways.create_tenant_key(env, "bench", "--max-concurrency", "512")
+                keys[name] = gateways.create_tenant_key(
+                    env, "bench", "--max-concurrency", "512", *tenant_options[name]
+                )
                 procs[name] = gateways.start_sparkplane(env)
             targets = {
                 name: Target(name, proc.url, {"Authorization": f"Bearer {keys[name]}"})
@@ -86,8 +95,9 @@ def main() -> None:
     print(
         f"\n# Sparkplane A/B at {args.rate:g} req/s, open loop ({args.rounds} rounds x 5 s per "
         f"target, alternating; 1-min load average before the run {load:.1f})\n"
-        f"before: {trees['before']} {_show(extra_env['before'])}\n"
-        f"after:  {trees['after']} {_show(extra_env['after'])}"
+        f"before: {trees['before']} {_show(extra_env['before'])} "
+        f"{' '.join(tenant_options['before'])}\n"
+        f"after:  {trees['after']} {_show(extra_env['after'])} {' '.join(tenant_options['after'])}"
     )
     print_added(results, cpu, list(trees), "tree")
 

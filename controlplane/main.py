@@ -21,8 +21,11 @@ from controlplane.api.auth_limit import AuthFailureLimit
 from controlplane.api.errors import add_html_error_page, install_error_handlers
 from controlplane.api.refusals import RefusalLog
 from controlplane.api.routes import docs, health, keys, tenants
+from controlplane.api.routes import usage as usage_api
 from controlplane.audit import jobs as audit_jobs
 from controlplane.audit.bootstrap import audited_database
+from controlplane.audit.captured import ContentStore
+from controlplane.audit.content import MASTER_KEY_FILE, ContentVault
 from controlplane.console import routes as console
 from controlplane.core.config import Settings
 from controlplane.core.db import session_factory
@@ -113,7 +116,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(authenticator.close)
         app.state.authenticator = authenticator
 
-        services = GatewayServices(settings, admission, engines, usage, metrics, audit)
+        # Content capture for the tenants that opt in (audit/captured.py); the console's
+        # erase and content pages use the same vault.
+        app.state.content_vault = ContentVault(db_engine, settings.data_dir / MASTER_KEY_FILE)
+        capture = ContentStore(db_engine, app.state.content_vault)
+        services = GatewayServices(settings, admission, engines, usage, metrics, audit, capture)
         app.state.gateway = services
         app.state.engines, app.state.metrics = engines, metrics
         metrics.watch(lambda: _live_state(services))
@@ -164,6 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(tenants.router)
     app.include_router(keys.router)
+    app.include_router(usage_api.router)
     app.include_router(health.router)
     docs.install_docs(app)
     _include_console(app)

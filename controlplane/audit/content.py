@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from controlplane.audit.models import AuditContentKey
 from controlplane.audit.writer import AuditWriter
 
 SEALED_PREFIX = "v1."
+MASTER_KEY_FILE = "audit-content.key"  # in the data directory, next to the audit signing key
 NONCE_BYTES = 12
 
 
@@ -57,10 +59,18 @@ class ContentVault:
 
     def seal(self, tenant: str, plaintext: str | bytes) -> str:
         """Encrypt under the tenant's data key (created on first use)."""
-        raw = plaintext.encode() if isinstance(plaintext, str) else plaintext
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(self._data_key(tenant, create=True)).encrypt(nonce, raw, _aad(tenant))
-        return SEALED_PREFIX + base64.b64encode(nonce + sealed).decode()
+        return self.sealer(tenant)(plaintext)
+
+    def sealer(self, tenant: str) -> Callable[[str | bytes], str]:
+        """`seal` for several texts of one tenant, with one look-up of its data key."""
+        aead, aad = AESGCM(self._data_key(tenant, create=True)), _aad(tenant)
+
+        def seal(plaintext: str | bytes) -> str:
+            raw = plaintext.encode() if isinstance(plaintext, str) else plaintext
+            nonce = os.urandom(NONCE_BYTES)
+            return SEALED_PREFIX + base64.b64encode(nonce + aead.encrypt(nonce, raw, aad)).decode()
+
+        return seal
 
     def open(self, tenant: str, token: str) -> bytes:
         """Decrypt a token; ContentShredded once the tenant's key is destroyed."""

@@ -4,6 +4,10 @@ Layout (docs/audit.md): a signed header line, then entry lines in seq order with
 checkpoint line right after the entry it covers, then the signer's public key. Entries outside
 the requested time range or tenant are still present (the chain needs them) but their data is
 withheld (`"d":null`); their envelopes, hashes and digests remain.
+
+With `content` (`audit export --content`), each disclosed `api.completion` entry that names a
+`content_sha256` is followed by a content line: the sealed token (whose SHA-256 the verifier
+checks against the entry) and the record decrypted from it, or why it cannot be (`erased`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
 from sqlalchemy import Connection, Engine, func, select
 
+from controlplane.audit.captured import ContentStore
 from controlplane.audit.chain import GENESIS_HASH, canonical_json, export_line, format_time
 from controlplane.audit.checkpoint import CheckpointSigner
 from controlplane.audit.models import AuditCheckpoint, AuditEntry
@@ -60,6 +66,7 @@ class ExportResult:
     last_seq: int
     disclosed: int
     withheld: int
+    content: int = 0  # content lines written (decrypted or not)
 
 
 def sign_header(signer: CheckpointSigner, header: dict[str, object]) -> bytes:
@@ -77,6 +84,7 @@ async def export_audit(
     end: datetime | None = None,
     tenant: str | None = None,
     actor: str | None = None,
+    content: ContentStore | None = None,
 ) -> ExportResult:
     """Record the export (with its reason) in the chain, checkpoint, then write the file."""
     if not reason or not reason.strip():
@@ -93,17 +101,19 @@ async def export_audit(
         time_from=filters["from"],
         time_to=filters["to"],
         file=Path(out).name,
+        content=content is not None,
     )
     await writer.checkpoint_now()
-    header = {"reason": reason.strip(), "export_seq": export_seq, "filter": filters}
+    header = {"reason": reason.strip(), "export_seq": export_seq, "filter": filters,
+              "content": content is not None}  # fmt: skip
     return await asyncio.to_thread(
-        _write, engine, writer.signer, Path(out), header, wanted, export_seq
+        _write, engine, writer.signer, Path(out), header, wanted, export_seq, content
     )
 
 
 def _write(
     engine: Engine, signer: CheckpointSigner, out: Path, header: dict[str, object],
-    wanted: ExportFilter, export_seq: int,
+    wanted: ExportFilter, export_seq: int, content: ContentStore | None = None,
 ) -> ExportResult:  # fmt: skip
     with engine.connect() as conn:
         first, last, checkpoints = _plan(conn, wanted, export_seq)
@@ -121,14 +131,16 @@ def _write(
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             handle.write(sign_header(signer, header))
-            disclosed, withheld = _write_entries(conn, handle, first, last, checkpoints, wanted)
+            disclosed, withheld, contents = _write_entries(
+                conn, handle, first, last, checkpoints, wanted, content
+            )
             key = {"name": signer.origin, "key_id": signer.key_id.hex(),
                    "pem": public_pem(signer.public_key).decode()}  # fmt: skip
             handle.write(canonical_json({"public_key": key}) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
     os.replace(partial, out)
-    return ExportResult(out, export_seq, first, last, disclosed, withheld)
+    return ExportResult(out, export_seq, first, last, disclosed, withheld, contents)
 
 
 def _plan(
@@ -155,8 +167,8 @@ def _plan(
 
 def _write_entries(
     conn: Connection, handle: BinaryIO, first: int, last: int, checkpoints: dict[int, str],
-    wanted: ExportFilter,
-) -> tuple[int, int]:  # fmt: skip
+    wanted: ExportFilter, content: ContentStore | None,
+) -> tuple[int, int, int]:  # fmt: skip
     if first - 1 in checkpoints:  # the anchor kept at a retention cut
         handle.write(canonical_json({"checkpoint": checkpoints[first - 1]}) + b"\n")
     rows = conn.execution_options(yield_per=10_000).execute(
@@ -165,7 +177,7 @@ def _write_entries(
         .where(AuditEntry.seq >= first, AuditEntry.seq <= last)
         .order_by(AuditEntry.seq)
     )  # fmt: skip
-    disclosed = withheld = 0
+    disclosed = withheld = contents = 0
     for seq, moment, kind, tenant, envelope, data, entry_hash in rows:
         shown = data is not None and wanted.discloses(as_utc(moment), kind, tenant)
         disclosed, withheld = disclosed + shown, withheld + (not shown)
@@ -176,9 +188,26 @@ def _write_entries(
                 bytes(data) if shown and data is not None else None,
             )
         )
+        if content is not None and shown and data is not None and CONTENT_MARK in data:
+            contents += _write_content(handle, content, seq, bytes(data))
         if seq in checkpoints:
             handle.write(canonical_json({"checkpoint": checkpoints[seq]}) + b"\n")
-    return disclosed, withheld
+    return disclosed, withheld, contents
+
+
+CONTENT_MARK = b'"content_sha256":"'  # an entry whose call's content was captured
+
+
+def _write_content(handle: BinaryIO, content: ContentStore, seq: int, data: bytes) -> int:
+    """The content line after entry `seq`; 0 when its sealed row is gone."""
+    request_id = str(orjson.loads(data).get("request_id"))
+    found = content.by_request([request_id]).get(request_id)
+    if found is None:
+        return 0
+    line = {"seq": seq, "request_id": request_id, "sealed": found.sealed,
+            "record": found.record, "unreadable": found.problem}  # fmt: skip
+    handle.write(canonical_json({"content": line}) + b"\n")
+    return 1
 
 
 def _hash_before(conn: Connection, first: int) -> bytes:

@@ -104,3 +104,18 @@ class AuditRetentionRun(Base):
     deleted: Mapped[int] = mapped_column(Integer, default=0)
     redacted: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditContent(Base):
+    """The captured content of one call, sealed under its tenant's data key (content.py).
+
+    Its `api.completion` entry carries the SHA-256 of `sealed` (`content_sha256`), so the chain
+    binds the ciphertext; destroying the tenant's key makes every row unreadable for good.
+    """
+
+    __tablename__ = "audit_content"
+
+    request_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200), index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    sealed: Mapped[str] = mapped_column(Text)

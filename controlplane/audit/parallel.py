@@ -22,7 +22,7 @@ import orjson
 from controlplane.audit.chain import LINE_START
 from controlplane.audit.checker import ChainChecker
 from controlplane.audit.checkpoint import Checkpoint
-from controlplane.audit.scan import scan_lines
+from controlplane.audit.scan import CONTENT_START, scan_lines
 
 MIN_PARALLEL_BYTES = 32 << 20  # below this, process start-up costs more than it saves
 SLICES_PER_WORKER = 2  # some slack when one worker's core is busier
@@ -92,6 +92,8 @@ def _boundaries(handle: BinaryIO, start: int, size: int, count: int) -> list[int
         handle.seek(start + (size - start) * index // count)
         handle.readline()
         cut = handle.tell()
+        while handle.readline().startswith(CONTENT_START):  # it stays with its entry
+            cut = handle.tell()
         if cuts[-1] < cut < size:
             cuts.append(cut)
     return [*cuts, size]

@@ -1,7 +1,9 @@
 """Retention: prune old entries (keeping a signed checkpoint at the cut) and redact old data.
 
 Both run in one transaction that also appends their own audit entry, under the chain lock, with
-the permit row the database guards require (controlplane/audit/guards.py).
+the permit row the database guards require (controlplane/audit/guards.py). Captured content
+(`audit_content`, captured.py) goes with its entries: rows older than the cut or the tenant's
+retention are deleted in the same transaction (`content_deleted` in the entry).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from controlplane.audit import store
 from controlplane.audit.chain import canonical_json, format_time
 from controlplane.audit.checkpoint import CheckpointSigner
-from controlplane.audit.models import AuditCheckpoint, AuditEntry, AuditPrunePermit
+from controlplane.audit.models import AuditCheckpoint, AuditContent, AuditEntry, AuditPrunePermit
 
 DEFAULT_RETENTION_DAYS = 730  # two years: Korea's PIPC asks for at least one to two
 
@@ -88,6 +90,9 @@ def prune_before(
             store.add_checkpoint(conn, signer, cut, bytes(cut_hash or b""), moment)
         deleted = cut - first + 1
         fields = {"cut": cut, "before": format_time(before), "deleted": deleted, "reason": reason}
+        content = conn.execute(delete(AuditContent).where(AuditContent.created < before)).rowcount
+        if content:
+            fields["content_deleted"] = content
         _append_and_checkpoint(conn, signer, "audit.pruned", fields, moment)
         with _Permit(conn, f"prune to {cut}"):
             conn.execute(delete(AuditEntry).where(AuditEntry.seq <= cut))
@@ -115,13 +120,21 @@ def redact(
         condition.append(AuditEntry.tenant.in_(tenants))
     if exclude:
         condition.append(AuditEntry.tenant.not_in(exclude))
+    captured = [AuditContent.created < before]
+    if tenants is not None:
+        captured.append(AuditContent.tenant.in_(tenants))
+    if exclude:
+        captured.append(AuditContent.tenant.not_in(exclude))
     with engine.connect() as conn:
         store.lock_chain(conn)
         with _Permit(conn, "redact"):
             count = conn.execute(update(AuditEntry).where(*condition).values(data=None)).rowcount
-        if count:
+        content = conn.execute(delete(AuditContent).where(*captured)).rowcount
+        if count or content:
             fields = {"before": format_time(before), "tenants": tenants, "except": exclude,
                       "redacted": count, "reason": reason}  # fmt: skip
+            if content:
+                fields["content_deleted"] = content
             _append_and_checkpoint(conn, signer, "audit.redacted", fields, datetime.now(UTC))
         conn.commit()
     return int(count)

@@ -17,6 +17,19 @@ from controlplane.audit.chain import DATA_SEPARATOR, ENVELOPE_OFFSET, LINE_START
 from controlplane.audit.checker import KIND_AT, ROTATION_KIND, ChainChecker
 from controlplane.audit.checkpoint import Checkpoint, CheckpointError, parse_checkpoint
 
+CONTENT_START = b'{"content":'
+
+
+def content_matches(line: bytes, entry_data: bytes) -> bool:
+    """A content line (`audit export --content`) names the SHA-256 of its sealed token in the
+    data of the entry just before it."""
+    try:
+        sealed = orjson.loads(line)["content"]["sealed"]
+        digest = hashlib.sha256(sealed.encode()).hexdigest().encode()
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return False
+    return b'"content_sha256":"' + digest + b'"' in entry_data
+
 
 def scan_lines(
     lines: Iterable[bytes], checker: ChainChecker, first_number: int = 2
@@ -26,6 +39,7 @@ def scan_lines(
     sha256, unhex = hashlib.sha256, unhexlify
     hashes, expected, prev = checker.hashes, checker.expected, checker.prev
     fast = withheld = 0
+    data = b"null"  # the data of the last entry line: a content line belongs to it
     for number, line in enumerate(lines, start=first_number):
         if line.startswith(LINE_START):
             end = line.find(DATA_SEPARATOR, ENVELOPE_OFFSET)
@@ -71,6 +85,10 @@ def scan_lines(
                 checkpoints.append((parse_checkpoint(orjson.loads(line)["checkpoint"]), number))
             except (CheckpointError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 checker.problem("malformed", f"unreadable checkpoint: {exc}", line=number)
+        elif line.startswith(CONTENT_START):
+            if not content_matches(line, data):
+                checker.problem("content_mismatch", "captured content does not match the "
+                                "content_sha256 of the entry before it", line=number)  # fmt: skip
         elif not line.startswith(b'{"public_key":') and line.strip():
             checker.problem("malformed", "line is neither entry, checkpoint nor key", line=number)
     checker.expected, checker.prev = expected, prev

@@ -155,15 +155,22 @@ def verify_export(path, keys):
     check = ExportCheck(keys, header["origin"])
     seq, prev = header["first_seq"], bytes.fromhex(header["prev_hash"])
     check.heads[seq - 1] = prev  # the genesis, or the checkpoint kept at a retention cut
+    entry_data = b"null"  # a content line belongs to the entry just before it
     for number, line in enumerate(lines[1:], start=2):
         if line.startswith(b'{"h":"'):
             prev = check.entry(line, number, seq, prev)
+            entry_data = line[line.index(b',"d":', 76) + 5 : line.rindex(b"}")]
             seq += 1
+        elif line.startswith(b'{"content":'):  # audit export --content
+            sealed = json.loads(line)["content"]["sealed"].encode()
+            named = b'"content_sha256":"' + hashlib.sha256(sealed).hexdigest().encode() + b'"'
+            if named not in entry_data:
+                raise Invalid(f"line {number}: captured content does not match its entry")
         elif line.startswith(b'{"checkpoint":'):
             note = json.loads(line)["checkpoint"]
             check.checkpoints.append((parse_note(note)[1], note))
         elif not line.startswith(b'{"public_key":') and line.strip():
-            raise Invalid(f"line {number} is neither an entry, a checkpoint nor the key")
+            raise Invalid(f"line {number} is not an entry, a checkpoint, content or the key")
     last = header["last_seq"]
     if seq - 1 != last:
         raise Invalid(f"truncated: the entries end at {seq - 1}, the header says {last}")

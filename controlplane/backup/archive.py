@@ -6,7 +6,7 @@
     secrets/pepper                   the API key pepper (without it every key stops working)
     secrets/audit-signing.key        the audit signing key (to go on signing checkpoints that
                                      auditors already trust) and every audit-signing*.pub
-    secrets/audit-content.key        the content master key, when content was ever captured
+    secrets/audit-content.key        the content master key, when the data directory has one
 
 Reading never extracts anything but these names, and every member must match its hash.
 """

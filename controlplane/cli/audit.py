@@ -104,10 +104,15 @@ def export_command(
     end: Annotated[str | None, typer.Option("--to", help="last time, ISO 8601")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant's data")] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="who exports")] = None,
+    content: Annotated[
+        bool, typer.Option("--content", help="decrypt captured content into the export")
+    ] = False,
     config: ConfigOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Export entries, their checkpoints and the public key; the export itself is audited."""
+    from controlplane.audit.captured import ContentStore
+    from controlplane.audit.content import MASTER_KEY_FILE, ContentVault
     from controlplane.audit.export import export_audit
     from controlplane.tenancy.actions import cli_actor
 
@@ -116,13 +121,20 @@ def export_command(
 
     async def run() -> Any:
         async with database_and_writer(settings) as (engine, writer):
+            store = None
+            if content:
+                vault = ContentVault(engine, settings.data_dir / MASTER_KEY_FILE)
+                store = ContentStore(engine, vault)
             return await export_audit(engine, writer, out, reason=reason, start=first, end=last,
-                                      tenant=tenant, actor=actor or cli_actor())  # fmt: skip
+                                      tenant=tenant, actor=actor or cli_actor(),
+                                      content=store)  # fmt: skip
 
     result = _run(run)
     typer.echo(
         f"wrote {result.path}: entries {result.first_seq}..{result.last_seq} "
-        f"({result.disclosed} with data, {result.withheld} withheld); "
+        f"({result.disclosed} with data, {result.withheld} withheld"
+        + (f", {result.content} with captured content" if content else "")
+        + "); "
         f"export recorded as entry {result.export_seq}"
     )
 

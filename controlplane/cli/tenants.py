@@ -60,6 +60,8 @@ def _limits(given: dict[str, Any]) -> dict[str, Any]:
 def _listed(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(value) or "*"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, float):
         return f"{value:g}"
     return "-" if value is None else str(value)
@@ -76,6 +78,8 @@ def _show_tenant(tenant: TenantPublic) -> None:
 def _option(field: LimitField) -> inspect.Parameter:
     """The `--name` option of a limit: its value type, or a comma-separated string for a list."""
     flag = "--" + (field.limit.option or field.name).replace("_", "-")
+    if field.kind is bool:  # a switch: --capture-content / --no-capture-content
+        flag += "/--no-" + flag[2:]
     kind: Any = str if field.kind is list else field.kind
     annotation = Annotated[kind | None, typer.Option(flag, help=field.limit.cli)]
     return inspect.Parameter(

@@ -43,16 +43,23 @@ class ModelUsage:
 def usage_rows(db: Session, start: date, end: date, tenant: str | None = None) -> list[UsageRow]:
     """Requests and tokens per tenant per UTC day, newest day first."""
     query = (
-        select(DailyUsage, Tenant.name)
+        select(
+            DailyUsage.day,
+            Tenant.name,
+            func.sum(DailyUsage.requests),
+            func.sum(DailyUsage.prompt_tokens),
+            func.sum(DailyUsage.completion_tokens),
+        )
         .join(Tenant, Tenant.id == DailyUsage.tenant_id)
         .where(DailyUsage.day >= start, DailyUsage.day <= end)
+        .group_by(DailyUsage.day, Tenant.name)  # over keys and models
         .order_by(DailyUsage.day.desc(), Tenant.name)
     )
     if tenant:
         query = query.where(Tenant.name == tenant)
     return [
-        UsageRow(row.day, name, row.requests, row.prompt_tokens, row.completion_tokens)
-        for row, name in db.execute(query)
+        UsageRow(day, name, int(requests), int(prompt), int(completion))
+        for day, name, requests, prompt, completion in db.execute(query)
     ]
 
 

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from controlplane.console.pages import (
     admins,
     audit,
+    content,
     dashboard,
     oidc,
     password,
@@ -30,6 +31,7 @@ async def console_root() -> Response:
 
 
 # Order matters where paths overlap: /tenants/new (tenants) before /tenants/{name} (tenant_detail).
-PAGES = (signin, oidc, password, dashboard, tenants, tenant_detail, usage, audit, admins, system)
+PAGES = (signin, oidc, password, dashboard, tenants, tenant_detail, content, usage, audit, admins,
+         system)  # fmt: skip
 for page in PAGES:
     router.include_router(page.router)

@@ -46,6 +46,7 @@ from controlplane.api.errors import (
     error_body,
     send_error,
 )
+from controlplane.audit.captured import ContentStore
 from controlplane.audit.errors import AuditUnavailable
 from controlplane.audit.writer import AuditWriter
 from controlplane.core.config import Settings
@@ -58,6 +59,7 @@ from controlplane.engines.client import (
 )
 from controlplane.engines.pool import EnginePool
 from controlplane.gateway.call_audit import CallAudit
+from controlplane.gateway.capture import CallCapture
 from controlplane.gateway.errors import (
     ClientLeft,
     EngineBrokeOff,
@@ -98,6 +100,7 @@ class GatewayServices:
     usage: UsageLedger
     metrics: Metrics
     audit: AuditWriter
+    capture: ContentStore | None = None  # content capture (audit/captured.py), opted in per tenant
     # Answers wait for no audit commit, only for the writer to accept (and keep) the entry.
     audit_queued: bool = field(init=False)
 
@@ -170,6 +173,11 @@ class RelayCall:
         self._completion_recorded = False
         self._working = False
         self._client_gone = False
+        # Content capture: only for a tenant that opted in (nothing is kept for the others).
+        self._capture: CallCapture | None = None
+        self._closing: asyncio.Future[bool] | None = None  # sealing, then the completion entry
+        if principal.tenant.capture_content and services.capture is not None:
+            self._capture = CallCapture(services.capture, endpoint, self.model, raw)
 
     # ---- the whole call ------------------------------------------------------------------
 
@@ -344,6 +352,8 @@ class RelayCall:
         content_type = response.headers.get("content-type", "application/json").encode()
         if response.status == 200:
             self._outcome = Outcome.OK
+            if self._capture is not None:
+                self._capture.answer(body)
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 self._take_usage(orjson.loads(body).get("usage"))
         else:
@@ -370,15 +380,20 @@ class RelayCall:
         if not await self._request_recorded(send):
             return
         relay = StreamRelay(strip_usage=not self._client_wants_usage)
+        capture = self._capture
         await self._send_headers(send, 200, list(SSE_HEADERS))
         try:
             async for data in response.iter_chunks():
                 out = relay.feed(data)
                 if out:
+                    if capture is not None:
+                        capture.feed(out)
                     if self._first_byte_at is None:
                         self._first_byte_at = time.monotonic()
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = relay.finish()
+            if capture is not None and tail:
+                capture.feed(tail)
             self._outcome = Outcome.OK
             self._settle_stream(relay)
             # Hold back the end of the stream ([DONE]) until the completion entry is recorded.
@@ -412,9 +427,11 @@ class RelayCall:
         return True
 
     async def _record(self) -> bool:
-        """Count usage, update metrics and write the api.completion entry (never raises);
-        returns whether the entry is recorded. Runs once (later calls return the first
-        result): just before the answer's last byte, else when the call ends in any other way.
+        """Count usage, update metrics and write the api.completion entry (never raises, but
+        for the client's cancellation while captured content is sealed: the entry is written
+        all the same); returns whether the entry is recorded. Runs once (later calls return
+        the first result): just before the answer's last byte, else when the call ends in any
+        other way.
         """
         if self._phase is Phase.RECORDED:
             return self._completion_recorded
@@ -426,7 +443,10 @@ class RelayCall:
         # is the latency).
         ttft = None if self._first_byte_at is None else self._first_byte_at - self.started
         if slot is not None:
-            services.usage.record(tenant.tenant_id, self._prompt_tokens, self._completion_tokens)
+            services.usage.record(
+                tenant.tenant_id, self._prompt_tokens, self._completion_tokens,
+                self.principal.key_id, self.model, estimated,
+            )  # fmt: skip
             services.admission.charge_tokens(
                 slot.tenant, self._prompt_tokens + self._completion_tokens
             )
@@ -438,8 +458,7 @@ class RelayCall:
                 children.ttft.observe(ttft)
         services.usage.touch_key(self.principal.key_id)
         services.metrics.requests.labels(tenant.name, self.endpoint, self._outcome.value).inc()
-        self._completion_recorded = await self._audit.close(
-            self.request_id,
+        fields = dict(
             tenant=tenant.name,
             key_id=self.principal.key_id,
             endpoint=self.endpoint,
@@ -455,7 +474,31 @@ class RelayCall:
             queue_ms=round(slot.queue_wait * 1000, 3) if slot else None,
             engine=slot.engine.url if slot else None,
         )
+        if self._capture is None:
+            self._completion_recorded = await self._audit.close(self.request_id, **fields)
+        else:
+            # Sealing waits for a thread. Shielded: a client that leaves meanwhile cancels this
+            # call, not the entry, which is written once the content is sealed.
+            self._closing = asyncio.ensure_future(self._close_with_content(fields))
+            self._completion_recorded = await asyncio.shield(self._closing)
         return self._completion_recorded
+
+    async def _close_with_content(self, fields: dict[str, Any]) -> bool:
+        return await self._audit.close(self.request_id, **fields, **await self._seal_content())
+
+    async def _seal_content(self) -> dict[str, str | None]:
+        """Seal what a call that reached the engine sent and got; its `content_sha256`."""
+        assert self._capture is not None
+        if self._slot is None:
+            return {}  # refused before the engine: nothing was generated
+        try:
+            finished = self._outcome is Outcome.OK
+            tenant = self.principal.tenant.name
+            return {"content_sha256": await self._capture.seal(tenant, self.request_id, finished)}
+        except Exception:
+            # The call happened; its entry says that its content could not be kept.
+            log.exception("could not capture the content of %s", self.request_id)
+            return {"content_sha256": None}
 
     def _estimate_unreported_usage(self) -> bool:
         """A cancelled stream has no usage chunk: estimate from what was relayed."""

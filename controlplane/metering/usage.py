@@ -1,5 +1,8 @@
 """Token usage: counted in memory on the request path, written to `usage_daily` in batches.
 
+Each count is per tenant, key, model and UTC day, with the estimated counts (a cancelled stream
+that never got its usage chunk) apart from the reported ones.
+
 Quotas read `tokens_today`/`tokens_this_month`: the database totals (all replicas, refreshed on
 every flush) plus what this replica counted since. Between two flushes another replica's usage is
 not yet seen, so a quota can be overshot by at most one flush interval of traffic.
@@ -23,7 +26,9 @@ from controlplane.tenancy.models import ApiKey, DailyUsage
 
 log = logging.getLogger(__name__)
 
-Counts = dict[tuple[int, date], list[int]]  # (tenant, day) -> [requests, prompt, completion]
+# (tenant, day, key, model, estimated) -> [requests, prompt, completion]
+Counts = dict[tuple[int, date, int, str, bool], list[int]]
+MODEL_NAME_MAX = 200  # the column's width; an engine's model name is shorter
 
 
 class UsageLedger:
@@ -48,8 +53,17 @@ class UsageLedger:
                 await self._task
         await self.flush()
 
-    def record(self, tenant_id: int, prompt_tokens: int, completion_tokens: int) -> None:
-        counts = self._pending[(tenant_id, utcnow().date())]
+    def record(
+        self,
+        tenant_id: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        key_id: int = 0,
+        model: str = "",
+        estimated: bool = False,
+    ) -> None:
+        day = utcnow().date()
+        counts = self._pending[(tenant_id, day, key_id, model[:MODEL_NAME_MAX], estimated)]
         counts[0] += 1
         counts[1] += prompt_tokens
         counts[2] += completion_tokens
@@ -69,7 +83,7 @@ class UsageLedger:
     def _unflushed(self, tenant_id: int, day_matches: object) -> int:
         total = 0
         for counts in (self._pending, self._flushing):
-            for (tid, day), (_, prompt, completion) in counts.items():
+            for (tid, day, *_), (_, prompt, completion) in counts.items():
                 if tid == tenant_id and day_matches(day):  # type: ignore[operator]
                     total += prompt + completion
         return total
@@ -99,17 +113,21 @@ class UsageLedger:
     ) -> tuple[dict[int, int], dict[int, int]]:
         insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         with self._engine.begin() as conn:
-            for (tenant_id, day), (requests, prompt, completion) in sorted(counts.items()):
+            for key, (requests, prompt, completion) in sorted(counts.items()):
+                tenant_id, day, key_id, model, estimated = key
                 statement = insert(DailyUsage).values(
                     tenant_id=tenant_id,
                     day=day,
+                    key_id=key_id,
+                    model=model,
+                    estimated=estimated,
                     requests=requests,
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                 )
                 conn.execute(
                     statement.on_conflict_do_update(
-                        index_elements=["tenant_id", "day"],
+                        index_elements=["tenant_id", "day", "key_id", "model", "estimated"],
                         set_={
                             "requests": DailyUsage.requests + requests,
                             "prompt_tokens": DailyUsage.prompt_tokens + prompt,

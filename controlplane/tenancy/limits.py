@@ -192,8 +192,14 @@ class TenantLimits(BaseModel):
         Limit(Integer, "Audit retention (days)", "how long this tenant's records are kept"),
     ] = Field(default=365, ge=1, le=36_500)
     capture_content: Annotated[
-        bool, Limit(Boolean, "Capture prompts and completions (encrypted per tenant)")
-    ] = False  # fmt: skip
+        bool,
+        Limit(
+            Boolean,
+            "Capture prompts and completions (encrypted per tenant)",
+            cli="seal each call's prompt and answer in the audit store (docs/audit.md)",
+            listed="capture",
+        ),
+    ] = False
 
 
 KINDS: dict[type[TypeEngine[Any]], type] = {

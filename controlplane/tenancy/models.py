@@ -64,13 +64,20 @@ class AuthEpoch(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+UNKNOWN_KEY = 0  # usage counted before keys were recorded (revision 0005): key unknown
+
+
 class DailyUsage(Base):
-    """Tokens per tenant and UTC day; quotas and the console's usage page read it."""
+    """Tokens per tenant, key, model and UTC day, the estimated ones apart (cancelled streams
+    without a usage chunk); quotas, `sparkplane usage` and the console's usage page read it."""
 
     __tablename__ = "usage_daily"
 
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True, default=UNKNOWN_KEY)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True, default="")
+    estimated: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=False)
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

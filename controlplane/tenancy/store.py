@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -197,15 +197,22 @@ def revoke_key(session: Session, key_id: int) -> tuple[ApiKeyPublic, ApiKey]:
     return before, key
 
 
-def tenant_usage(session: Session, tenant_name: str, days: int = 31) -> list[DailyUsage]:
+def tenant_usage(session: Session, tenant_name: str, days: int = 31) -> list[Any]:
+    """Per UTC day: requests and tokens over all keys and models (estimated included)."""
     tenant = get_tenant(session, tenant_name)
     since = utcnow().date() - timedelta(days=days - 1)
     query = (
-        select(DailyUsage)
+        select(
+            DailyUsage.day,
+            func.sum(DailyUsage.requests).label("requests"),
+            func.sum(DailyUsage.prompt_tokens).label("prompt_tokens"),
+            func.sum(DailyUsage.completion_tokens).label("completion_tokens"),
+        )
         .where(DailyUsage.tenant_id == tenant.id, DailyUsage.day >= since)
+        .group_by(DailyUsage.day)
         .order_by(DailyUsage.day)
     )
-    return list(session.scalars(query))
+    return list(session.execute(query))
 
 
 def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ REGISTRARS: dict[str, str] = {
     "audit": "controlplane.cli.audit",
     "admins": "controlplane.cli.admins",
     "admin-token": "controlplane.cli.admin_tokens",
+    "usage": "controlplane.cli.usage",
     "backup": "controlplane.cli.backup",
     "restore": "controlplane.cli.backup",
 }

@@ -269,6 +269,43 @@ def test_audit_chain_verifies_offline(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_content_capture_of_a_streamed_tool_call(
+    appliance: tuple[Path, subprocess.Popen[str], Path], netns: NetworkNamespace, tmp_path: Path
+) -> None:
+    """The real engine's streamed tool call, captured for a tenant that opted in: the export
+    with --content holds exactly what the client assembled, and still verifies."""
+    root, _, _ = appliance
+    demo = json.loads((root / "demo.json").read_text())
+    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    sparkplane("tenants", "create", "captured", "--capture-content", env=env)
+    key = sparkplane("keys", "create", "--tenant", "captured", env=env).stdout.splitlines()[-1]
+    done = netns.run([sys.executable, str(REPO / "tests" / "e2e" / "capture_client.py"),
+                      str(root / "demo.json"), key])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    called = json.loads(done.stdout)
+    seen = assembled(called["chunks"])
+    ((_, call),) = seen["tool_calls"].items()
+    assert call["name"] == "get_weather" and "city" in json.loads(call["arguments"])
+
+    export = tmp_path / "captured.jsonl"
+    sparkplane("audit", "export", "--reason", "capture e2e", "--tenant", "captured", "--content",
+               "--out", str(export), env=env)  # fmt: skip
+    lines = [json.loads(line) for line in export.read_text().splitlines()]
+    (content,) = [line["content"] for line in lines if "content" in line]
+    assert content["request_id"] == called["request_id"]
+    record = content["record"]
+    assert record["request"] == called["request"] and record["model"] == demo["model"]
+    assert record["stream"] is True and record["finished"] is True
+    (choice,) = record["choices"]
+    (sealed_call,) = choice["tool_calls"]
+    assert (sealed_call["name"], sealed_call["arguments"]) == (call["name"], call["arguments"])
+    assert choice["finish_reason"] == seen["finish_reason"]
+    assert (choice["text"] or "") == seen["content"]
+    pubkeys = list((root / "var" / "lib" / "sparkplane" / "controlplane").glob("audit*.pub"))
+    verified = sparkplane("audit", "verify", str(export), "--pubkey", str(pubkeys[0]), check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_sigterm_stops_everything_and_nothing_left_the_box(
     appliance: tuple[Path, subprocess.Popen[str], Path],
 ) -> None:

@@ -43,7 +43,15 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     sim: SimHandle = start_simulator(max_num_seqs=32, time_scale=0.001, models="sim-model")
     data_dir = tmp_path_factory.mktemp("props")
     gateway = ThreadGateway(
-        make_settings(data_dir, [sim.url], max_body_bytes=MAX_BODY, body_timeout=BODY_TIMEOUT)
+        # Every example comes from 127.0.0.1: the failed-authentication limit (its own tests in
+        # test_auth_failures.py) would block the address for valid keys after 20 wrong ones.
+        make_settings(
+            data_dir,
+            [sim.url],
+            max_body_bytes=MAX_BODY,
+            body_timeout=BODY_TIMEOUT,
+            auth_failures_per_address=100_000,
+        )
     )
     with gateway.admin() as admin:
         key = new_tenant(admin, "fuzzed", max_tokens=16, max_concurrency=4, queue_size=64)

@@ -31,7 +31,11 @@ def _error(response: httpx.Response) -> dict[str, str]:
     return body["error"]
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer"])
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer"],
+    ids=["none", "wrong", "basic-scheme", "empty"],  # stable ids: the token is random
+)
 def test_a_scrape_without_the_token_is_refused(scraped: ConsoleServer, header: str | None) -> None:
     headers = {"Authorization": header} if header is not None else {}
     response = httpx.get(scraped.url + "/metrics", headers=headers)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from controlplane.api.deps import audit_writer
-from controlplane.audit.content import ContentVault
+from controlplane.audit.content import MASTER_KEY_FILE, ContentVault
 from controlplane.console.deps import AdminAction, AdminViewer, Viewer
 from controlplane.console.forms import (
     CHECKBOXES,
@@ -36,7 +36,6 @@ from controlplane.tenancy.limits import TenantLimits
 from controlplane.tenancy.models import TenantPublic, TenantUpdate
 
 router = APIRouter()
-CONTENT_KEY_FILE = "audit-content.key"  # the audit package's suggested master key path
 
 
 def _public_tenants(db: Session) -> list[TenantPublic]:
@@ -131,7 +130,7 @@ def content_vault(request: Request) -> ContentVault:
     state = request.app.state
     vault: ContentVault | None = getattr(state, "content_vault", None)
     if vault is None:
-        vault = ContentVault(state.db_engine, Path(state.settings.data_dir) / CONTENT_KEY_FILE)
+        vault = ContentVault(state.db_engine, Path(state.settings.data_dir) / MASTER_KEY_FILE)
         state.content_vault = vault
     return vault
 

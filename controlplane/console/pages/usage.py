@@ -1,4 +1,4 @@
-"""Usage per tenant per day (requests and tokens), as a table and as CSV."""
+"""Usage per tenant per day, per key and per model (requests and tokens), as tables and CSV."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from controlplane.console.deps import Viewer
 from controlplane.console.queries import UsageRow, usage_rows
 from controlplane.console.web import SECURITY_HEADERS, bad_request, render, run_db
 from controlplane.core.db import utcnow
+from controlplane.metering.usage_report import CSV_COLUMNS, GroupBy, UsageGroup, usage_groups
 
 router = APIRouter()
 DEFAULT_DAYS = 30
@@ -44,6 +45,8 @@ def _window(request: Request) -> tuple[date, date, str]:
 async def usage(request: Request, active: Viewer) -> Response:
     start, end, tenant = _window(request)
     rows: list[UsageRow] = await run_db(request, usage_rows, start, end, tenant or None)
+    by_key = await run_db(request, usage_groups, GroupBy.KEY, start, end, tenant or None)
+    by_model = await run_db(request, usage_groups, GroupBy.MODEL, start, end, tenant or None)
     totals = {
         "requests": sum(r.requests for r in rows),
         "prompt_tokens": sum(r.prompt_tokens for r in rows),
@@ -51,6 +54,7 @@ async def usage(request: Request, active: Viewer) -> Response:
     }
     return render(
         request, "usage.html", active, section="usage", title="Usage", rows=rows, totals=totals,
+        by_key=by_key, by_model=by_model,
         start=start.isoformat(), end=end.isoformat(), tenant=tenant,
     )  # fmt: skip
 
@@ -58,15 +62,27 @@ async def usage(request: Request, active: Viewer) -> Response:
 @router.get("/usage.csv")
 async def usage_csv(request: Request, active: Viewer) -> Response:
     start, end, tenant = _window(request)
-    rows: list[UsageRow] = await run_db(request, usage_rows, start, end, tenant or None)
+    by = request.query_params.get("by", "")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["day", "tenant", "requests", "prompt_tokens", "completion_tokens",
-                     "total_tokens"])  # fmt: skip
-    for row in rows:
-        writer.writerow([row.day.isoformat(), row.tenant, row.requests, row.prompt_tokens,
-                         row.completion_tokens, row.total_tokens])  # fmt: skip
-    name = f"sparkplane-usage-{start.isoformat()}-{end.isoformat()}"
+    if by in (GroupBy.KEY, GroupBy.MODEL):  # per key or per model: one row per group
+        groups: list[UsageGroup] = await run_db(
+            request, usage_groups, GroupBy(by), start, end, tenant or None
+        )
+        writer.writerow([by if c == "group" else c for c in CSV_COLUMNS])
+        for group in groups:
+            values = group.as_json()
+            writer.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
+    elif by:
+        raise bad_request("by: expected key or model (or nothing: per day)", "by")
+    else:
+        rows: list[UsageRow] = await run_db(request, usage_rows, start, end, tenant or None)
+        writer.writerow(["day", "tenant", "requests", "prompt_tokens", "completion_tokens",
+                         "total_tokens"])  # fmt: skip
+        for row in rows:
+            writer.writerow([row.day.isoformat(), row.tenant, row.requests, row.prompt_tokens,
+                             row.completion_tokens, row.total_tokens])  # fmt: skip
+    name = f"sparkplane-usage-{by + '-' if by else ''}{start.isoformat()}-{end.isoformat()}"
     name += f"-{tenant}.csv" if tenant else ".csv"
     return Response(
         buffer.getvalue(), media_type="text/csv; charset=utf-8",

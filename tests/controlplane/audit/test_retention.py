@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DatabaseError
 
+from controlplane.audit.captured import ContentStore
+from controlplane.audit.content import ContentVault
 from controlplane.audit.export import export_audit
-from controlplane.audit.models import AuditCheckpoint, AuditEntry
+from controlplane.audit.models import AuditCheckpoint, AuditContent, AuditEntry
 from controlplane.audit.retention import apply_retention
 from controlplane.audit.verify import verify_export, verify_live
 
@@ -83,4 +86,32 @@ async def test_concurrent_writes_during_prune_stay_in_one_chain(audit, engine, t
         writes, asyncio.to_thread(apply_retention, engine, audit.signer, now=later)
     )
     await audit.checkpoint_now()
+    assert verify_live(engine, [tmp_path / "audit-signing.pub"]).valid
+
+
+async def test_captured_content_goes_with_its_tenants_retention(audit, engine, tmp_path):
+    store = ContentStore(engine, ContentVault(engine, tmp_path / "audit-content.key"))
+    for tenant in ("acme", "beta", "gamma"):  # gamma: the default retention
+        store.save(tenant, f"req-{tenant}", {"request": f"{tenant}'s prompt"})
+    await fill(audit, 4)
+
+    def kept():
+        with engine.connect() as conn:
+            return sorted(conn.execute(select(AuditContent.tenant)).scalars())
+
+    def last(kind):
+        with engine.connect() as conn:
+            query = select(AuditEntry.data).where(AuditEntry.kind == kind)
+            return orjson.loads(conn.execute(query.order_by(AuditEntry.seq.desc())).scalar())
+
+    soon = datetime.now(UTC) + timedelta(days=40)  # past acme's 30 days, within beta's 365
+    apply_retention(engine, audit.signer, tenant_days={"acme": 30, "beta": 365}, now=soon)
+    assert kept() == ["beta", "gamma"]
+    assert last("audit.redacted")["content_deleted"] == 1
+    assert store.read("beta")[0].record == {"request": "beta's prompt"}
+    later = datetime.now(UTC) + timedelta(days=800)  # past every retention: pruned
+    apply_retention(engine, audit.signer, tenant_days={"acme": 30, "beta": 365}, now=later)
+    assert kept() == []
+    # beta's went with its redaction (whose entry the prune then took), gamma's with the prune.
+    assert last("audit.pruned")["content_deleted"] == 1
     assert verify_live(engine, [tmp_path / "audit-signing.pub"]).valid

@@ -60,8 +60,8 @@ def assert_same_origin(html: str) -> list[str]:
 
 
 def page_paths(tenant: str, seq: int) -> list[str]:
-    return ["/", "/tenants", f"/tenants/{tenant}", "/usage", "/audit", f"/audit/{seq}",
-            "/system", "/password"]  # fmt: skip
+    return ["/", "/tenants", f"/tenants/{tenant}", f"/tenants/{tenant}/content", "/usage",
+            "/audit", f"/audit/{seq}", "/system", "/password"]  # fmt: skip
 
 
 def test_every_page_is_self_contained(

@@ -157,6 +157,9 @@ def test_pre_runner_database_is_stamped_at_the_baseline_and_upgraded_keeping_its
             "sk-sp-abcdef"
         )
         assert conn.scalar(text("SELECT prompt_tokens FROM usage_daily")) == 700
+        # 0005: usage counted before keys and models were recorded: key 0 (unknown), model "".
+        usage = conn.execute(text("SELECT key_id, model, estimated FROM usage_daily")).one()
+        assert tuple(usage) == (0, "", False)
         assert conn.scalar(text("SELECT count(*) FROM audit_entries")) == 1
     assert_audit_guards_hold(engine)
     with engine.begin() as conn:  # the new column is a real, writable column

@@ -4,8 +4,8 @@
 auth_failure_counts: refused credentials per address in the current window, shared by
 replicas; admin_tokens: the HMAC, role and prefix of each admin API token, revoked on rotation.
 
-Revision ID: 0005_secedge
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06 06:29:45.404390
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_secedge"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

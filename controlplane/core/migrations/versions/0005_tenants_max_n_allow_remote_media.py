@@ -4,7 +4,7 @@ max_n: the most choices (`n`) one request may ask for, 4 for existing tenants as
 allow_remote_media: whether a request may name media by remote URL; false for every tenant that
 exists, so an upgrade opens nothing.
 
-Revision ID: 0005_secgw
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-06 06:16:39.027844
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_secgw"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
