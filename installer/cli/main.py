@@ -25,6 +25,7 @@ REGISTRARS: dict[str, str] = {
     "rollback": "installer.cli.lifecycle",
     "uninstall": "installer.cli.lifecycle",
     "status": "installer.cli.lifecycle",
+    "validate": "installer.cli.validate",
     "support-bundle": "installer.cli.ops",
     "tls": "installer.cli.ops",
     "demo": "installer.cli.demo",
@@ -33,6 +34,7 @@ REGISTRARS: dict[str, str] = {
     "keys": "controlplane.cli.tenants",
     "audit": "controlplane.cli.audit",
     "admins": "controlplane.cli.admins",
+    "capacity": "controlplane.cli.capacity",
     "backup": "controlplane.cli.backup",
     "restore": "controlplane.cli.backup",
 }
