@@ -7,6 +7,7 @@ cache), so the installer drives the installed release's own CLI exactly as on an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import stat
@@ -23,6 +24,7 @@ from controlplane.appliance.layout import Layout, controlplane_command, read_env
 from controlplane.appliance.system_info import read_system_info
 from controlplane.core import migrations, signing
 from installer.lifecycle.healthcheck import HEALTH_TENANT, HealthCheckError, check_health
+from installer.provision.system_tenant import CAPPED_TENANT
 from installer.lifecycle.status import appliance_status
 from installer.lifecycle.upgrade import rollback, uninstall, upgrade
 from installer.ops.processes import ManagedProcess
@@ -159,40 +161,55 @@ def serving(installed, tmp_path: Path) -> Iterator[tuple[Layout, SimHandle]]:
         sim.stop()
 
 
-def health_keys(root: Path) -> list[str]:
-    """The state (active / revoked) of every key of the health-check tenant."""
-    listed = release_cli(root, "keys", "list", "--tenant", HEALTH_TENANT)
+def probe_keys(root: Path) -> list[str]:
+    """The state (active / revoked) of every key of validate's capped tenant."""
+    listed = release_cli(root, "keys", "list", "--tenant", CAPPED_TENANT)
     assert listed.returncode == 0, listed.stderr
     return [line.split("\t")[3] for line in listed.stdout.splitlines()]
 
 
-def test_health_check_is_one_audited_completion_through_the_control_plane(
-    serving, tmp_path: Path
-) -> None:
+def test_health_check_runs_validate_quick_as_the_system_tenant(serving, tmp_path: Path) -> None:
     layout, sim = serving
-    check_health(layout, timeout=120, interval=0.5)
-    assert health_keys(layout.root) == ["revoked"]
-    check_health(layout, timeout=60, interval=0.5)  # the tenant exists now: reused
-    assert health_keys(layout.root) == ["revoked", "revoked"]
-    tenants = release_cli(layout.root, "tenants", "list").stdout.splitlines()
-    mine = [line for line in tenants if line.startswith(f"{HEALTH_TENANT}\t")]
-    assert len(mine) == 1 and mine[0].endswith("\tmodels=tiny-chat"), tenants
-    # The engine saw both completions with the control plane's tenant header ...
-    assert sim.stats()["tenants"][HEALTH_TENANT]["completed"] == 2, sim.stats()
-    # ... and the audit chain holds them under that tenant: the upgrade's proof of life.
+    # The simulator cannot follow a tool's schema nor switch reasoning on and off: those
+    # checks fail, the others pass, and a failed check is a failed health check.
+    with pytest.raises(HealthCheckError, match=r"validate --quick failed \(.*validate-.*\.json\)"):
+        check_health(layout, timeout=120, interval=0.5)
+    key_file = layout.system_key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert probe_keys(layout.root) == ["revoked"]
+    (report_path,) = layout.reports.glob("validate-*.json")
+    report = json.loads(report_path.read_text())
+    results = {check["name"]: check["passed"] for check in report["checks"]}
+    assert results == {
+        "models listed": True, "plain completion": True, "streamed completion": True,
+        "forced tool call, schema-valid arguments": False, "JSON-schema output": True,
+        "reasoning on and off": False, "over a tenant's cap: 429": True, "wrong key: 401": True,
+        "audit chain verifies": True,
+    }, report["checks"]  # fmt: skip
+    assert report["passed"] is False and report["quick"] is True
+    assert [point["concurrency"] for point in report["curve"]] == [1, 8]
+    assert sim.stats()["tenants"][HEALTH_TENANT]["completed"] > 10, sim.stats()
+    html = (layout.reports / report["html"]).read_text()
+    assert "<svg" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    # The calls and the report's hash are in the audit chain under the system tenant.
     entries = exported_entries(layout.root, tmp_path / "export.jsonl")
     done = [e for e in entries if e["kind"] == "api.completion" and e["tenant"] == HEALTH_TENANT]
-    assert [e["data"]["status"] for e in done] == [200, 200], done
+    assert done and all(e["data"]["status"] == 200 for e in done[:3]), done[:3]
+    (recorded,) = [e for e in entries if e["kind"] == "validate.report"]
+    digest = hashlib.sha256(report_path.read_bytes()).hexdigest()
+    assert recorded["data"]["sha256"] == digest and recorded["data"]["passed"] is False
+    listed = release_cli(layout.root, "tenants", "list").stdout
+    assert f"{HEALTH_TENANT}\tenabled,system\t" in listed, listed
+    refused = release_cli(layout.root, "tenants", "disable", HEALTH_TENANT)
+    assert refused.returncode == 1 and "cannot be disabled" in refused.stderr
 
 
-def test_health_check_failures_name_the_step_and_revoke_the_key(serving) -> None:
+def test_health_check_fails_when_the_engine_does(serving) -> None:
     layout, sim = serving
     sim.set_faults(error_rate=1.0)  # the engine answers /health but fails every completion
-    with pytest.raises(
-        HealthCheckError, match=r"control plane \(http://127.0.0.1:\d+\) failed: HTTP 500"
-    ):
+    with pytest.raises(HealthCheckError, match=r"plain completion: HTTP 500"):
         check_health(layout, timeout=120, interval=0.5)
-    assert "active" not in health_keys(layout.root)
+    assert "active" not in probe_keys(layout.root)
     sim.stop()
     with pytest.raises(HealthCheckError, match=r"not healthy after 2s: engine down"):
         check_health(layout, timeout=2, interval=0.5)
