@@ -24,11 +24,11 @@ from controlplane.appliance.layout import Layout, controlplane_command, read_env
 from controlplane.appliance.system_info import read_system_info
 from controlplane.core import migrations, signing
 from installer.lifecycle.healthcheck import HEALTH_TENANT, HealthCheckError, check_health
-from installer.provision.system_tenant import CAPPED_TENANT
 from installer.lifecycle.status import appliance_status
 from installer.lifecycle.upgrade import rollback, uninstall, upgrade
 from installer.ops.processes import ManagedProcess
 from installer.provision.install import install
+from installer.provision.system_tenant import CAPPED_TENANT
 from tests.controlplane.harness import free_port
 from tests.enginesim import SimHandle, start_simulator
 from tests.installer.fixtures.bundles import make_bundle
