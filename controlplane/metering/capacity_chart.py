@@ -20,11 +20,15 @@ svg.chart { width: 100%; height: auto; background: #fff; }
 svg.chart .axis { stroke: #8a94a6; stroke-width: 1; }
 svg.chart .grid { stroke: #e6e9ef; stroke-width: 1; }
 svg.chart text { font-size: 11px; fill: #5d6778; }
-svg.chart .curve { fill: none; stroke-width: 2; }
+svg.chart polyline.curve { fill: none; stroke-width: 2; }
 svg.chart .s0 { stroke: #1f5fbf; fill: #1f5fbf; }
 svg.chart .s1 { stroke: #8fb3e8; fill: #8fb3e8; }
 svg.chart .s2 { stroke: #c2185b; fill: #c2185b; }
+svg.chart .s3 { stroke: #2e7d32; fill: #2e7d32; }
+svg.chart .s4 { stroke: #ef6c00; fill: #ef6c00; }
+svg.chart .s5 { stroke: #6a1b9a; fill: #6a1b9a; }
 """
+SERIES_CLASSES = 6  # s0..s5 above; further series reuse them in turn
 
 
 def _ceiling(value: float) -> float:
@@ -40,9 +44,9 @@ def _ceiling(value: float) -> float:
 
 
 def curve_svg(
-    title: str, xs: Sequence[int], series: Sequence[tuple[str, Sequence[float]]], unit: str
+    title: str, xs: Sequence[int | str], series: Sequence[tuple[str, Sequence[float]]], axis: str
 ) -> str:
-    """Lines of `series` (label, one value per x) over concurrency levels `xs`."""
+    """Lines of `series` (label, one value per x) over the labels `xs`, named `axis` below."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     top = _ceiling(max((v for _, values in series for v in values), default=0.0))
     span = max(len(xs) - 1, 1)
@@ -68,16 +72,17 @@ def curve_svg(
         parts.append(f'<text x="{px:.1f}" y="{HEIGHT - 20}" text-anchor="middle">{level}</text>')
     parts.append(
         f'<text x="{LEFT + plot_w / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle">'
-        f"concurrent streams ({escape(unit)})</text>"
+        f"{escape(axis)}</text>"
     )
-    for number, (label, values) in enumerate(series):
+    for index, (label, values) in enumerate(series):
+        number = index % SERIES_CLASSES
         points = [point(i, v) for i, v in enumerate(values)]
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
         parts.append(f'<polyline class="curve s{number}" points="{path}"/>')
         for (px, py), value in zip(points, values, strict=True):
             parts.append(f'<circle class="s{number}" cx="{px:.1f}" cy="{py:.1f}" r="3">'
                          f"<title>{escape(label)}: {value:g}</title></circle>")  # fmt: skip
-        ly = TOP + 14 + 18 * number
+        ly = TOP + 14 + 18 * index
         lx = LEFT + plot_w + 12
         parts.append(f'<rect class="s{number}" x="{lx}" y="{ly - 8}" width="10" height="10"/>')
         parts.append(f'<text x="{LEFT + plot_w + 26}" y="{ly + 1}">{escape(label)}</text>')
@@ -95,7 +100,10 @@ def capacity_charts(rows: Sequence[CapacityRow]) -> list[str]:
         [("total, through Sparkplane", [r.aggregate_tok_s for r in rows]),
          ("total, engine alone", [r.direct_aggregate_tok_s for r in rows]),
          ("per stream", [r.per_stream_tok_s for r in rows])],
-        "tok/s",
+        "concurrent streams (tok/s)",
     )  # fmt: skip
-    ttft = curve_svg("Time to first token", xs, [("TTFT ms", [r.ttft_ms for r in rows])], "ms")
+    ttft = curve_svg(
+        "Time to first token", xs, [("TTFT ms", [r.ttft_ms for r in rows])],
+        "concurrent streams (ms)",
+    )  # fmt: skip
     return [rates, ttft]
