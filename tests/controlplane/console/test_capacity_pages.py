@@ -40,7 +40,7 @@ def test_the_system_page_shows_the_latest_report_and_its_plots(
     page = auditor.get("/system").text
     assert path.name in page and "checks passed" in page and "peak 61 tok/s" in page
     assert page.count("<polyline") == 4  # 3 rate curves + TTFT
-    assert "<td class=\"num\">61.0</td>" in page and "0.984" in page
+    assert '<td class="num">61.0</td>' in page and "0.984" in page
     assert_same_origin(page)
 
 
