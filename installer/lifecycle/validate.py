@@ -26,7 +26,7 @@ from controlplane.appliance.layout import Layout, read_args_file, read_env_file
 from installer.lifecycle import validate_checks as checks
 from installer.lifecycle.loopback import controlplane_loopback
 from installer.lifecycle.status import appliance_status
-from installer.lifecycle.validate_client import Target
+from installer.lifecycle.validate_client import CallFailed, Target
 from installer.lifecycle.validate_figures import Plan, measure_all, step_count
 from installer.lifecycle.validate_reference import judge_all
 from installer.lifecycle.validate_report import build_report, report_stem, write_report
@@ -121,7 +121,10 @@ def run_validate(
             for name, check in checks.CHECKS:
                 results.append(checks.run_check(name, check, ctx))
                 step(name)
-        measured = measure_all(gateway, Target(str(engine["url"])), model, plan, step)
+        try:
+            measured = measure_all(gateway, Target(str(engine["url"])), model, plan, step)
+        except CallFailed as exc:
+            raise ValidateError(f"the figures could not be measured: {exc}") from exc
         results.append(checks.run_check(*checks.FINAL_CHECK, ctx))
         step(checks.FINAL_CHECK[0])
     except ReleaseCliError as exc:

@@ -15,11 +15,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from installer.lifecycle.validate_client import StreamTiming, Target, stream_chat
+from installer.lifecycle.validate_client import (
+    CallFailed,
+    StreamTiming,
+    Target,
+    request_json,
+    stream_chat,
+)
 
 # The long prompt is sized from the engine's context, within these bounds.
 LONG_PROMPT_MAX_TOKENS = 8192
-PROMPT_WORD = "data "  # about one token per word for every tokenizer the profiles ship
+PROMPT_WORD = "data "
+CALIBRATION_WORDS = 200
+# Chat template and instruction around the words, in tokens (the demo's template adds ~20).
+PROMPT_OVERHEAD_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -28,14 +37,14 @@ class Plan:
 
     levels: tuple[int, ...]
     output_tokens: int
-    long_prompt_words: int
+    long_prompt_tokens: int
 
     @classmethod
     def for_engine(cls, max_num_seqs: int, max_model_len: int, quick: bool) -> Plan:
         ladder = (1, max_num_seqs) if quick else (1, 4, 16, max_num_seqs)
         output = 32 if quick else 128
-        long_words = min(LONG_PROMPT_MAX_TOKENS, max_model_len // 2 - output)
-        return cls(tuple(sorted(set(ladder))), output, max(long_words, 16))
+        long_tokens = min(LONG_PROMPT_MAX_TOKENS, max_model_len // 2)
+        return cls(tuple(sorted(set(ladder))), output, max(long_tokens, 16))
 
 
 @dataclass(frozen=True)
@@ -83,12 +92,23 @@ def measure_prefill(target: Target, model: str, words: int) -> tuple[float, floa
     return timing.ttft * 1000, timing.prompt_tokens / timing.ttft if timing.ttft > 0 else 0.0
 
 
+def words_for(direct: Target, model: str, tokens: int) -> int:
+    """How many prompt words make about `tokens` tokens, counted by the engine's /tokenize."""
+    body = {"model": model, "prompt": PROMPT_WORD * CALIBRATION_WORDS}
+    try:
+        counted = int(request_json(direct, "POST", "/tokenize", body)["count"])
+    except (CallFailed, KeyError, TypeError, ValueError):
+        counted = 2 * CALIBRATION_WORDS  # no /tokenize: assume two tokens a word
+    per_word = max(counted / CALIBRATION_WORDS, 0.1)
+    return max(int((tokens - PROMPT_OVERHEAD_TOKENS) / per_word), 4)
+
+
 def measure_all(
     gateway: Target, direct: Target, model: str, plan: Plan, step: Callable[[str], None]
 ) -> dict[str, Any]:
     """Every figure, gateway and direct, level by level; `step(label)` after each measurement."""
     figures: dict[str, float] = {}
-    for name, words in (("short", 16), ("long", plan.long_prompt_words)):
+    for name, words in (("short", 16), ("long", words_for(direct, model, plan.long_prompt_tokens))):
         ttft, rate = measure_prefill(gateway, model, words)
         figures[f"ttft_{name}_ms"], figures[f"prefill_{name}_tok_s"] = ttft, rate
         step(f"prefill, {name} prompt")
