@@ -206,8 +206,10 @@ def test_health_check_runs_validate_quick_as_the_system_tenant(serving, tmp_path
 def test_health_check_fails_when_the_engine_does(serving) -> None:
     layout, sim = serving
     sim.set_faults(error_rate=1.0)  # the engine answers /health but fails every completion
-    with pytest.raises(HealthCheckError, match=r"plain completion: HTTP 500"):
+    with pytest.raises(HealthCheckError, match=r"plain completion: HTTP 500") as failed:
         check_health(layout, timeout=120, interval=0.5)
+    assert "figures measured: HTTP 500" in str(failed.value)
+    assert "models listed" not in str(failed.value)  # only the failed checks are named
     assert "active" not in probe_keys(layout.root)
     sim.stop()
     with pytest.raises(HealthCheckError, match=r"not healthy after 2s: engine down"):
