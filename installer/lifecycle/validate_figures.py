@@ -2,9 +2,10 @@
 engine, with the same client and the same requests, so their ratio is the control plane's cost.
 
 Streams run in threads (one `http.client` connection each); all streams of one level start
-together and ask for the same number of tokens with `ignore_eos`, so every level measures a
-full batch for its whole length. Aggregate tok/s = all completion tokens / wall time of the
-level; per-stream tok/s = the mean of each stream's decode rate after its first token.
+together, each makes `repeats` requests back to back, and all ask for the same number of tokens
+with `ignore_eos`, so every level measures a full batch for its whole length. Aggregate tok/s =
+all completion tokens / wall time of the level; per-stream tok/s = the mean of each request's
+decode rate after its first token.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ class Plan:
     levels: tuple[int, ...]
     output_tokens: int
     long_prompt_tokens: int
+    repeats: int  # requests each stream makes, back to back (one is too few to judge by)
 
     @classmethod
     def for_engine(cls, max_num_seqs: int, max_model_len: int, quick: bool) -> Plan:
         ladder = (1, max_num_seqs) if quick else (1, 4, 16, max_num_seqs)
         output = 32 if quick else 128
         long_tokens = min(LONG_PROMPT_MAX_TOKENS, max_model_len // 2)
-        return cls(tuple(sorted(set(ladder))), output, max(long_tokens, 16))
+        return cls(tuple(sorted(set(ladder))), output, max(long_tokens, 16), 2 if quick else 3)
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,16 @@ def _body(model: str, words: int, max_tokens: int) -> dict[str, Any]:
             "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}  # fmt: skip
 
 
-def measure_level(target: Target, model: str, concurrency: int, output_tokens: int) -> Level:
+def measure_level(
+    target: Target, model: str, concurrency: int, output_tokens: int, repeats: int = 1
+) -> Level:
     body = _body(model, 48, output_tokens)
+
+    def stream(_: int) -> list[StreamTiming]:
+        return [stream_chat(target, body)[0] for _ in range(repeats)]
+
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        timings: list[StreamTiming] = [
-            t for t, _ in pool.map(lambda _: stream_chat(target, body), range(concurrency))
-        ]
+        timings = [t for per_stream in pool.map(stream, range(concurrency)) for t in per_stream]
     wall = max(t.finished for t in timings) - min(t.started for t in timings)
     tokens = sum(t.completion_tokens for t in timings)
     return Level(
@@ -116,7 +122,9 @@ def measure_all(
     for concurrency in plan.levels:
         levels = {}
         for label, target in (("gateway", gateway), ("direct", direct)):
-            levels[label] = measure_level(target, model, concurrency, plan.output_tokens)
+            levels[label] = measure_level(
+                target, model, concurrency, plan.output_tokens, plan.repeats
+            )
             step(f"{concurrency} stream(s), {label}")
         through, alone = levels["gateway"], levels["direct"]
         ratio = through.aggregate_tok_s / alone.aggregate_tok_s if alone.aggregate_tok_s else 0.0
