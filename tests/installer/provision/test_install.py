@@ -142,7 +142,7 @@ def test_controlplane_settings_point_at_the_engine(installed) -> None:
     env = read_env_file(Layout.at(root).controlplane_env)
     assert env["SPARKPLANE_DATA_DIR"] == str(Layout.at(root).controlplane_data)
     assert env["SPARKPLANE_ENGINE_URLS"] == "http://127.0.0.1:18000/v1"
-    assert env["SPARKPLANE_ENGINE_CAPACITY"] == "12"  # max-num-seqs 8 and a waiting half
+    assert env["SPARKPLANE_ENGINE_CAPACITY"] == "8"
     assert env["SPARKPLANE_PORT"] == "18080"
     # The service reads this file as its --config, which refuses unknown keys: load it so.
     settings = load_settings(Layout.at(root).controlplane_env)
