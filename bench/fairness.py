@@ -151,6 +151,10 @@ def main() -> None:
         help=f"another cap for one tenant of {sorted(TENANTS)}, e.g. w4=12 (a binding cap)",
     )
     parser.add_argument("--no-direct", action="store_true", help="skip the FCFS baseline")
+    parser.add_argument(
+        "--gateway-capacity", type=int, default=CAPACITY,
+        help="SPARKPLANE_ENGINE_CAPACITY (the installer sets max-num-seqs + half: 48)",
+    )  # fmt: skip
     args = parser.parse_args()
     load_before = os.getloadavg()[0]  # other work on the machine skews slot use
     caps = dict.fromkeys(TENANTS, args.cap)
@@ -164,7 +168,7 @@ def main() -> None:
     workdir = tempfile.TemporaryDirectory(prefix="sparkplane-fair-")
     tmp = workdir.name
     try:
-        env = gateways.sparkplane_env(Path(tmp), sim.url, capacity=CAPACITY)
+        env = gateways.sparkplane_env(Path(tmp), sim.url, capacity=args.gateway_capacity)
         keys = {
             name: gateways.create_tenant_key(
                 env,

@@ -74,6 +74,11 @@ class Layout:
         return self.var / "backups"
 
     @property
+    def reports(self) -> Path:
+        """`sparkplane validate`'s reports (JSON + HTML): the box's measured capacity."""
+        return self.var / "reports"
+
+    @property
     def etc(self) -> Path:
         return self.root / "etc" / "sparkplane"
 
@@ -96,6 +101,11 @@ class Layout:
     @property
     def controlplane_env(self) -> Path:
         return self.etc / "controlplane.env"
+
+    @property
+    def system_key(self) -> Path:
+        """The system tenant's API key (0600), written by the installer."""
+        return self.etc / "system-tenant.key"
 
     @property
     def systemd(self) -> Path:

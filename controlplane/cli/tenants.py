@@ -69,6 +69,7 @@ def _listed(value: Any) -> str:
 
 def _show_tenant(tenant: TenantPublic) -> None:
     state = "disabled" if tenant.disabled else "enabled"
+    state += ",system" if tenant.system else ""
     limits = [
         f"{f.limit.listed}={_listed(getattr(tenant, f.name))}" for f in LIMITS if f.limit.listed
     ]
@@ -104,10 +105,22 @@ def with_limit_options(command: Callable[..., None]) -> Callable[..., None]:
 
 @tenants_app.command("create")
 @with_limit_options
-def tenants_create(name: str, config: ConfigOption = None, **limits: Any) -> None:
+def tenants_create(
+    name: str,
+    config: ConfigOption = None,
+    system: Annotated[
+        bool,
+        typer.Option(
+            help="the appliance's own tenant (made by the installer): never disabled, "
+            "left out of usage totals"
+        ),
+    ] = False,
+    **limits: Any,
+) -> None:
     """Create a tenant."""
     settings = settings_or_exit(config)
-    _show_tenant(_guarded(lambda: actions.create_tenant(settings, name, **_limits(limits))))
+    made = _guarded(lambda: actions.create_tenant(settings, name, system=system, **_limits(limits)))
+    _show_tenant(made)
 
 
 @tenants_app.command("list")

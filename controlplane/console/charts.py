@@ -11,6 +11,8 @@ from datetime import date, timedelta
 
 from markupsafe import Markup, escape
 
+from controlplane.metering.capacity_chart import curve_svg
+
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 12, 28
 
@@ -115,3 +117,19 @@ def meter(fraction: float, label: str) -> Markup:
         f'xmlns="http://www.w3.org/2000/svg" aria-label="{escape(label)}">'
         f'<rect x="0" y="0" height="4" width="{percent:.1f}"/></svg></div>'
     )
+
+
+def tenant_tokens_chart(rows: list[tuple[str, date, int]], start: date, end: date) -> Markup:
+    """One line per tenant: its (tenant, UTC day, tokens) rows over the days of the window."""
+    days = [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
+    per_tenant: dict[str, dict[date, int]] = {}
+    for tenant, day, tokens in rows:
+        per_tenant.setdefault(tenant, {})[day] = tokens
+    series = [
+        (name, [float(by_day.get(day, 0)) for day in days])
+        for name, by_day in sorted(per_tenant.items())
+    ]
+    labels = [day.strftime("%m-%d") if len(days) <= 16 or i % 7 == 0 else "" for i, day in
+              enumerate(days)]  # fmt: skip
+    svg = curve_svg("Tokens per tenant per day", labels, series, "UTC day (tokens)")
+    return Markup(svg)  # noqa: S704 - curve_svg escapes every label it draws

@@ -27,6 +27,7 @@ class UsageRow:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    system: bool = False  # the appliance's own tenant: shown, not counted in totals
 
     @property
     def total_tokens(self) -> int:
@@ -46,21 +47,41 @@ def usage_rows(db: Session, start: date, end: date, tenant: str | None = None) -
         select(
             DailyUsage.day,
             Tenant.name,
+            Tenant.system,
             func.sum(DailyUsage.requests),
             func.sum(DailyUsage.prompt_tokens),
             func.sum(DailyUsage.completion_tokens),
         )
         .join(Tenant, Tenant.id == DailyUsage.tenant_id)
         .where(DailyUsage.day >= start, DailyUsage.day <= end)
-        .group_by(DailyUsage.day, Tenant.name)  # over keys and models
+        .group_by(DailyUsage.day, Tenant.name, Tenant.system)  # over keys and models
         .order_by(DailyUsage.day.desc(), Tenant.name)
     )
     if tenant:
         query = query.where(Tenant.name == tenant)
     return [
-        UsageRow(day, name, int(requests), int(prompt), int(completion))
-        for day, name, requests, prompt, completion in db.execute(query)
+        UsageRow(day, name, int(requests), int(prompt), int(completion), system)
+        for day, name, system, requests, prompt, completion in db.execute(query)
     ]
+
+
+def completion_tokens_last_day(db: Session, now: datetime) -> dict[str, tuple[float, bool]]:
+    """Each tenant's completion tokens of the last 24 hours and whether it is a system tenant.
+
+    From the daily ledger (cheap at any volume): today's tokens plus yesterday's in proportion
+    to the part of yesterday inside the window, so it is an estimate at hourly grain, exact at
+    midnight UTC.
+    """
+    today = now.date()
+    yesterday = today - timedelta(days=1)
+    elapsed = now - datetime.combine(today, datetime.min.time(), tzinfo=now.tzinfo)
+    share_of_yesterday = 1 - elapsed / timedelta(days=1)
+    tokens: dict[str, tuple[float, bool]] = {}
+    for row in usage_rows(db, yesterday, today):
+        weight = 1.0 if row.day == today else share_of_yesterday
+        before, _ = tokens.get(row.tenant, (0.0, row.system))
+        tokens[row.tenant] = (before + row.completion_tokens * weight, row.system)
+    return tokens
 
 
 def daily_tokens(db: Session, tenant: str, days: int) -> list[DayTokens]:

@@ -89,9 +89,12 @@ async def admin_context(
         )
 
 
-async def create_tenant_async(ctx: AdminContext, spec: TenantCreate) -> TenantPublic:
+async def create_tenant_async(
+    ctx: AdminContext, spec: TenantCreate, *, system: bool = False
+) -> TenantPublic:
     ctx.ensure_audit_writable()
-    tenant = store.tenant_public(await ctx.run(lambda s: store.create_tenant(s, spec)))
+    made = await ctx.run(lambda s: store.create_tenant(s, spec, system=system))
+    tenant = store.tenant_public(made)
     await ctx.record("tenant_create", tenant.name, tenant.name, after=tenant)
     return tenant
 
@@ -158,9 +161,11 @@ def _run(settings: Settings, work: Callable[[AdminContext], Any]) -> Any:
     return asyncio.run(main())
 
 
-def create_tenant(settings: Settings, name: str, **limits: Any) -> TenantPublic:
+def create_tenant(
+    settings: Settings, name: str, *, system: bool = False, **limits: Any
+) -> TenantPublic:
     spec = TenantCreate(name=name, **limits)
-    result: TenantPublic = _run(settings, lambda ctx: create_tenant_async(ctx, spec))
+    result: TenantPublic = _run(settings, lambda ctx: create_tenant_async(ctx, spec, system=system))
     return result
 
 

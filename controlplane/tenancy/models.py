@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
-from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from controlplane.core.db import Base, UtcDateTime, utcnow
@@ -25,6 +25,9 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The appliance's own tenant (`sparkplane validate`, the upgrade health check): audited like
+    # any other, left out of usage totals and capacity shares, never disabled.
+    system: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -143,6 +146,7 @@ class TenantPublic(TenantLimits):
     id: int
     name: str
     disabled: bool
+    system: bool = False
     created_at: datetime
     updated_at: datetime
 

@@ -117,10 +117,11 @@ def retention_policies(session: Session) -> dict[str, int]:
     return {name: days for name, days in rows}
 
 
-def create_tenant(session: Session, spec: TenantCreate) -> Tenant:
+def create_tenant(session: Session, spec: TenantCreate, *, system: bool = False) -> Tenant:
+    """`system` is set only by the installer's CLI, never through the admin API or console."""
     if session.scalar(select(Tenant.id).where(Tenant.name == spec.name)) is not None:
         raise Conflict(f"tenant {spec.name!r} already exists", param="name")
-    tenant = Tenant(**spec.model_dump())
+    tenant = Tenant(**spec.model_dump(), system=system)
     session.add(tenant)
     try:
         commit_auth_change(session)
@@ -135,6 +136,12 @@ def update_tenant(
 ) -> tuple[TenantPublic, Tenant]:
     """Apply the fields set in `changes`; returns (before, tenant after)."""
     tenant = get_tenant(session, name)
+    if tenant.system and changes.disabled:
+        raise Conflict(
+            f"tenant {name!r} is the appliance's system tenant (validate, upgrade health check): "
+            "it cannot be disabled; revoke its keys instead",
+            param="tenant",
+        )
     before = tenant_public(tenant)
     for field, value in changes.model_dump(exclude_unset=True).items():
         setattr(tenant, field, value)

@@ -25,6 +25,7 @@ REGISTRARS: dict[str, str] = {
     "rollback": "installer.cli.lifecycle",
     "uninstall": "installer.cli.lifecycle",
     "status": "installer.cli.lifecycle",
+    "validate": "installer.cli.validate",
     "support-bundle": "installer.cli.ops",
     "tls": "installer.cli.ops",
     "demo": "installer.cli.demo",
@@ -35,6 +36,7 @@ REGISTRARS: dict[str, str] = {
     "admins": "controlplane.cli.admins",
     "admin-token": "controlplane.cli.admin_tokens",
     "usage": "controlplane.cli.usage",
+    "capacity": "controlplane.cli.capacity",
     "backup": "controlplane.cli.backup",
     "restore": "controlplane.cli.backup",
 }

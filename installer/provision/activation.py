@@ -25,6 +25,7 @@ from installer.provision.release_cli import (
     import_lifecycle_events,
 )
 from installer.provision.state_files import publish_release_state
+from installer.provision.system_tenant import ensure_system_tenant
 
 
 @dataclass
@@ -59,6 +60,12 @@ def after_activation(
                 f"'{layout.current}/controlplane-venv/bin/sparkplane admins create admin "
                 f"--role admin --config {layout.controlplane_env}'"
             )
+    try:
+        ensure_system_tenant(layout)  # validate and the upgrade health check call as it
+    except ReleaseCliError as exc:
+        aftermath.warnings.append(
+            f"the system tenant was not created: {exc}; `sparkplane validate` makes it"
+        )
     if console is not None:
         show(aftermath, console)
     return aftermath

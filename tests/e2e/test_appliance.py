@@ -254,6 +254,35 @@ def test_context_cap_counts_with_the_engines_own_tokenizer(
     assert result["over"]["status"] == 400 and result["over"]["code"] == "context_length_exceeded"
 
 
+def test_validate_quick_passes_every_check_on_the_real_engine(
+    appliance: tuple[Path, subprocess.Popen[str], Path], netns: NetworkNamespace
+) -> None:
+    root, _, traces = appliance
+    started = time.monotonic()
+    done = netns.run([SPARKPLANE, "validate", "--root", str(root), "--quick", "--json"],
+                     strace_to=traces / "validate.trace")  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    failed = [check for check in report["checks"] if not check["passed"]]
+    assert failed == [] and report["passed"] is True
+    assert len(report["checks"]) == 9 and report["checks"][-1]["name"] == "audit chain verifies"
+    assert report["profile"] == "demo" and report["quick"] and report["max_num_seqs"] == 8
+    assert [point["concurrency"] for point in report["curve"]] == [1, 8]
+    for point in report["curve"]:
+        for side in ("gateway", "direct"):
+            assert point[side]["aggregate_tok_s"] > 0 and point[side]["ttft_ms"] > 0
+    names = {figure["name"]: figure for figure in report["figures"]}
+    assert {"ttft_short_ms", "prefill_long_tok_s", "decode_tok_s_1", "ratio_8"} <= set(names)
+    assert {figure["status"] for figure in report["figures"]} <= {"pass", "warn", "info"}
+    assert elapsed < 60, f"validate --quick took {elapsed:.0f} s on the demo"
+    reports = root / "var" / "lib" / "sparkplane" / "reports"
+    assert (reports / report["html"]).is_file()
+    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    table = sparkplane("capacity", env=env).stdout
+    assert table.splitlines()[1].startswith("streams\t") and len(table.splitlines()) == 4
+
+
 def test_audit_chain_verifies_offline(
     appliance: tuple[Path, subprocess.Popen[str], Path], tmp_path: Path
 ) -> None:

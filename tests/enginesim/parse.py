@@ -90,6 +90,9 @@ def build_plan(body: dict[str, Any], opts: SimOptions, chat: bool) -> Plan:
         finish = "tool_calls"
     elif chat and body.get("response_format") is None:
         reasoning = min(opts.reasoning_tokens, count)  # like a --reasoning-parser engine
+        thinking = (body.get("chat_template_kwargs") or {}).get("enable_thinking")
+        if isinstance(thinking, bool):  # asked explicitly: think (half the answer) or not
+            reasoning = min(opts.reasoning_tokens or count // 2, count - 1) if thinking else 0
     return Plan(
         chat=chat,
         model=model,

@@ -139,6 +139,21 @@ def sse(body: dict[str, Any]) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
+def schema_pieces(schema: Any) -> list[str] | None:
+    """An object with every required property set to "sim", as guided decoding would make one
+    for a schema of string properties (None for any other schema)."""
+    if not isinstance(schema, dict) or not schema.get("required"):
+        return None
+    properties = schema.get("properties") or {}
+    required = schema["required"]
+    if not all(properties.get(name, {}).get("type") == "string" for name in required):
+        return None
+    pieces = ["{"]
+    for number, name in enumerate(required):
+        pieces += [", " if number else "", orjson.dumps(name).decode(), ': "sim"']
+    return [*[p for p in pieces if p], "}"]
+
+
 def output_pieces(body: dict[str, Any], count: int) -> tuple[list[str], dict[str, Any] | None]:
     """The tokens a request yields: a tool call, a JSON object or plain words."""
     tools = body.get("tools") or []
@@ -151,9 +166,15 @@ def output_pieces(body: dict[str, Any], count: int) -> tuple[list[str], dict[str
         if not isinstance(name, str) or not name:
             raise BadRequest("tools: every tool needs function.name", param="tools")
         # Always the whole arguments object: a cut tool call helps no test.
-        return ['{"', "sim", '": ', "true}"], {"name": name}
-    fmt = (body.get("response_format") or {}).get("type")
-    if fmt in ("json_object", "json_schema"):
+        tool = next((t for t in tools if t.get("function", {}).get("name") == name), tools[0])
+        parameters = tool.get("function", {}).get("parameters")
+        return schema_pieces(parameters) or ['{"', "sim", '": ', "true}"], {"name": name}
+    response_format = body.get("response_format") or {}
+    fmt = response_format.get("type")
+    if fmt == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return schema_pieces(schema) or json_pieces(count), None
+    if fmt == "json_object":
         return json_pieces(count), None
     return word_pieces(count), None
 

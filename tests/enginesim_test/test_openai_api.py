@@ -112,6 +112,44 @@ def test_json_response_format_yields_json(client: openai.OpenAI) -> None:
     assert json.loads(reply.choices[0].message.content)["text"]
 
 
+def test_a_schema_of_required_strings_is_followed_like_guided_decoding(
+    client: openai.OpenAI,
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"},
+              "country": {"type": "string"}}, "required": ["city", "country"]}  # fmt: skip
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": schema}}]
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    reply = client.chat.completions.create(
+        model="sim-model",
+        messages=MESSAGES,
+        tools=tools,
+        tool_choice=forced,  # type: ignore[arg-type]
+    )
+    arguments = reply.choices[0].message.tool_calls[0].function.arguments  # type: ignore[index,union-attr]
+    assert json.loads(arguments) == {"city": "sim", "country": "sim"}
+    response_format = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    reply = client.chat.completions.create(
+        model="sim-model",
+        messages=MESSAGES,
+        max_tokens=30,
+        response_format=response_format,  # type: ignore[arg-type]
+    )
+    assert json.loads(reply.choices[0].message.content or "") == {"city": "sim", "country": "sim"}
+
+
+def test_enable_thinking_switches_reasoning_on_and_off(client: openai.OpenAI) -> None:
+    def answer(thinking: bool) -> dict:
+        reply = client.chat.completions.create(
+            model="sim-model", messages=MESSAGES, max_tokens=8,
+            extra_body={"chat_template_kwargs": {"enable_thinking": thinking}},
+        )  # fmt: skip
+        return reply.choices[0].message.model_dump()
+
+    on, off = answer(True), answer(False)
+    assert len(on["reasoning"].split()) == 4 and len(on["content"].split()) == 4
+    assert not off.get("reasoning") and len(off["content"].split()) == 8
+
+
 def test_unknown_model_is_404_and_bad_input_is_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="nope", messages=MESSAGES)

@@ -44,7 +44,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     data_dir = tmp_path_factory.mktemp("props")
     gateway = ThreadGateway(
         # Every example comes from 127.0.0.1: the failed-authentication limit (its own tests in
-        # test_auth_failures.py) would block the address for valid keys after 20 wrong ones.
+        # test_auth_failure_flood.py) would block the address for valid keys after 20 wrong ones.
         make_settings(
             data_dir,
             [sim.url],

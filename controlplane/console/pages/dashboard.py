@@ -22,12 +22,14 @@ from controlplane.audit.retention_job import RetentionRun
 from controlplane.console.charts import meter
 from controlplane.console.deps import Viewer
 from controlplane.console.notices import notice_text
-from controlplane.console.queries import entry_data
+from controlplane.console.pages.system import capacity_report
+from controlplane.console.queries import completion_tokens_last_day, entry_data
 from controlplane.console.web import render, run_db
 from controlplane.core.db import utcnow
 
 router = APIRouter()
 THROUGHPUT_WINDOW = timedelta(seconds=60)
+DAY_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,21 @@ class ChainStatus:
     checkpoint_size: int | None
     checkpoint_time: datetime | None
     completion_tokens_window: int
+    tenant_tokens_window: dict[str, int]
+
+
+@dataclass(frozen=True)
+class TenantShare:
+    """A tenant's completion tok/s now (last 60 s) and over 24 h, against the measured peak."""
+
+    name: str
+    system: bool
+    now_tok_s: float
+    day_tok_s: float
+    capacity_tok_s: float  # 0: no validate report yet
+
+    def share(self, tok_s: float) -> float | None:
+        return tok_s / self.capacity_tok_s if self.capacity_tok_s else None
 
 
 def _chain_status(db: Session) -> ChainStatus:
@@ -56,11 +73,31 @@ def _chain_status(db: Session) -> ChainStatus:
     recent = db.scalars(
         select(AuditEntry).where(AuditEntry.kind == "api.completion", AuditEntry.time >= since)
     )
-    tokens = sum(int(entry_data(entry).get("completion_tokens") or 0) for entry in recent)
+    per_tenant: dict[str, int] = {}
+    for entry in recent:
+        tokens = int(entry_data(entry).get("completion_tokens") or 0)
+        per_tenant[entry.tenant or "-"] = per_tenant.get(entry.tenant or "-", 0) + tokens
     return ChainStatus(
         head, checkpoint.size if checkpoint else None, checkpoint.created if checkpoint else None,
-        tokens,
+        sum(per_tenant.values()), per_tenant,
     )  # fmt: skip
+
+
+def _shares(
+    request: Request, chain: ChainStatus, day: dict[str, tuple[float, bool]]
+) -> list[TenantShare]:
+    """Every tenant with tokens in the last 24 h or the last minute, busiest first."""
+    report = capacity_report(appliance_root(request.app.state.settings))
+    peak = report.peak_tok_s if report else 0.0
+    window = THROUGHPUT_WINDOW.total_seconds()
+    names = set(day) | set(chain.tenant_tokens_window)
+    shares = [
+        TenantShare(name, day.get(name, (0.0, False))[1],
+                    chain.tenant_tokens_window.get(name, 0) / window,
+                    day.get(name, (0.0, False))[0] / DAY_SECONDS, peak)
+        for name in names
+    ]  # fmt: skip
+    return sorted(shares, key=lambda share: (-share.day_tok_s, share.name))
 
 
 @dataclass(frozen=True)
@@ -105,6 +142,8 @@ async def dashboard(request: Request, active: Viewer, notice: str = "") -> Respo
         key=lambda load: (-load.in_flight - load.queued, load.name),
     )  # fmt: skip
     chain = await run_db(request, _chain_status)
+    last_day = await run_db(request, lambda db: completion_tokens_last_day(db, utcnow()))
+    shares = await run_in_threadpool(_shares, request, chain, last_day)
     jobs: AuditJobs = request.app.state.audit_jobs
     retention = await run_in_threadpool(_retention_status, jobs)
     audit = audit_writer(request)
@@ -117,5 +156,5 @@ async def dashboard(request: Request, active: Viewer, notice: str = "") -> Respo
         tokens_per_second=chain.completion_tokens_window / THROUGHPUT_WINDOW.total_seconds(),
         audit_healthy=bool(audit.healthy), audit_error=audit.last_error, models=models,
         profile=system.profile, disks=_disks(request), notice=notice_text(notice),
-        retention=retention, feed=jobs.feed.status if jobs.feed else None,
+        retention=retention, feed=jobs.feed.status if jobs.feed else None, shares=shares,
     )  # fmt: skip

@@ -142,6 +142,9 @@ async def tenant_erase(request: Request, name: str, active: AdminAction) -> Resp
     if str(form.get("confirm_name", "")).strip() != name:
         raise bad_request("confirm_name: type the tenant's name exactly to erase it",
                           "confirm_name")  # fmt: skip
+    if await run_db(request, lambda db: store.get_tenant(db, name).system):
+        raise bad_request(f"{name} is the appliance's system tenant: it cannot be erased",
+                          "confirm_name")  # fmt: skip
     ensure_audit_writable(request)
     ctx = admin_context(request, active)
     keys = await run_db(request, lambda db: [k.id for k in store.list_keys(db, name)

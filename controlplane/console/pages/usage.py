@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from controlplane.console.charts import tenant_tokens_chart
 from controlplane.console.deps import Viewer
 from controlplane.console.queries import UsageRow, usage_rows
 from controlplane.console.web import SECURITY_HEADERS, bad_request, render, run_db
@@ -47,15 +48,19 @@ async def usage(request: Request, active: Viewer) -> Response:
     rows: list[UsageRow] = await run_db(request, usage_rows, start, end, tenant or None)
     by_key = await run_db(request, usage_groups, GroupBy.KEY, start, end, tenant or None)
     by_model = await run_db(request, usage_groups, GroupBy.MODEL, start, end, tenant or None)
+    counted = [r for r in rows if not r.system]  # the system tenant is shown, never counted
     totals = {
-        "requests": sum(r.requests for r in rows),
-        "prompt_tokens": sum(r.prompt_tokens for r in rows),
-        "completion_tokens": sum(r.completion_tokens for r in rows),
+        "requests": sum(r.requests for r in counted),
+        "prompt_tokens": sum(r.prompt_tokens for r in counted),
+        "completion_tokens": sum(r.completion_tokens for r in counted),
     }
     return render(
         request, "usage.html", active, section="usage", title="Usage", rows=rows, totals=totals,
         by_key=by_key, by_model=by_model,
         start=start.isoformat(), end=end.isoformat(), tenant=tenant,
+        chart=tenant_tokens_chart(
+            [(r.tenant, r.day, r.total_tokens) for r in rows], start, end
+        ) if rows else None,
     )  # fmt: skip
 
 

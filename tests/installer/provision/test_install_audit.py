@@ -7,6 +7,7 @@ cache), so the installer drives the installed release's own CLI exactly as on an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import stat
@@ -27,6 +28,7 @@ from installer.lifecycle.status import appliance_status
 from installer.lifecycle.upgrade import rollback, uninstall, upgrade
 from installer.ops.processes import ManagedProcess
 from installer.provision.install import install
+from installer.provision.system_tenant import CAPPED_TENANT
 from tests.controlplane.harness import free_port
 from tests.enginesim import SimHandle, start_simulator
 from tests.installer.fixtures.bundles import make_bundle
@@ -159,40 +161,56 @@ def serving(installed, tmp_path: Path) -> Iterator[tuple[Layout, SimHandle]]:
         sim.stop()
 
 
-def health_keys(root: Path) -> list[str]:
-    """The state (active / revoked) of every key of the health-check tenant."""
-    listed = release_cli(root, "keys", "list", "--tenant", HEALTH_TENANT)
+def probe_keys(root: Path) -> list[str]:
+    """The state (active / revoked) of every key of validate's capped tenant."""
+    listed = release_cli(root, "keys", "list", "--tenant", CAPPED_TENANT)
     assert listed.returncode == 0, listed.stderr
     return [line.split("\t")[3] for line in listed.stdout.splitlines()]
 
 
-def test_health_check_is_one_audited_completion_through_the_control_plane(
-    serving, tmp_path: Path
-) -> None:
+def test_health_check_runs_validate_quick_as_the_system_tenant(serving, tmp_path: Path) -> None:
     layout, sim = serving
-    check_health(layout, timeout=120, interval=0.5)
-    assert health_keys(layout.root) == ["revoked"]
-    check_health(layout, timeout=60, interval=0.5)  # the tenant exists now: reused
-    assert health_keys(layout.root) == ["revoked", "revoked"]
-    tenants = release_cli(layout.root, "tenants", "list").stdout.splitlines()
-    mine = [line for line in tenants if line.startswith(f"{HEALTH_TENANT}\t")]
-    assert len(mine) == 1 and mine[0].endswith("\tmodels=tiny-chat"), tenants
-    # The engine saw both completions with the control plane's tenant header ...
-    assert sim.stats()["tenants"][HEALTH_TENANT]["completed"] == 2, sim.stats()
-    # ... and the audit chain holds them under that tenant: the upgrade's proof of life.
+    result = check_health(layout, timeout=120, interval=0.5)
+    assert stat.S_IMODE(layout.system_key.stat().st_mode) == 0o600
+    assert probe_keys(layout.root) == ["revoked"]  # the 429 check's key, revoked after the run
+    report = json.loads(result.json_path.read_text())
+    assert report["passed"] is True and report["quick"] is True, report["checks"]
+    assert [check["name"] for check in report["checks"]] == [
+        "models listed", "plain completion", "streamed completion",
+        "forced tool call, schema-valid arguments", "JSON-schema output", "reasoning on and off",
+        "over a tenant's cap: 429", "wrong key: 401", "audit chain verifies",
+    ]  # fmt: skip
+    assert [point["concurrency"] for point in report["curve"]] == [1, 8]
+    assert all(point["direct"]["aggregate_tok_s"] > 0 for point in report["curve"])
+    assert sim.stats()["tenants"][HEALTH_TENANT]["completed"] > 10, sim.stats()
+    html = result.html_path.read_text()
+    assert html.count("<svg") == 2 and "<script" not in html
+    # The calls and the report's hash are in the audit chain under the system tenant.
     entries = exported_entries(layout.root, tmp_path / "export.jsonl")
     done = [e for e in entries if e["kind"] == "api.completion" and e["tenant"] == HEALTH_TENANT]
-    assert [e["data"]["status"] for e in done] == [200, 200], done
+    assert done and {e["data"]["status"] for e in done} == {200}, done[:3]
+    refused = [e for e in entries if e["kind"] == "api.completion" and e["tenant"] == CAPPED_TENANT
+               and e["data"]["status"] == 429]  # fmt: skip
+    assert len(refused) == 1
+    (recorded,) = [e for e in entries if e["kind"] == "validate.report"]
+    digest = hashlib.sha256(result.json_path.read_bytes()).hexdigest()
+    assert recorded["data"]["sha256"] == digest == result.sha256
+    listed = release_cli(layout.root, "tenants", "list").stdout
+    assert f"{HEALTH_TENANT}\tenabled,system\t" in listed, listed
+    refusal = release_cli(layout.root, "tenants", "disable", HEALTH_TENANT)
+    assert refusal.returncode == 1 and "cannot be disabled" in refusal.stderr
+    capacity = release_cli(layout.root, "capacity", "--json")
+    assert json.loads(capacity.stdout)["report"] == result.json_path.name, capacity.stderr
 
 
-def test_health_check_failures_name_the_step_and_revoke_the_key(serving) -> None:
+def test_health_check_fails_when_the_engine_does(serving) -> None:
     layout, sim = serving
     sim.set_faults(error_rate=1.0)  # the engine answers /health but fails every completion
-    with pytest.raises(
-        HealthCheckError, match=r"control plane \(http://127.0.0.1:\d+\) failed: HTTP 500"
-    ):
+    with pytest.raises(HealthCheckError, match=r"plain completion: HTTP 500") as failed:
         check_health(layout, timeout=120, interval=0.5)
-    assert "active" not in health_keys(layout.root)
+    assert "figures measured: HTTP 500" in str(failed.value)
+    assert "models listed" not in str(failed.value)  # only the failed checks are named
+    assert "active" not in probe_keys(layout.root)
     sim.stop()
     with pytest.raises(HealthCheckError, match=r"not healthy after 2s: engine down"):
         check_health(layout, timeout=2, interval=0.5)
