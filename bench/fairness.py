@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--no-direct", action="store_true", help="skip the FCFS baseline")
     parser.add_argument(
         "--gateway-capacity", type=int, default=CAPACITY,
-        help="SPARKPLANE_ENGINE_CAPACITY (the installer sets max-num-seqs + half: 48)",
+        help="SPARKPLANE_ENGINE_CAPACITY (the installer sets max-num-seqs: 32 here)",
     )  # fmt: skip
     args = parser.parse_args()
     load_before = os.getloadavg()[0]  # other work on the machine skews slot use

@@ -155,7 +155,12 @@ class TenantLimits(BaseModel):
     )
     allow_remote_media: Annotated[
         bool,
-        Limit(Boolean, "Allow media by remote URL (the engine would fetch it)"),
+        Limit(
+            Boolean,
+            "Allow media by remote URL (the engine would fetch it)",
+            cli="let media parts name an http(s) URL (docs/security.md)",
+            listed="remote_media",
+        ),
     ] = Field(
         default=False,
         description="let image/audio/video parts name an http(s) URL instead of inline data:",
