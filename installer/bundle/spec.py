@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from installer.bundle.manifest import Platform, unsafe_path_reason
 
@@ -73,17 +66,10 @@ class ModelSpec(_Strict):
     generate: Literal["demo"] | None = None
     corpus: str | None = None  # `generate: demo`: tokenizer training text
     trainer: str | None = None  # `generate: demo`: requirements whose torch + transformers train it
-    # Pinned generated files: one digest, or the list of results known from the CPUs it was
-    # built on (offline-bundle/README.md, "Reproducibility and the pin").
-    digest: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = []
+    digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # pinned generated files
     served_model_name: str | None = None
     # Keys / CA certificates (PEM) that must have signed the source's OpenSSF `model.sig`.
     signing_trust: list[str] = []
-
-    @field_validator("digest", mode="before")
-    @classmethod
-    def _one_or_more(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_origin(self) -> ModelSpec:
