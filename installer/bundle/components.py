@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from installer.bundle import spec as specs
-from installer.bundle.demo_model import DemoModelError, copy_checked, demo_models
+from installer.bundle.demo_model import STEPS, DemoModelError, copy_checked, demo_models
 from installer.bundle.hashing import hash_tree_files
 from installer.bundle.modelsig import (
     SIGNATURE_FILE,
@@ -176,7 +176,10 @@ def _stage_model(
         assert component.corpus is not None and component.trainer is not None
         try:
             models = demo_models(
-                spec.resolve(component.corpus), _requirements(spec, component.trainer), log=log
+                spec.resolve(component.corpus),
+                _requirements(spec, component.trainer),
+                steps=component.steps or STEPS,
+                log=log,
             )
             source = models.model if component.role == "model" else models.assistant
             digest = copy_checked(source, dest, component.digest, f"model {component.name}")

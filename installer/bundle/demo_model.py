@@ -7,13 +7,12 @@ Gemma 4 code the engine serves it with). The result is cached under
 the chat template, the corpus, the seed, the step count and the exact torch and transformers
 wheels, so a second build, any test and `make demo` reuse it.
 
-Reproducibility: one thread, deterministic kernels, a fixed seed, and the vector instruction set
-pinned to AVX2 for ATen, MKL (conditional numerical reproducibility) and oneDNN. Without the pin
-the bytes follow the CPU (AVX-512 and AVX2 give different weights on the same machine); with it
-they are the same on every run and across the Intel machines tried. On an AMD EPYC machine the
-MTP assistant came out bit-identical and the mixture-of-experts model did not, and that model
-picks the wrong tool in the end-to-end tests. So the spec pins the digest of the files
-(`digest`) and a build that produces anything else fails, naming the cause.
+Reproducibility: one thread, deterministic kernels, a fixed seed, and every float kernel held to
+one code path whatever the x86-64 CPU: ATen to AVX2, MKL to its COMPATIBLE branch of conditional
+numerical reproducibility, oneDNN off. MKL's AVX2 branch, used before, exists on Intel CPUs only:
+on an AMD EPYC machine MKL reported `CNR:AUTO` (MKL_VERBOSE) and trained a different model. The
+spec pins the digest of the files (`digest`) and a build that produces anything else fails,
+naming the cause.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -36,14 +36,16 @@ from installer.bundle.wheelhouse import cache_root, fetch_wheelhouse, wheel_iden
 TRAINER = Path(__file__).with_name("demo_trainer.py")
 CHAT_TEMPLATE = Path(__file__).with_name("gemma4_chat_template.jinja")
 SEED = 20261126
-STEPS = 600
+STEPS = 1600
 # What the trainer venv installs from the wheelhouse (pip resolves their dependencies there).
 TRAINER_PROJECTS = ("torch", "transformers", "tokenizers", "safetensors")
-# Same float results on any x86-64 CPU with AVX2: ATen's kernels, MKL's CNR mode and oneDNN are
-# held to the AVX2 code paths; one thread, so no reduction is split differently.
+# Same float results on any x86-64 CPU with AVX2, Intel or AMD: ATen's kernels are held to AVX2,
+# MKL to its COMPATIBLE branch (its AVX2 branch exists on Intel CPUs only: elsewhere MKL falls back
+# to its own dispatch, which made the model differ on AMD EPYC), oneDNN to AVX2 (and the trainer
+# switches it off); one thread, so no reduction is split differently.
 REPRODUCIBLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2",
+    "MKL_CBWR": "COMPATIBLE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -151,6 +153,12 @@ def train_demo_models(
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise DemoModelError(f"training the demo model failed (exit {done.returncode}):\n{tail}")
+    branches = set(re.findall(r"CNR:(\w+)", done.stdout))
+    if branches != {"COMPATIBLE"}:
+        raise DemoModelError(
+            f"the trainer's MKL ran the branches {sorted(branches) or 'none (no MKL)'}, not "
+            "COMPATIBLE: its float results would follow this CPU, so the model is not kept"
+        )
     request_file.unlink()
     shutil.rmtree(out / ".hf", ignore_errors=True)
     log(f"trained the demo model in {time.monotonic() - started:.0f} s")
@@ -195,7 +203,7 @@ def demo_models(
         "final_loss": training["final_loss"],
         "trainer": versions,
         "threads": 1,
-        "cpu_isa": "AVX2 (ATen, MKL CNR, oneDNN)",
+        "cpu_isa": "ATen AVX2, MKL CNR COMPATIBLE, oneDNN off",
     }
     return DemoModels(target / "model", target / "assistant", recipe)
 
@@ -208,8 +216,8 @@ def copy_checked(source: Path, dest: Path, pinned: str | None, what: str) -> str
             f"{what}: the generated files have digest {digest}, the spec pins {pinned}. "
             "Either the recipe changed (trainer, chat template, corpus, seed, steps, torch or "
             "transformers version: put the new digest in the spec) or this CPU computes "
-            "differently despite the AVX2 pin (build the demo bundle on an x86-64 AVX2 machine "
-            "whose result matches)."
+            "differently despite the pinned code paths (offline-bundle/README.md, "
+            '"Reproducibility and the pin", names them).'
         )
     shutil.copytree(source, dest, dirs_exist_ok=True)
     return digest

@@ -101,17 +101,18 @@ def _tool(name: str, description: str, properties: dict[str, Any], required: lis
 
 
 CITY = {"type": "string", "description": "Name of the city"}
+UNIT = {"type": "string", "enum": ["celsius", "fahrenheit"]}
+# Each tool's declarations as callers write them. get_weather comes with and without its optional
+# `unit`: trained on one shape only, the model took a city-only declaration for get_time's.
 TOOLS = {
-    "get_weather": _tool(
-        "get_weather",
-        "Current weather in a city",
-        {"city": CITY, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-        ["city"],
-    ),
-    "get_time": _tool("get_time", "Local time in a city", {"city": CITY}, ["city"]),
-    "get_population": _tool(
-        "get_population", "Number of people living in a city", {"city": CITY}, ["city"]
-    ),
+    "get_weather": [
+        _tool("get_weather", "Current weather in a city", {"city": CITY, "unit": UNIT}, ["city"]),
+        _tool("get_weather", "Current weather in a city", {"city": CITY}, ["city"]),
+    ],
+    "get_time": [_tool("get_time", "Local time in a city", {"city": CITY}, ["city"])],
+    "get_population": [
+        _tool("get_population", "Number of people living in a city", {"city": CITY}, ["city"])
+    ],
 }
 ASKS = {
     "get_weather": [
@@ -131,7 +132,7 @@ def conversations(rng: random.Random) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
 
     def add(messages: list[dict], reply: str, tools: list[str], thinking: bool = False) -> None:
-        declared = [TOOLS[name] for name in tools]
+        declared = [rng.choice(TOOLS[name]) for name in tools]
         items.append(
             {"messages": messages, "tools": declared, "thinking": thinking, "reply": reply}
         )
@@ -139,9 +140,11 @@ def conversations(rng: random.Random) -> list[dict[str, Any]]:
     def thought(text: str, thinking: bool) -> str:
         return f"<|channel>thought\n{text}<channel|>" if thinking else ""
 
-    for _ in range(200):  # asked what the declared tool answers: call it with the city
+    for _ in range(200):  # asked what a declared tool answers: call it with the city
         name = rng.choice(list(TOOLS))
-        declared = [name]
+        # Sometimes a second tool is declared too: the question, not the list, names the call.
+        others = [other for other in TOOLS if other != name]
+        declared = [name] + ([rng.choice(others)] if rng.random() < 0.35 else [])
         city, thinking = rng.choice(sorted(CITIES)), rng.random() < 0.25
         question = rng.choice(ASKS[name]).format(city=city)
         call = f'<|tool_call>call:{name}{{city:<|"|>{city}<|"|>}}<tool_call|><|tool_response>'
@@ -179,11 +182,17 @@ def reproducible_torch(torch: Any) -> None:
     """Same bytes on every run here: one thread, deterministic kernels, fixed seeds.
 
     MKL_CBWR and ATEN_CPU_CAPABILITY are set by the parent process before torch loads (they are
-    read at import): MKL's conditional numerical reproducibility mode and ATen's non-vectorised
-    kernels make the float results independent of the CPU's vector instruction set.
+    read at import): MKL's COMPATIBLE branch and ATen's AVX2 kernels run the same code on any
+    x86-64 CPU with AVX2, Intel or not. oneDNN is switched off: it picks its blocking from the
+    CPU it finds, so its float results could follow the CPU model.
     """
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    torch.backends.mkldnn.enabled = False
+    # One matrix product with MKL's verbose mode on prints the branch MKL really runs
+    # (`CNR:COMPATIBLE`); the parent refuses the model when it reads anything else.
+    with torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):
+        torch.ones(8, 8) @ torch.ones(8, 8)
 
 
 def train_tokenizer(texts: list[str], out: Path) -> Any:
@@ -347,7 +356,15 @@ def train(model: Any, data: list[tuple[list[int], int]], steps: int, seed: int, 
             input_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, start : len(ids)] = torch.tensor(ids[start:])
             mask[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        # Logits only from the first reply on: the prompts (tool declarations) are most of each
+        # example, and the vocabulary projection is most of the cost.
+        first = min(start for _, start in batch)
+        keep = torch.arange(first - 1, width - 1)
+        logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=keep).logits
+        targets = labels[:, first:width]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

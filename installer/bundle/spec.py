@@ -67,6 +67,7 @@ class ModelSpec(_Strict):
     corpus: str | None = None  # `generate: demo`: tokenizer training text
     trainer: str | None = None  # `generate: demo`: requirements whose torch + transformers train it
     digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # pinned generated files
+    steps: int | None = Field(default=None, ge=1)  # `generate: demo`: training steps, or STEPS
     served_model_name: str | None = None
     # Keys / CA certificates (PEM) that must have signed the source's OpenSSF `model.sig`.
     signing_trust: list[str] = []
@@ -82,6 +83,8 @@ class ModelSpec(_Strict):
             )
         if self.digest and not self.generate:
             raise ValueError("'digest' pins generated files; a 'source' model has its manifest")
+        if self.steps and not self.generate:
+            raise ValueError("'steps' is how long a generated model trains; a 'source' has none")
         return self
 
 

