@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -137,10 +138,20 @@ def sparkplane_env(data_dir: Path, engine_url: str, capacity: int) -> dict[str, 
     }
 
 
+def sparkplane_command(env: dict[str, str]) -> list[str]:
+    """`sparkplane`, as the tree on env's PYTHONPATH declares it (its entry point has moved)."""
+    tree = Path(env.get("PYTHONPATH") or REPO)
+    tree = tree if (tree / "pyproject.toml").is_file() else REPO
+    scripts = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["sparkplane"].split(":")
+    call = f"import sys; from {module} import {function}; sys.exit({function}())"
+    return [str(VENV_BIN / "python"), "-P", "-c", call]  # -P: the tree, not the cwd, is imported
+
+
 def sparkplane_cli(env: dict[str, str], *args: str) -> str:
     """Run `sparkplane ARGS`; returns stdout, raising with stderr on failure."""
     proc = subprocess.run(
-        [str(VENV_BIN / "sparkplane"), *args],
+        [*sparkplane_command(env), *args],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -165,7 +176,7 @@ def start_sparkplane(env: dict[str, str]) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as sink:
         popen = subprocess.Popen(
-            [str(VENV_BIN / "sparkplane"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*sparkplane_command(env), "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             cwd=REPO,
             stdout=sink,
