@@ -110,6 +110,12 @@ def error_body(
     return orjson.dumps({"error": error})
 
 
+def sse_error_event(exc: ApiError) -> bytes:
+    """The error as the last event of a stream already under way (its status line is gone):
+    OpenAI's API ends a failed stream the same way, and its SDKs raise it as an APIError."""
+    return b"data: " + error_body(exc.status, exc.message, exc.type, exc.code, exc.param) + b"\n\n"
+
+
 def error_response(exc: ApiError) -> Response:
     body = error_body(exc.status, exc.message, exc.type, exc.code, exc.param)
     return Response(body, exc.status, headers=exc.headers, media_type="application/json")

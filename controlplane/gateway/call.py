@@ -45,6 +45,7 @@ from controlplane.api.errors import (
     audit_unavailable_error,
     error_body,
     send_error,
+    sse_error_event,
 )
 from controlplane.audit.captured import ContentStore
 from controlplane.audit.errors import AuditUnavailable
@@ -79,8 +80,9 @@ log = logging.getLogger(__name__)
 _ID_PREFIX = "req_" + secrets.token_hex(6)
 _id_counter = itertools.count(1)
 
+SSE_CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 SSE_HEADERS = (
-    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"content-type", SSE_CONTENT_TYPE),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 )
@@ -324,17 +326,23 @@ class RelayCall:
                 await self._relay_whole(response, send)
         except TimeoutError:
             self._outcome = Outcome.TIMEOUT
-            if not self._headers_sent:
-                timeout = EngineTimeout("the engine did not finish in time")
-                await self._refuse(send, timeout, Outcome.TIMEOUT)
+            await self._fail(send, EngineTimeout("the engine did not finish in time"))
         except EngineHTTPError as exc:
             self._outcome = Outcome.ENGINE_ERROR
             services.engines.mark_failed(engine, f"response broken: {exc}")
-            if not self._headers_sent:
-                broke = EngineBrokeOff("the engine's answer broke off")
-                await self._refuse(send, broke, Outcome.ENGINE_ERROR)
+            await self._fail(send, EngineBrokeOff("the engine's answer broke off"))
         finally:
             response.close()
+
+    async def _fail(self, send: Send, error: DomainError) -> None:
+        """Answer the engine's failure: with its status before the headers went out, else (a
+        stream under way) as the stream's last event, once the call's failure is recorded."""
+        if not self._headers_sent:
+            await self._refuse(send, error, self._outcome)
+            return
+        await self._record()
+        event = sse_error_event(api_error(error))
+        await send({"type": "http.response.body", "body": event, "more_body": False})
 
     def _upstream_body(self) -> bytes:
         if self.stream and not self._client_wants_usage:

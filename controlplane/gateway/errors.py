@@ -51,7 +51,7 @@ class EngineTimeout(DomainError):
 
 
 class EngineBrokeOff(DomainError):
-    """The engine's answer broke off before its headers reached the client."""
+    """The engine's answer broke off (a 502, or a stream's last event once it is under way)."""
 
     status = 502
     code = "engine_error"

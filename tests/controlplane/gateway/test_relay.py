@@ -11,7 +11,9 @@ import httpx
 import openai
 import pytest
 
+from controlplane.gateway.sse import StreamRelay
 from tests.controlplane.conftest import new_tenant
+from tests.controlplane.gateway.test_audit_events import entries
 from tests.controlplane.harness import ThreadGateway, make_settings
 from tests.enginesim import SimHandle, start_simulator
 
@@ -269,3 +271,87 @@ def test_the_fastapi_routes_serve_calls_as_the_fast_path_does(
             client(server, "sk-sp-wrongwrongwrongwrongwrong").chat.completions.create(**ask)
     finally:
         server.stop()
+
+
+def _last_event(
+    server: ThreadGateway, key: str, max_tokens: int = 20
+) -> tuple[list[bytes], dict[str, Any]]:
+    """The events of one streamed call, and the error its last event carries."""
+    body = {"model": "sim-model", "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": max_tokens, "stream": True}  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, headers=headers,
+                      timeout=30) as answer:  # fmt: skip
+        assert answer.status_code == 200
+        raw = answer.read()
+    events = [event for event in raw.split(b"\n\n") if event]
+    assert events[-1].startswith(b"data: {")
+    return events, json.loads(events[-1][len(b"data: ") :])["error"]
+
+
+def test_a_stream_the_engine_breaks_off_ends_with_an_error_event(tmp_path: Path) -> None:
+    """Not a cut connection: the one error shape as the last event (OpenAI's SDK raises it),
+    no [DONE], and the call recorded as an engine error."""
+    sim = start_simulator(time_scale=0.01)
+    server = ThreadGateway(make_settings(tmp_path, [sim.url]))
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "cut")
+        sim.set_faults(drop_next=1, drop_after_tokens=3)
+        events, error = _last_event(server, key)
+        assert len(events) >= 2 and b"[DONE]" not in b"".join(events)  # tokens came first
+        assert error == {"message": "the engine's answer broke off", "type": "api_error",
+                         "param": None, "code": "engine_error"}  # fmt: skip
+        done = [f for kind, _, f in entries(server.settings.data_dir) if kind == "api.completion"]
+        assert done[-1]["outcome"] == "engine_error"
+        sim.set_faults(drop_next=1, drop_after_tokens=3)
+        with pytest.raises(openai.APIError, match="broke off"):
+            for _ in client(server, key).chat.completions.create(
+                model="sim-model", messages=[{"role": "user", "content": "x"}], stream=True
+            ):
+                pass
+    finally:
+        server.stop()
+        sim.stop()
+
+
+def test_a_fault_of_the_gateway_mid_stream_ends_with_an_internal_error_event(
+    sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ThreadGateway(make_settings(tmp_path, [sim.url]))
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "faulty")
+        feed, calls = StreamRelay.feed, []
+
+        def failing_feed(relay: StreamRelay, data: bytes) -> bytes:
+            calls.append(data)
+            if len(calls) == 3:
+                raise RuntimeError("a bug in the relay")
+            return feed(relay, data)
+
+        monkeypatch.setattr(StreamRelay, "feed", failing_feed)
+        events, error = _last_event(server, key)
+        assert len(events) >= 2 and error["code"] == "internal_error"
+        assert "service log" in error["message"] and "bug" not in error["message"]
+        done = [f for kind, _, f in entries(server.settings.data_dir) if kind == "api.completion"]
+        assert done[-1]["outcome"] == "server_error"
+    finally:
+        server.stop()
+
+
+def test_a_stream_that_outlasts_the_request_timeout_ends_with_a_timeout_event(
+    tmp_path: Path,
+) -> None:
+    slow = start_simulator(time_scale=1.0, decode_tps_single=20.0, decode_tps_at_16=10.0)
+    server = ThreadGateway(make_settings(tmp_path, [slow.url], request_timeout=1.0))
+    try:
+        with server.admin() as admin:
+            key = new_tenant(admin, "slow")
+        events, error = _last_event(server, key, max_tokens=40)  # at 20 tok/s: 2 s, not 1
+        assert len(events) >= 2 and error["code"] == "request_timeout", error
+        done = [f for kind, _, f in entries(server.settings.data_dir) if kind == "api.completion"]
+        assert done[-1]["outcome"] == "timeout"
+    finally:
+        server.stop()
+        slow.stop()
