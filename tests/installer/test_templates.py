@@ -217,6 +217,11 @@ def test_container_engine_unit_keeps_the_hardening_a_root_runtime_allows() -> No
                       "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectClock=yes",
                       "RestrictRealtime=yes", "LimitMEMLOCK=infinity"):  # fmt: skip
         assert directive in lines, directive
+    # As docs/installer.md says: an IP filter on the unit would not reach the container's own
+    # cgroup scope, so the unit does not claim one; 127.0.0.1 publishing confines the port.
+    assert not [line for line in lines if line.startswith(("IPAddress", "User="))]
+    published = lines[lines.index("  '--publish' \\") + 1]
+    assert published.startswith("  '127.0.0.1:"), published
 
 
 def test_firewall_unit_loads_at_boot_and_unloads_on_stop() -> None:
