@@ -52,7 +52,7 @@ test: $(STAMP) host-tools oidc-provider
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not timing" --durations=25
+	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder -m "not timing" --durations=25
 	$(BIN)/pytest -m timing
 
 lint: $(STAMP)

@@ -11,6 +11,9 @@ from typing import Any
 import orjson
 
 EVENT_END = b"\n\n"
+# The stream's end marker is held back until `finish()`: the relay sends it after the call's
+# audit entry is recorded, and a client that saw it may close at once (that is not a cancel).
+DONE_EVENT = b"data: [DONE]\n\n"
 MAX_PARTIAL_EVENT = 1024 * 1024  # an engine that never ends an event is relayed unframed
 
 
@@ -20,6 +23,7 @@ class StreamRelay:
         self.usage: dict[str, Any] | None = None
         self.content_events = 0
         self._partial = b""
+        self._done = False
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the engine; return the complete events to send on (maybe b"")."""
@@ -32,11 +36,16 @@ class StreamRelay:
             self._partial = buffer
             return b""
         complete, self._partial = buffer[: end + 2], buffer[end + 2 :]
-        return self._process(complete)
+        out = self._process(complete)
+        if out.endswith(DONE_EVENT):
+            self._done = True
+            out = out[: -len(DONE_EVENT)]
+        return out
 
     def finish(self) -> bytes:
+        """What is left to send at the end: an unterminated last event, then [DONE]."""
         rest, self._partial = self._partial, b""
-        return self._process(rest) if rest else b""
+        return (self._process(rest) if rest else b"") + (DONE_EVENT if self._done else b"")
 
     def _process(self, complete: bytes) -> bytes:
         self.content_events += complete.count(b'"choices":[{')
