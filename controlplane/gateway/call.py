@@ -41,9 +41,11 @@ from starlette.types import Receive, Send
 from controlplane.admission.limits import ONE, Demand, Rejected, RejectReason
 from controlplane.admission.local import Admission, Slot
 from controlplane.api.errors import (
+    ApiError,
     api_error,
     audit_unavailable_error,
     error_body,
+    internal_error,
     send_error,
     sse_error_event,
 )
@@ -80,9 +82,8 @@ log = logging.getLogger(__name__)
 _ID_PREFIX = "req_" + secrets.token_hex(6)
 _id_counter = itertools.count(1)
 
-SSE_CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 SSE_HEADERS = (
-    (b"content-type", SSE_CONTENT_TYPE),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 )
@@ -199,10 +200,14 @@ class RelayCall:
                 raise  # the server itself is cancelling us (shutdown)
             task.uncancel()
         except Exception:
-            # A fault of ours, not the client's: recorded as one before the 500 goes out.
+            # A fault of ours, not the client's: recorded as one before the 500 goes out (the
+            # ingress sends it), or before the error event that ends a stream under way.
             self._outcome = Outcome.SERVER_ERROR
             if not self._headers_sent:
                 self._status = 500
+            else:
+                with contextlib.suppress(Exception):  # the client may be gone as well
+                    await self._end_stream(send, internal_error())
             raise
         finally:
             self._working = False
@@ -339,9 +344,13 @@ class RelayCall:
         stream under way) as the stream's last event, once the call's failure is recorded."""
         if not self._headers_sent:
             await self._refuse(send, error, self._outcome)
-            return
+        else:
+            await self._end_stream(send, api_error(error))
+
+    async def _end_stream(self, send: Send, error: ApiError) -> None:
+        """End a stream under way with the error as its last event, once the call is recorded."""
         await self._record()
-        event = sse_error_event(api_error(error))
+        event = sse_error_event(error)
         await send({"type": "http.response.body", "body": event, "more_body": False})
 
     def _upstream_body(self) -> bytes:

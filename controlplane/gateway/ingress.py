@@ -11,7 +11,6 @@ with the one error shape (500).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from fastapi import FastAPI
@@ -19,15 +18,9 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from controlplane.api.deps import tenant_key
-from controlplane.api.errors import (
-    ApiError,
-    error_response,
-    internal_error,
-    send_error,
-    sse_error_event,
-)
+from controlplane.api.errors import ApiError, error_response, internal_error, send_error
 from controlplane.api.headers import add_security_headers, append_security_headers
-from controlplane.gateway.call import SSE_CONTENT_TYPE, GatewayServices, RelayCall
+from controlplane.gateway.call import GatewayServices, RelayCall
 from controlplane.gateway.request import read_request
 
 log = logging.getLogger(__name__)
@@ -89,26 +82,18 @@ class ControlPlaneApp(FastAPI):
             await super().__call__(scope, receive, _with_security_headers(send))
             return
         scope["app"] = self
-        started = streaming = ended = False
+        started = False
 
         async def tracked_send(message: Message) -> None:
-            nonlocal started, streaming, ended
+            nonlocal started
             if not started:
                 started = True
                 append_security_headers(message)
-                streaming = (b"content-type", SSE_CONTENT_TYPE) in message["headers"]
-            elif not message.get("more_body", False):
-                ended = True
             await send(message)
 
         try:
             await relay(scope, receive, tracked_send, endpoint)
         except Exception:
             log.exception("unexpected error on POST %s", scope["path"])
-            if not started:
+            if not started:  # (a stream under way was ended by the call, with an error event)
                 await error_response(internal_error())(scope, receive, tracked_send)
-            elif streaming and not ended:
-                # A stream under way ends with the error as its last event, not a cut.
-                with contextlib.suppress(Exception):  # the client may be gone as well
-                    event = sse_error_event(internal_error())
-                    await send({"type": "http.response.body", "body": event, "more_body": False})
