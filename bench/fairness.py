@@ -3,7 +3,11 @@
     .venv/bin/python -m bench.fairness [--duration 10] [--rounds 2] [--time-scale 0.1]
 
 The engine simulator (capacity 32) is offered 3x its capacity by four tenants with weights
-1:1:2:4 (24 closed-loop clients each, tenant cap 20). Rounds alternate between the engine alone
+1:1:2:4 (24 closed-loop clients each, tenant cap 20). As the installer sets it, the gateway lets
+the engine hold a quarter of a batch waiting beyond it (`SPARKPLANE_ENGINE_QUEUE` 8), which the
+engine serves in the gateway's fair order (`--scheduling-policy priority`); `--engine-queue 0`
+(no queue in the engine) and `--fcfs-engine` (its queue first come first served, no tags)
+measure the other arrangements. Rounds alternate between the engine alone
 (vLLM's first-come-first-served queue: the baseline) and Sparkplane in front of it. Measured at
 the engine: slot use, each tenant's share of slot time against its weight, and the most
 requests in flight per tenant against its cap. The target share is the weighted share with caps
@@ -152,8 +156,12 @@ def main() -> None:
     )
     parser.add_argument("--no-direct", action="store_true", help="skip the FCFS baseline")
     parser.add_argument(
-        "--gateway-capacity", type=int, default=CAPACITY,
-        help="SPARKPLANE_ENGINE_CAPACITY (the installer sets max-num-seqs: 32 here)",
+        "--engine-queue", type=int, default=CAPACITY // 4,
+        help="SPARKPLANE_ENGINE_QUEUE (the installer sets a quarter of max-num-seqs: 8 here)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fcfs-engine", action="store_true",
+        help="the engine's queue first come first served (tags sent, and ignored)",
     )  # fmt: skip
     args = parser.parse_args()
     load_before = os.getloadavg()[0]  # other work on the machine skews slot use
@@ -163,12 +171,19 @@ def main() -> None:
         if name not in TENANTS or not value.isdigit() or int(value) < 1:
             parser.error(f"--cap-for wants TENANT=N with TENANT in {sorted(TENANTS)}, got {item!r}")
         caps[name] = int(value)
-    sim = start_simulator(mode="subprocess", max_num_seqs=CAPACITY, time_scale=args.time_scale)
+    policy = "fcfs" if args.fcfs_engine else "priority"
+    sim = start_simulator(
+        mode="subprocess",
+        max_num_seqs=CAPACITY,
+        time_scale=args.time_scale,
+        scheduling_policy=policy,
+    )
     gateway = None
     workdir = tempfile.TemporaryDirectory(prefix="sparkplane-fair-")
     tmp = workdir.name
     try:
-        env = gateways.sparkplane_env(Path(tmp), sim.url, capacity=args.gateway_capacity)
+        env = gateways.sparkplane_env(Path(tmp), sim.url, capacity=CAPACITY)
+        env["SPARKPLANE_ENGINE_QUEUE"] = str(args.engine_queue)
         keys = {
             name: gateways.create_tenant_key(
                 env,
@@ -211,7 +226,8 @@ def main() -> None:
         sim.stop()
         workdir.cleanup()  # after the gateway stopped writing there
     print(
-        f"\n# Fairness: capacity {CAPACITY}, weights 1:1:2:4, {args.clients} clients per tenant"
+        f"\n# Fairness: engine {CAPACITY} slots and a {policy} queue, gateway engine queue"
+        f" {args.engine_queue}, weights 1:1:2:4, {args.clients} clients per tenant"
         f" (3x capacity), caps {caps}, {args.rounds} x {args.duration:.0f} s per mode,"
         f" time scale {args.time_scale}; 1-min load average before the run {load_before:.1f}"
     )

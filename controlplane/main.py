@@ -66,7 +66,7 @@ async def _make_admission(
     stack: AsyncExitStack,
 ) -> Admission:
     if not settings.uses_database_coordination:
-        return Admission(engines, usage, metrics)
+        return Admission(engines, usage, metrics, engine_queue=settings.engine_queue)
     from controlplane.admission.coordinated import CoordinatedAdmission
 
     admission = CoordinatedAdmission(engines, usage, metrics, db_engine, settings)
@@ -99,7 +99,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         engines = EnginePool(
             settings.engine_urls,
-            settings.engine_capacity,
+            settings.engine_capacity + settings.engine_queue,
             connect_timeout=settings.engine_connect_timeout,
             health_interval=settings.engine_health_interval,
             keepalive=settings.engine_keepalive,

@@ -8,6 +8,17 @@ tenants by start-time fair queueing: each grant advances the tenant's virtual ti
 sequences/weight and the tenant with the smallest virtual time goes next, so saturated tenants
 share the engines in proportion to their weights whatever order their requests arrived in.
 
+An engine may hold `engine_queue` requests beyond its batch (the pool's capacity counts them),
+so that a sequence that ends is replaced from vLLM's own queue at its next step instead of after
+a crossing of the gateway. The order of that queue stays ours: each slot then carries its
+grant's start tag as an integer `priority`, which the gateway sends and an engine started with
+`--scheduling-policy priority` serves smallest first. A tenant that becomes backlogged starts at
+the smallest tag of the grants that may still wait inside the engines instead of the newest: in
+the gateway's own queue it would have gone before them. And the queue stays empty while a
+tenant is held back by its own cap beside others: a place freed by its request would go to
+whatever waits in the engine, and its next request, admitted only then, would wait for the
+next one (`_queue_open`).
+
 Everything here runs on the event loop thread without awaiting between check and update, so no
 lock is needed; cancellation at any point (queued, granted, running) goes through `release` or
 the waiter cleanup and frees the slot at once.
@@ -33,6 +44,11 @@ from controlplane.engines.pool import Engine, EnginePool
 from controlplane.metering.metrics import Metrics
 from controlplane.metering.usage import UsageLedger
 
+# Start tags are sequences per unit of weight (weights 0.001-1000): in millionths they keep that
+# resolution as vLLM's integer priority, within its int64 range for billions of requests.
+PRIORITY_SCALE = 1_000_000
+PRIORITY_MAX = 2**63 - 1
+
 
 @dataclass(eq=False)
 class _Waiter:
@@ -41,6 +57,7 @@ class _Waiter:
     future: asyncio.Future[None]
     enqueued_at: float
     engine: Engine | None = None
+    tag: float = 0.0  # the grant's start tag
 
 
 @dataclass(eq=False)
@@ -65,6 +82,7 @@ class Slot:
     demand: Demand = ONE  # what it holds: released exactly as granted
     released: bool = False
     lease_id: int | None = None  # the cross-replica lease (coordinated.py), if any
+    priority: int | None = None  # the engine queue's order for it (None: the engine's FCFS)
 
     def release(self) -> None:
         self.admission.release(self)
@@ -72,10 +90,20 @@ class Slot:
 
 class Admission:
     def __init__(
-        self, pool: EnginePool, usage: UsageLedger, metrics: Metrics, *, local_rates: bool = True
+        self,
+        pool: EnginePool,
+        usage: UsageLedger,
+        metrics: Metrics,
+        *,
+        local_rates: bool = True,
+        engine_queue: int = 0,
     ) -> None:
         self.pool = pool
         self.local_rates = local_rates  # False when replicas share rate buckets in the database
+        self.engine_queue = engine_queue  # per engine, beyond its batch
+        self.tag_priority = engine_queue > 0  # give slots the engine-queue priority of their tag
+        window = engine_queue * max(1, len(pool.engines))
+        self._recent_tags: deque[float] = deque(maxlen=max(1, window))
         self.usage = usage
         self.metrics = metrics
         self.tenants: dict[int, TenantState] = {}
@@ -96,15 +124,16 @@ class Admission:
             if not self.pool.any_healthy():
                 raise Rejected(RejectReason.ENGINE_UNAVAILABLE, "no engine is healthy", 5.0)
             if not state.queue and self._fits(state, demand):
-                engine = self.pool.take(model)
+                engine = self.pool.take(model, self._held_back())
                 if engine is not None:
-                    self._grant(state, engine, demand)
-                    return self._admitted(state, engine, 0.0, demand)
-            engine, waited = await self._wait(state, model, demand)
+                    state.vtime = max(state.vtime, self._floor())  # was idle: no banked credit
+                    tag = self._grant(state, demand)
+                    return self._admitted(state, engine, 0.0, demand, tag)
+            engine, waited, tag = await self._wait(state, model, demand)
         except Rejected as rejected:
             self.metrics.rejected.labels(policy.name, rejected.reason.value).inc()
             raise
-        return self._admitted(state, engine, waited, demand)
+        return self._admitted(state, engine, waited, demand, tag)
 
     def release(self, slot: Slot) -> None:
         if slot.released:
@@ -152,7 +181,8 @@ class Admission:
 
     async def _wait(
         self, state: TenantState, model: str | None, demand: Demand
-    ) -> tuple[Engine, float]:
+    ) -> tuple[Engine, float, float]:
+        """Queue until `_dispatch` grants a slot: (engine, seconds waited, start tag)."""
         policy = state.policy
         if len(state.queue) >= policy.queue_size:
             raise Rejected(
@@ -161,7 +191,7 @@ class Admission:
                 self._retry_after(state),
             )
         if not state.queue:  # becoming backlogged: do not bank virtual time while idle
-            state.vtime = max(state.vtime, self._vclock)
+            state.vtime = max(state.vtime, self._floor())
         loop = asyncio.get_running_loop()
         waiter = _Waiter(model, demand, loop.create_future(), time.monotonic())
         state.queue.append(waiter)
@@ -171,7 +201,7 @@ class Admission:
                 await waiter.future
         except TimeoutError:
             if waiter.engine is not None:  # granted in the same instant: keep the slot
-                return waiter.engine, time.monotonic() - waiter.enqueued_at
+                return waiter.engine, time.monotonic() - waiter.enqueued_at, waiter.tag
             self._forget(state, waiter)
             raise Rejected(
                 self._blocked_on(state, demand),
@@ -187,7 +217,7 @@ class Admission:
                 self._forget(state, waiter)
             raise
         assert waiter.engine is not None
-        return waiter.engine, time.monotonic() - waiter.enqueued_at
+        return waiter.engine, time.monotonic() - waiter.enqueued_at, waiter.tag
 
     def _forget(self, state: TenantState, waiter: _Waiter) -> None:
         try:
@@ -201,23 +231,56 @@ class Admission:
     def _fits(state: TenantState, demand: Demand) -> bool:
         return state.in_flight + demand.sequences <= state.policy.max_concurrency
 
-    def _grant(self, state: TenantState, engine: Engine, demand: Demand) -> None:
-        start = max(state.vtime, self._vclock)
+    def _grant(self, state: TenantState, demand: Demand) -> float:
+        """Count the grant against the tenant; returns its start tag (its place in fair order).
+
+        The tag is the tenant's virtual time, floored at the clock only when the tenant was
+        idle (here or in `_wait`), not at each grant: a tenant that stays backlogged but is
+        held back by its own cap while others are granted keeps the place it is owed, so an
+        engine's queue serves its requests before theirs until it has caught up.
+        """
+        start = state.vtime
         state.vtime = start + demand.sequences / state.policy.weight
-        self._vclock = start
+        self._vclock = max(self._vclock, start)
+        self._recent_tags.append(start)
         state.in_flight += demand.sequences
         state.reserved_tokens += demand.tokens
+        return start
+
+    def _floor(self) -> float:
+        """Where a tenant that was idle starts: no credit banked, but not behind requests that
+        were granted before it came and may still wait in an engine's queue."""
+        return min(self._recent_tags) if self.tag_priority and self._recent_tags else self._vclock
+
+    def _held_back(self) -> int:
+        """How much of each engine's queue may not be used now (all of it, or none)."""
+        return 0 if self._queue_open() else self.engine_queue
+
+    def _queue_open(self) -> bool:
+        """False while a backlogged tenant waits on its own cap with others' requests in flight."""
+        if not self.engine_queue:
+            return True
+        in_flight = sum(state.in_flight for state in self.tenants.values())
+        return not any(
+            state.queue
+            and not self._fits(state, state.queue[0].demand)
+            and state.in_flight < in_flight
+            for state in self.tenants.values()
+        )
 
     @staticmethod
     def _ungrant(state: TenantState, demand: Demand) -> None:
         state.in_flight -= demand.sequences
         state.reserved_tokens -= demand.tokens
 
-    def _admitted(self, state: TenantState, engine: Engine, waited: float, demand: Demand) -> Slot:
+    def _admitted(
+        self, state: TenantState, engine: Engine, waited: float, demand: Demand, tag: float
+    ) -> Slot:
         children = self.metrics.tenant(state.policy.name)
         children.admitted.inc()
         children.queue_wait.observe(waited)
-        return Slot(self, state, engine, waited, demand)
+        priority = min(round(tag * PRIORITY_SCALE), PRIORITY_MAX) if self.tag_priority else None
+        return Slot(self, state, engine, waited, demand, priority=priority)
 
     def _dispatch(self) -> None:
         """Hand free engine slots to queued tenants, smallest virtual time first."""
@@ -237,12 +300,12 @@ class Admission:
             if waiter.future.done():  # cancelled, its task not yet resumed to clean up
                 best.queue.popleft()
                 continue
-            engine = self.pool.take(waiter.model)
+            engine = self.pool.take(waiter.model, self._held_back())
             if engine is None:  # no room for this model; others may want another engine
                 skipped.add(best.policy.tenant_id)
                 continue
             best.queue.popleft()
-            self._grant(best, engine, waiter.demand)
+            waiter.tag = self._grant(best, waiter.demand)
             waiter.engine = engine
             waiter.future.set_result(None)
 

@@ -23,7 +23,7 @@ DATA_DIR_TAIL = ("var", "lib", "sparkplane", "controlplane")
 # Engine flags worth showing on the System page, in this order.
 ENGINE_FLAGS = (
     "--served-model-name", "--max-model-len", "--max-num-seqs", "--kv-cache-dtype",
-    "--gpu-memory-utilization", "--speculative-config", "--port", "--host",
+    "--gpu-memory-utilization", "--scheduling-policy", "--speculative-config", "--port", "--host",
 )  # fmt: skip
 
 

@@ -99,11 +99,12 @@ class EnginePool:
 
     # ---- choice --------------------------------------------------------------------------
 
-    def take(self, model: str | None) -> Engine | None:
-        """The healthy engine serving `model` with the fewest requests in flight, or None."""
+    def take(self, model: str | None, held_back: int = 0) -> Engine | None:
+        """The healthy engine serving `model` with the fewest requests in flight, or None;
+        `held_back` of each engine's capacity (its queue, admission.local) is not used."""
         best: Engine | None = None
         for engine in self.engines:
-            room = not self.enforce_capacity or engine.in_flight < engine.capacity
+            room = not self.enforce_capacity or engine.in_flight < engine.capacity - held_back
             eligible = engine.healthy and room and engine.serves(model)
             if eligible and (best is None or engine.in_flight < best.in_flight):
                 best = engine

@@ -297,7 +297,7 @@ class RelayCall:
             "X-Request-Id": self.request_id,
             "X-Sparkplane-Tenant": self.principal.tenant.name,
         }
-        body = self._upstream_body()
+        body = self._upstream_body(slot.priority)
         while True:
             try:
                 response = await engine.client.request(
@@ -353,14 +353,22 @@ class RelayCall:
         event = sse_error_event(error)
         await send({"type": "http.response.body", "body": event, "more_body": False})
 
-    def _upstream_body(self) -> bytes:
+    def _upstream_body(self, priority: int | None) -> bytes:
         if self.stream and not self._client_wants_usage:
             # Usage always comes from the engine: ask for it, the relay strips it again.
             options = dict(self._body.get("stream_options") or {})
             options["include_usage"] = True
             self._body["stream_options"] = options
             self._body_changed = True
-        return orjson.dumps(self._body) if self._body_changed else self._raw
+        if "priority" in self._body:  # the order of the engine's queue is ours, not a client's
+            del self._body["priority"]
+            self._body_changed = True
+        raw = orjson.dumps(self._body) if self._body_changed else self._raw
+        if priority is None:
+            return raw
+        # Added before the object's closing brace (a non-empty object: it has a model), so the
+        # body is not serialized again for it.
+        return b'%s,"priority":%d}' % (raw.rstrip()[:-1], priority)
 
     async def _relay_whole(self, response: EngineResponse, send: Send) -> None:
         body = await response.read()

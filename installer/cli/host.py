@@ -98,7 +98,8 @@ def plan_command(
     console.print(table)
     console.print(
         f"profile {profile}: --max-model-len {plan.max_model_len} "
-        f"--max-num-seqs {plan.max_num_seqs}"
+        f"--max-num-seqs {plan.max_num_seqs}; the control plane lets it hold "
+        f"{plan.engine_queue} more waiting (SPARKPLANE_ENGINE_QUEUE), in its fair order"
     )
     console.print("engine flags: " + " ".join(plan.args))
     if draft is not None and plan.speculative_tokens:

@@ -31,6 +31,8 @@ THROUGHPUT_MAX_NUM_SEQS = 32
 LATENCY_MAX_MODEL_LEN = 32768
 LATENCY_MAX_NUM_SEQS = 8
 SPECULATIVE_TOKENS = 3
+# Every profile's engine orders its waiting queue by the control plane's fair-queue tags.
+SCHEDULING_ARGS = ["--scheduling-policy", "priority"]
 
 
 class PlanError(ValueError):
@@ -60,6 +62,17 @@ class EnginePlan:
     # The flag itself (`--speculative-config`) is rendered by templates/_engine.j2 from the draft's
     # installed directory, which is a per-host path like the model's.
     speculative_tokens: int = 0
+
+    @property
+    def engine_queue(self) -> int:
+        """Requests the control plane lets the engine hold waiting beyond its batch.
+
+        vLLM replaces a finished sequence from its own queue at the next step; with none
+        there, the slot waits for the next request to cross the gateway and be tokenized
+        (docs/benchmarks.md, "Capacity through the control plane"). The queue's order stays
+        the control plane's: the engine serves it by the priority tags it sends.
+        """
+        return max(2, self.max_num_seqs // 4)
 
 
 def fit_table(shape: AttentionShape, kv_dtype: str, budget: int) -> list[FitRow]:
@@ -98,7 +111,7 @@ def _demo_plan(model_dir: Path, shape: AttentionShape, draft_dir: Path | None) -
             f"the CPU cache is {budget} bytes; the demo profile is for tiny models"
         )
     args = ["--max-model-len", str(max_len), "--max-num-seqs", str(DEMO_MAX_NUM_SEQS)]
-    args += ["--dtype", "float32", "--enforce-eager"]
+    args += ["--dtype", "float32", "--enforce-eager", *SCHEDULING_ARGS]
     # The Spark profiles' own model flags: the Gemma 4 parsers (docs/installer.md, demo vs Spark).
     model_args, _ = _model_specific(model_dir, shape)
     env = {"VLLM_CPU_KVCACHE_SPACE": str(DEMO_KVCACHE_GIB)}
@@ -146,6 +159,7 @@ def make_plan(
             raise PlanError(_no_fit_message(profile, seqs, row, budget, weights))
     args = ["--max-model-len", str(max_len), "--max-num-seqs", str(seqs)]
     args += ["--gpu-memory-utilization", str(GPU_MEMORY_UTILIZATION), "--kv-cache-dtype", "fp8"]
+    args += SCHEDULING_ARGS
     speculative = SPECULATIVE_TOKENS if profile == "latency" and draft_dir is not None else 0
     extra_args, env = _model_specific(model_dir, shape)
     return EnginePlan(

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from controlplane.appliance.layout import Layout, controlplane_command, engine_command
 from controlplane.core import signing
+from controlplane.core.envfile import read_env_file
 from controlplane.core.security import write_private_file
 from installer.bundle.trust import TrustStore
 from installer.ops.processes import ManagedProcess, wait_http_ok
@@ -76,7 +77,12 @@ def provision_demo_identities(root: Path, result: InstallResult) -> dict[str, st
     layout = Layout.at(root)
     listing = run_release_cli(layout, "tenants", "list").stdout
     if DEMO_TENANT not in {line.split("\t", 1)[0] for line in listing.splitlines()}:
-        run_release_cli(layout, "tenants", "create", DEMO_TENANT, "--max-concurrency", "8")
+        # The only tenant may use the whole engine: its batch and what may wait in it.
+        settings = read_env_file(layout.controlplane_env)
+        engine = int(settings["SPARKPLANE_ENGINE_CAPACITY"]) + int(
+            settings.get("SPARKPLANE_ENGINE_QUEUE", "0")
+        )
+        run_release_cli(layout, "tenants", "create", DEMO_TENANT, "--max-concurrency", str(engine))
     api_key = run_release_cli(layout, "keys", "create", "--tenant", DEMO_TENANT).stdout
     if result.first_admin is not None:
         password = result.first_admin.password

@@ -163,6 +163,7 @@ def playbook_vars(
         "sparkplane_engine_profile_args": plan.args,
         "sparkplane_engine_profile_env": plan.env,
         "sparkplane_engine_max_num_seqs": plan.max_num_seqs,
+        "sparkplane_engine_queue": plan.engine_queue,
         "sparkplane_flashinfer_cache_path": facts.flashinfer_cache,
         "sparkplane_flashinfer_wheelhouse_path": facts.flashinfer_wheelhouse,
         "sparkplane_controlplane_environment": "production",

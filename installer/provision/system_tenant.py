@@ -20,7 +20,7 @@ from installer.provision.release_cli import ReleaseCliError, run_release_cli
 
 SYSTEM_TENANT = "sparkplane-system"
 CAPPED_TENANT = "sparkplane-system-cap"
-# Above every profile's max-num-seqs (32) and validate's 16-stream level.
+# Above every profile's engine capacity (32 in the batch, 8 waiting) and validate's 16 streams.
 SYSTEM_CONCURRENCY = "64"
 
 

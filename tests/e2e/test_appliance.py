@@ -232,6 +232,17 @@ def test_reasoning_appears_when_asked_for_and_not_otherwise(sdk: dict) -> None:
     assert used["reasoning_on"] > used["reasoning_off"]
 
 
+def test_the_demo_tenant_may_fill_the_engine_and_its_queue(
+    appliance: tuple[Path, subprocess.Popen[str], Path],
+) -> None:
+    root, _, _ = appliance
+    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    assert (env["SPARKPLANE_ENGINE_CAPACITY"], env["SPARKPLANE_ENGINE_QUEUE"]) == ("8", "2")
+    listed = sparkplane("tenants", "list", env=env).stdout.splitlines()
+    demo = next(line.split("\t") for line in listed if line.startswith("demo\t"))
+    assert "concurrency=10" in demo, demo
+
+
 def test_context_cap_counts_with_the_engines_own_tokenizer(
     appliance: tuple[Path, subprocess.Popen[str], Path], netns: NetworkNamespace
 ) -> None:

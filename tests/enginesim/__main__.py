@@ -32,6 +32,12 @@ def parse_args(argv: list[str] | None) -> tuple[SimOptions, bool]:
     )
     p.add_argument("--max-num-seqs", type=int, default=32)
     p.add_argument(
+        "--scheduling-policy",
+        choices=("fcfs", "priority"),
+        default="fcfs",
+        help="order of the waiting queue, as vLLM's flag",
+    )
+    p.add_argument(
         "--time-scale",
         type=float,
         default=1.0,

@@ -1,4 +1,7 @@
-"""The simulated engine: max-num-seqs slots with a FIFO waiting queue, and counters a test reads.
+"""The simulated engine: max-num-seqs slots with a waiting queue, and counters a test reads.
+
+The queue is first come first served, or with `scheduling_policy="priority"` ordered by the
+requests' `priority` (smaller first, then arrival), as vLLM's `--scheduling-policy priority`.
 
 "In flight" counts a request from its arrival to its end (waiting + running); a tenant is the
 value of the tenant header, else the body's `user` field, else "-".
@@ -7,6 +10,8 @@ value of the tenant header, else the body's `user` field, else "-".
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +34,7 @@ class TenantStats:
     aborted: int = 0
     generation_tokens: int = 0
     slot_seconds: float = 0.0  # wall seconds of engine slots held since the last reset
+    last_priority: int | None = None  # the `priority` of its latest request
 
 
 @dataclass(eq=False)  # identity hashing: tracks live in a set
@@ -60,6 +66,41 @@ class Counters:
     tenants: dict[str, TenantStats] = field(default_factory=dict)
 
 
+class SlotQueue:
+    """max-num-seqs slots; a request that finds none waits, in order of (priority, arrival)."""
+
+    def __init__(self, slots: int, by_priority: bool) -> None:
+        self.free = slots
+        self.by_priority = by_priority  # else every key is 0: first come first served
+        self._waiting: list[tuple[tuple[int, int], asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    def full(self) -> bool:
+        return self.free == 0
+
+    async def acquire(self, priority: int) -> None:
+        if self.free and not self._waiting:
+            self.free -= 1
+            return
+        key = (priority if self.by_priority else 0, next(self._arrivals))
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (key, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # handed a slot as it was cancelled
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, future = heapq.heappop(self._waiting)
+            if not future.done():  # a cancelled waiter's future is done: skip it
+                future.set_result(None)
+                return
+        self.free += 1
+
+
 class SimEngine:
     def __init__(self, opts: SimOptions) -> None:
         self.opts = opts
@@ -67,7 +108,7 @@ class SimEngine:
         self.faults = Faults()
         self.faults.update(opts.faults)
         self.metrics = VllmMetrics(opts.models[0])
-        self._slots = asyncio.Semaphore(opts.max_num_seqs)
+        self._slots = SlotQueue(opts.max_num_seqs, opts.scheduling_policy == "priority")
         self.running: set[Track] = set()
         self.waiting = 0
         self.in_flight = 0
@@ -92,13 +133,14 @@ class SimEngine:
         self.metrics.set_queue(len(self.running), self.waiting, self.opts.max_num_seqs)
 
     @asynccontextmanager
-    async def admitted(self, tenant: str) -> AsyncIterator[Track]:
-        """Hold a sequence slot for the body of the `async with` (waiting FIFO when full).
+    async def admitted(self, tenant: str, priority: int = 0) -> AsyncIterator[Track]:
+        """Hold a sequence slot for the body of the `async with` (waiting when all are busy).
 
         Cancellation (client gone) at any point frees the slot and counts an abort.
         """
         track = Track(tenant=tenant, arrived=time.monotonic())
         stats = self._tenant(tenant)
+        stats.last_priority = priority
         self.counters.requests += 1
         stats.requests += 1
         stats.in_flight += 1
@@ -107,15 +149,15 @@ class SimEngine:
         self._publish()
         finished = False
         try:
-            if self._slots.locked():  # all seqs busy: wait in FIFO order, like vLLM's queue
+            if self._slots.full():  # all seqs busy: wait in the queue, like vLLM's
                 self.waiting += 1
                 self._publish()
                 try:
-                    await self._slots.acquire()
+                    await self._slots.acquire(priority)
                 finally:
                     self.waiting -= 1
             else:
-                await self._slots.acquire()
+                await self._slots.acquire(priority)
             try:
                 self._mark_busy()
                 track.started = time.monotonic()

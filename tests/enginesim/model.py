@@ -26,6 +26,7 @@ class SimOptions:
     port: int = 0
     models: tuple[str, ...] = ("sim-model",)
     max_num_seqs: int = 32
+    scheduling_policy: str = "fcfs"  # or "priority": the waiting queue by the body's `priority`
     time_scale: float = 1.0  # multiplies every modelled duration; 0.01 = 100x faster
     prefill_tps: float = 2100.0
     decode_tps_single: float = 32.0
@@ -48,6 +49,10 @@ class SimOptions:
             raise ValueError("models: at least one served model name is required")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.scheduling_policy not in ("fcfs", "priority"):
+            raise ValueError(
+                f"scheduling_policy must be fcfs or priority, got {self.scheduling_policy}"
+            )
         if self.time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
         positive = ("prefill_tps", "decode_tps_single", "decode_tps_at_16")

@@ -113,6 +113,14 @@ def tenant_of(body: dict[str, Any], header_value: str | None) -> str:
     return user if isinstance(user, str) and user else "-"
 
 
+def priority_of(body: dict[str, Any]) -> int:
+    """The request's place in a priority queue (vLLM: an integer, default 0, smaller first)."""
+    value = body.get("priority", 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest("priority must be an integer", param="priority")
+    return value
+
+
 def embedding_inputs(body: dict[str, Any]) -> list[str]:
     raw = body.get("input")
     items: list[Any] = raw if isinstance(raw, list) else [raw]

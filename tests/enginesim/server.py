@@ -11,7 +11,14 @@ from aiohttp import web
 from .control import control_routes, error_response, json_response, read_json
 from .engine import SimEngine, Track
 from .model import SimOptions
-from .parse import build_plan, check_model, embedding_inputs, stream_flags, tenant_of
+from .parse import (
+    build_plan,
+    check_model,
+    embedding_inputs,
+    priority_of,
+    stream_flags,
+    tenant_of,
+)
 from .shapes import DONE, BadRequest, Plan, embedding_item, embedding_vector, error_body, usage
 from .tokenize_route import tokenize_routes
 
@@ -121,6 +128,7 @@ class SimServer:
             body = await read_json(request)
             model = check_model(body, self.opts)
             texts = embedding_inputs(body)
+            priority = priority_of(body)
             encoding = body.get("encoding_format", "float")
             if encoding not in ("float", "base64"):
                 raise BadRequest("encoding_format must be float or base64", param="encoding_format")
@@ -129,7 +137,7 @@ class SimServer:
             return error_response(exc)
         tokens = sum(max(len(t) // 4, 1) for t in texts)
         tenant = tenant_of(body, request.headers.get(self.opts.tenant_header))
-        async with self.engine.admitted(tenant):
+        async with self.engine.admitted(tenant, priority):
             await asyncio.sleep(self.engine.latency.prefill_seconds(tokens))
         data = [
             embedding_item(i, embedding_vector(t, self.opts.embedding_dim), encoding)
@@ -154,6 +162,7 @@ class SimServer:
             body = await read_json(request)
             plan = build_plan(body, self.opts, chat)
             stream, include_usage = stream_flags(body)
+            priority = priority_of(body)
         except BadRequest as exc:
             engine.counters.rejected += 1
             return error_response(exc)
@@ -170,7 +179,7 @@ class SimServer:
         stop_at = faults.drop_after_tokens if faults.take_drop() else None
         tenant = tenant_of(body, request.headers.get(self.opts.tenant_header))
         try:
-            async with engine.admitted(tenant) as track:
+            async with engine.admitted(tenant, priority) as track:
                 engine.counters.prompt_tokens += plan.prompt_tokens
                 engine.metrics.prompt_tokens.inc(plan.prompt_tokens)
                 engine.metrics.prompt_hist.observe(plan.prompt_tokens)

@@ -120,3 +120,46 @@ async def test_reset_while_busy_keeps_tenant_counts_consistent(
     assert (tenant["in_flight"], tenant["max_in_flight"], tenant["completed"]) == (0, 3, 3)
     # Per-tenant slot time covers the same window as the engine's busy time.
     assert tenant["slot_seconds"] == pytest.approx(stats["busy_slot_seconds"], rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("priority", ["p-1", "p3", "p5a", "p5b"]), ("fcfs", ["p5a", "p3", "p-1", "p5b"])],
+)
+async def test_the_priority_policy_serves_the_queue_smallest_priority_first(
+    policy: str, expected: list[str]
+) -> None:
+    """As vLLM's --scheduling-policy priority: with the one slot busy, waiting requests start in
+    order of their `priority` (ties by arrival); first come first served by default."""
+    finished: list[str] = []
+    with start_simulator(max_num_seqs=1, time_scale=0.05, scheduling_policy=policy) as sim:
+        client = openai.AsyncOpenAI(base_url=sim.url, api_key="x", max_retries=0)
+
+        async def one(name: str, priority: int, tokens: int = 4) -> None:
+            await client.chat.completions.create(
+                model="sim-model",
+                messages=MESSAGES,
+                max_tokens=tokens,
+                extra_body={"priority": priority},
+            )
+            finished.append(name)
+
+        first = asyncio.create_task(one("busy", 0, tokens=60))  # holds the slot
+        while sim.stats()["running"] == 0:
+            await asyncio.sleep(0.005)
+        waiting = []
+        for name, priority in (("p5a", 5), ("p3", 3), ("p-1", -1), ("p5b", 5)):
+            waiting.append(asyncio.create_task(one(name, priority)))
+            while sim.stats()["waiting"] < len(waiting):  # arrivals in this order
+                await asyncio.sleep(0.005)
+        await asyncio.gather(first, *waiting)
+        await client.close()
+    assert finished == ["busy", *expected]
+
+
+def test_a_priority_that_is_not_an_integer_is_refused(sim: SimHandle) -> None:
+    client = openai.OpenAI(base_url=sim.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="priority"):
+        client.chat.completions.create(
+            model="sim-model", messages=MESSAGES, max_tokens=1, extra_body={"priority": "high"}
+        )

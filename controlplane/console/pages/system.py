@@ -39,5 +39,5 @@ async def system(request: Request, active: Viewer) -> Response:
         request, "system.html", active, section="system", title="System", info=info,
         version=controlplane.__version__, now=utcnow(), engines=settings.engine_urls,
         database=settings.database_url.split(":")[0], capacity=settings.engine_capacity,
-        report=report, plots=plots,
+        engine_queue=settings.engine_queue, report=report, plots=plots,
     )  # fmt: skip

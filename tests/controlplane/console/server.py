@@ -116,11 +116,11 @@ def start_console_server(
     """Start the server; `tls` = (certificate, key) PEM files serves it over HTTPS; `port`
     when its URL must be known before (an identity provider's redirect URI)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    sim = start_simulator(max_num_seqs=4, time_scale=0.01)
+    sim = start_simulator(max_num_seqs=4, time_scale=0.01, scheduling_policy="priority")
     port = port or free_port()
     config = Settings(
-        data_dir=data_dir, engine_urls=[sim.url], engine_capacity=4, usage_flush_interval=0.2,
-        engine_health_interval=0.5, **settings,
+        data_dir=data_dir, engine_urls=[sim.url], engine_capacity=4, engine_queue=2,
+        usage_flush_interval=0.2, engine_health_interval=0.5, **settings,
     )  # fmt: skip
     engine = make_engine(config.database_url)
     init_db(engine)

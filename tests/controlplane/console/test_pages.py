@@ -197,6 +197,7 @@ def test_system_page_reads_the_installed_appliance(auditor: ConsoleClient) -> No
     page = auditor.get("/system").text
     for fact in ("sparkplane-demo", "vllm-cpu", "active",
                  "--max-num-seqs", "demo-model", "installer.install", "spark.site.local",
-                 "disk space", "262,144", "1.0 GiB"):  # fmt: skip
+                 "disk space", "262,144", "1.0 GiB",
+                 "capacity 4 per engine, 2 more waiting in it"):  # fmt: skip
         assert fact in page, fact
     assert re.search(r"(89|90) days", page)

@@ -56,6 +56,9 @@ def test_throughput_on_a_spark_gets_32_sequences_at_full_context(gemma: Path) ->
     assert "--enable-auto-tool-choice" in args
     assert args[args.index("--moe-backend") + 1] == "marlin"
     assert plan.env == {"VLLM_NVFP4_GEMM_BACKEND": "marlin"}
+    # The engine serves what waits in it by the control plane's fair tags: 8 of them here.
+    assert args[args.index("--scheduling-policy") + 1] == "priority"
+    assert plan.engine_queue == 8
 
 
 def test_throughput_shortens_the_context_on_a_smaller_box(gemma: Path) -> None:
@@ -93,9 +96,12 @@ def test_demo_profile_is_the_cpu_engine_of_the_vllm_note(tmp_path: Path) -> None
         "--dtype",
         "float32",
         "--enforce-eager",
+        "--scheduling-policy",
+        "priority",
     ]
     assert plan.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
     assert plan.speculative_tokens == 0
+    assert plan.engine_queue == 2  # a quarter of the batch, at least 2
 
 
 def test_demo_profile_of_a_gemma4_model_takes_the_spark_parsers_and_mtp(tmp_path: Path) -> None:
@@ -108,6 +114,7 @@ def test_demo_profile_of_a_gemma4_model_takes_the_spark_parsers_and_mtp(tmp_path
     plan = make_plan(model, "demo", 0, draft)
     assert plan.args[plan.args.index("--max-model-len") :] == [
         "--max-model-len", "512", "--max-num-seqs", "8", "--dtype", "float32", "--enforce-eager",
+        "--scheduling-policy", "priority",
         "--enable-auto-tool-choice", "--tool-call-parser", "gemma4", "--reasoning-parser", "gemma4",
     ]  # fmt: skip
     assert plan.speculative_tokens == 3 and plan.weights_bytes == 1010

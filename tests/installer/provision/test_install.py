@@ -143,6 +143,8 @@ def test_controlplane_settings_point_at_the_engine(installed) -> None:
     assert env["SPARKPLANE_DATA_DIR"] == str(Layout.at(root).controlplane_data)
     assert env["SPARKPLANE_ENGINE_URLS"] == "http://127.0.0.1:18000/v1"
     assert env["SPARKPLANE_ENGINE_CAPACITY"] == "8"
+    assert env["SPARKPLANE_ENGINE_QUEUE"] == "2"  # served by priority: the engine's flag
+    assert "--scheduling-policy\npriority" in Layout.at(root).engine_args.read_text()
     assert env["SPARKPLANE_PORT"] == "18080"
     # The service reads this file as its --config, which refuses unknown keys: load it so.
     settings = load_settings(Layout.at(root).controlplane_env)
