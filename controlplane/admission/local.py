@@ -8,16 +8,8 @@ tenants by start-time fair queueing: each grant advances the tenant's virtual ti
 sequences/weight and the tenant with the smallest virtual time goes next, so saturated tenants
 share the engines in proportion to their weights whatever order their requests arrived in.
 
-An engine may hold `engine_queue` requests beyond its batch (the pool's capacity counts them),
-so that a sequence that ends is replaced from vLLM's own queue at its next step instead of after
-a crossing of the gateway. The order of that queue stays ours: each slot then carries its
-grant's start tag as an integer `priority`, which the gateway sends and an engine started with
-`--scheduling-policy priority` serves smallest first. A tenant that becomes backlogged starts at
-the smallest tag of the grants that may still wait inside the engines instead of the newest: in
-the gateway's own queue it would have gone before them. And the queue stays empty while a
-tenant is held back by its own cap beside others: a place freed by its request would go to
-whatever waits in the engine, and its next request, admitted only then, would wait for the
-next one (`_queue_open`).
+With an engine queue (engine_queue.py) each slot carries its grant's start tag as vLLM's
+`priority`, so what waits inside an engine is served in the same fair order.
 
 Everything here runs on the event loop thread without awaiting between check and update, so no
 lock is needed; cancellation at any point (queued, granted, running) goes through `release` or
@@ -31,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from controlplane.admission.engine_queue import EngineQueue
 from controlplane.admission.limits import (
     ONE,
     Demand,
@@ -43,11 +36,6 @@ from controlplane.admission.limits import (
 from controlplane.engines.pool import Engine, EnginePool
 from controlplane.metering.metrics import Metrics
 from controlplane.metering.usage import UsageLedger
-
-# Start tags are sequences per unit of weight (weights 0.001-1000): in millionths they keep that
-# resolution as vLLM's integer priority, within its int64 range for billions of requests.
-PRIORITY_SCALE = 1_000_000
-PRIORITY_MAX = 2**63 - 1
 
 
 @dataclass(eq=False)
@@ -100,10 +88,7 @@ class Admission:
     ) -> None:
         self.pool = pool
         self.local_rates = local_rates  # False when replicas share rate buckets in the database
-        self.engine_queue = engine_queue  # per engine, beyond its batch
-        self.tag_priority = engine_queue > 0  # give slots the engine-queue priority of their tag
-        window = engine_queue * max(1, len(pool.engines))
-        self._recent_tags: deque[float] = deque(maxlen=max(1, window))
+        self.engine_queue = EngineQueue(engine_queue, len(pool.engines))
         self.usage = usage
         self.metrics = metrics
         self.tenants: dict[int, TenantState] = {}
@@ -126,7 +111,8 @@ class Admission:
             if not state.queue and self._fits(state, demand):
                 engine = self.pool.take(model, self._held_back())
                 if engine is not None:
-                    state.vtime = max(state.vtime, self._floor())  # was idle: no banked credit
+                    # It was idle: no banked credit.
+                    state.vtime = max(state.vtime, self.engine_queue.floor(self._vclock))
                     tag = self._grant(state, demand)
                     return self._admitted(state, engine, 0.0, demand, tag)
             engine, waited, tag = await self._wait(state, model, demand)
@@ -191,7 +177,7 @@ class Admission:
                 self._retry_after(state),
             )
         if not state.queue:  # becoming backlogged: do not bank virtual time while idle
-            state.vtime = max(state.vtime, self._floor())
+            state.vtime = max(state.vtime, self.engine_queue.floor(self._vclock))
         loop = asyncio.get_running_loop()
         waiter = _Waiter(model, demand, loop.create_future(), time.monotonic())
         state.queue.append(waiter)
@@ -242,30 +228,23 @@ class Admission:
         start = state.vtime
         state.vtime = start + demand.sequences / state.policy.weight
         self._vclock = max(self._vclock, start)
-        self._recent_tags.append(start)
+        self.engine_queue.granted(start)
         state.in_flight += demand.sequences
         state.reserved_tokens += demand.tokens
         return start
 
-    def _floor(self) -> float:
-        """Where a tenant that was idle starts: no credit banked, but not behind requests that
-        were granted before it came and may still wait in an engine's queue."""
-        return min(self._recent_tags) if self.tag_priority and self._recent_tags else self._vclock
-
     def _held_back(self) -> int:
-        """How much of each engine's queue may not be used now (all of it, or none)."""
-        return 0 if self._queue_open() else self.engine_queue
-
-    def _queue_open(self) -> bool:
-        """False while a backlogged tenant waits on its own cap with others' requests in flight."""
-        if not self.engine_queue:
-            return True
+        """The part of each engine's capacity not to use now (engine_queue.py)."""
+        if not self.engine_queue.per_engine:
+            return 0
         in_flight = sum(state.in_flight for state in self.tenants.values())
-        return not any(
-            state.queue
-            and not self._fits(state, state.queue[0].demand)
-            and state.in_flight < in_flight
-            for state in self.tenants.values()
+        return self.engine_queue.held_back(
+            any(  # a backlogged tenant waits on its own cap with others' requests in flight
+                state.queue
+                and not self._fits(state, state.queue[0].demand)
+                and state.in_flight < in_flight
+                for state in self.tenants.values()
+            )
         )
 
     @staticmethod
@@ -279,7 +258,7 @@ class Admission:
         children = self.metrics.tenant(state.policy.name)
         children.admitted.inc()
         children.queue_wait.observe(waited)
-        priority = min(round(tag * PRIORITY_SCALE), PRIORITY_MAX) if self.tag_priority else None
+        priority = self.engine_queue.priority(tag)
         return Slot(self, state, engine, waited, demand, priority=priority)
 
     def _dispatch(self) -> None:

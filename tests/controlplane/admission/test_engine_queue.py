@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine as DbEngine
 
-from controlplane.admission.local import PRIORITY_SCALE, Admission, Slot
+from controlplane.admission.engine_queue import PRIORITY_SCALE
+from controlplane.admission.local import Admission, Slot
 from controlplane.core.db import init_db, make_engine
 from controlplane.engines.client import EngineClient
 from controlplane.engines.pool import Engine, EnginePool
