@@ -53,7 +53,6 @@ RUNNING = re.compile(r"^vllm:num_requests_running\{[^}]*\} (\S+)", re.M)
 
 @dataclass
 class Phase:
-    tokens: int = 0
     ttfts: list[float] = field(default_factory=list)
     errors: int = 0
     seconds: float = 0.0
@@ -61,10 +60,23 @@ class Phase:
     running: list[float] = field(default_factory=list)  # vLLM's num_requests_running samples
     finished: list[tuple[float, int]] = field(default_factory=list)  # (when, tokens) per stream
 
+    @property
+    def tokens(self) -> int:
+        return sum(n for _, n in self.finished)
+
+    @property
+    def rate(self) -> float:
+        """Completion tokens per second of the phase."""
+        return self.tokens / self.seconds
+
+    @property
+    def batch(self) -> float:
+        """The engine's mean batch over the phase (0 when it was not sampled)."""
+        return statistics.fmean(self.running or [0])
+
     def merge(self, other: Phase) -> None:
         self.running += other.running
         self.finished += other.finished
-        self.tokens += other.tokens
         self.ttfts += other.ttfts
         self.errors += other.errors
         self.seconds += other.seconds
@@ -85,9 +97,8 @@ async def stream_once(session: aiohttp.ClientSession, url: str, headers: dict[st
                 first = time.perf_counter()
                 phase.ttfts.append(first - started)
             if b'"usage":{' in line and b'"choices":[]' in line:
-                usage = orjson.loads(line[6:])["usage"]
-                phase.tokens += int(usage["completion_tokens"])
-                phase.finished.append((time.perf_counter(), int(usage["completion_tokens"])))
+                tokens = int(orjson.loads(line[6:])["usage"]["completion_tokens"])
+                phase.finished.append((time.perf_counter(), tokens))
 
 
 async def sample_running(session: aiohttp.ClientSession, metrics_url: str, end: float,
@@ -131,22 +142,24 @@ async def closed_loop(url: str, key: str, model: str, streams: int, tokens: int,
 
 
 def row(streams: int, name: str, phase: Phase) -> str:
-    rate = phase.tokens / phase.seconds
+    rate = phase.rate
     cpu = phase.cpu / phase.tokens * 1000 if name == "gateway" else 0.0
     ttft = (
         f"{percentile(phase.ttfts, 50) * 1000:>7.0f}ms {percentile(phase.ttfts, 99) * 1000:>7.0f}ms"
     )
-    running = statistics.fmean(phase.running or [0])
+    running = phase.batch
     return (
         f"{streams:>7} {name:>8} {rate:>8.1f} {ttft} {cpu:>12.3f} {running:>7.2f} {phase.errors:>6}"
     )
 
 
-def gateway_env(args: argparse.Namespace, layout: Layout, engine_url: str) -> dict[str, str]:
+def gateway_env(
+    args: argparse.Namespace, layout: Layout, engine_url: str, data_dir: Path
+) -> dict[str, str]:
     """The installed appliance's engine capacity and queue, then the command line's."""
-    installed = read_env_file(layout.etc / "controlplane.env")
+    installed = read_env_file(layout.controlplane_env)
     env = gateways.sparkplane_env(
-        Path(args.tmp), engine_url, int(installed.get("SPARKPLANE_ENGINE_CAPACITY", 32))
+        data_dir, engine_url, int(installed.get("SPARKPLANE_ENGINE_CAPACITY", 32))
     )
     env["SPARKPLANE_ENGINE_QUEUE"] = installed.get("SPARKPLANE_ENGINE_QUEUE", "0")
     return env | dict(pair.split("=", 1) for pair in args.env)
@@ -173,26 +186,21 @@ def compare(args: argparse.Namespace, model: str, engine_url: str, metrics: str,
                 totals[name].merge(phase)
                 pair[name] = phase
             print(f"  round {round_ + 1}: " + ", ".join(
-                f"{name} {p.tokens / p.seconds:.0f} tok/s, running "
-                f"{statistics.fmean(p.running or [0]):.2f}" for name, p in pair.items()
+                f"{name} {p.rate:.0f} tok/s, running {p.batch:.2f}" for name, p in pair.items()
             ))  # fmt: skip
         for name, phase in totals.items():
             print(row(streams, name, phase))
-        ratio = (totals["gateway"].tokens / totals["gateway"].seconds) / (
-            totals["direct"].tokens / totals["direct"].seconds
-        )
-        batch = statistics.fmean(totals["gateway"].running or [0]) / statistics.fmean(
-            totals["direct"].running or [1]
-        )
+        ratio = totals["gateway"].rate / totals["direct"].rate
+        batch = totals["gateway"].batch / (totals["direct"].batch or 1)
         print(f"{streams:>7} {'ratio':>8} {ratio:>8.3f} {'':>9} {'':>9} {'':>12} "
               f"{batch:>7.3f}")  # fmt: skip
 
 
 async def shared(gateway_url: str, keys: dict[str, str], model: str, streams: int, tokens: int,
-                 duration: float, metrics: str) -> dict[str, int]:  # fmt: skip
-    """Every tenant's closed loop at once; each one's tokens in streams that ended between the
+                 duration: float, metrics: str) -> tuple[Counter[str], float]:  # fmt: skip
+    """Every tenant's closed loop at once: each one's tokens in streams that ended between the
     first quarter and the end of the phase (after it, the tenants that wait longest drain
-    alone). The engine's batch is sampled in the first tenant's phase."""
+    alone), and the engine's mean batch (sampled in the first tenant's phase)."""
     started = time.perf_counter()
     loops = [
         closed_loop(gateway_url, key, model, streams, tokens, duration, metrics if i == 0 else "")
@@ -200,12 +208,13 @@ async def shared(gateway_url: str, keys: dict[str, str], model: str, streams: in
     ]
     phases = await asyncio.gather(*loops)
     window = (started + duration / 4, started + duration)
-    shares = {
-        name: sum(n for when, n in phase.finished if window[0] <= when <= window[1])
-        for name, phase in zip(keys, phases, strict=True)
-    }
-    shares["running x100"] = round(statistics.fmean(phases[0].running or [0]) * 100)
-    return shares
+    ended = Counter(
+        {
+            name: sum(n for when, n in phase.finished if window[0] <= when <= window[1])
+            for name, phase in zip(keys, phases, strict=True)
+        }
+    )
+    return ended, phases[0].batch
 
 
 def fairness(args: argparse.Namespace, model: str, metrics: str, env: dict[str, str],
@@ -221,16 +230,17 @@ def fairness(args: argparse.Namespace, model: str, metrics: str, env: dict[str, 
     gateway = gateways.start_sparkplane(env)
     streams = (args.streams or [seqs * 2])[0]
     totals: Counter[str] = Counter()
+    batches = []
     try:
         for _ in range(args.rounds):
-            totals.update(
-                asyncio.run(
-                    shared(gateway.url, keys, model, streams, args.tokens, args.duration, metrics)
-                )
+            tokens, batch = asyncio.run(
+                shared(gateway.url, keys, model, streams, args.tokens, args.duration, metrics)
             )
+            totals.update(tokens)
+            batches.append(batch)
     finally:
         gateway.stop()
-    all_tokens = sum(totals[name] for name in keys) or 1
+    all_tokens = sum(totals.values()) or 1
     capacity, queue = env["SPARKPLANE_ENGINE_CAPACITY"], env["SPARKPLANE_ENGINE_QUEUE"]
     print(f"capacity {capacity}, engine queue {queue}, max-num-seqs {seqs}, "
           f"{streams} streams per tenant, {args.rounds} x {args.duration:g} s")  # fmt: skip
@@ -242,8 +252,7 @@ def fairness(args: argparse.Namespace, model: str, metrics: str, env: dict[str, 
         share, target = totals[name] / all_tokens, targets[name]
         print(f"{name:>8} {weight:>6g} {cap:>5} {totals[name]:>8} {share:>7.1%} {target:>7.1%} "
               f"{share / target:>8.2f}")  # fmt: skip
-    running = totals["running x100"] / 100 / args.rounds
-    print(f"engine batch (running): {running:.2f} of {seqs}")
+    print(f"engine batch (running): {statistics.fmean(batches):.2f} of {seqs}")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -256,8 +265,7 @@ def run(args: argparse.Namespace) -> None:
     metrics = f"http://127.0.0.1:{port}/metrics"
     print(f"load average at start: {os.getloadavg()}; engine {engine_url} max-num-seqs {seqs}")
     with tempfile.TemporaryDirectory(prefix="sp-capacity-") as tmp:
-        args.tmp = tmp
-        env = gateway_env(args, layout, engine_url)
+        env = gateway_env(args, layout, engine_url, Path(tmp))
         if args.weights:
             fairness(args, model, metrics, env, seqs)
             return

@@ -10,8 +10,8 @@ crossing of the gateway. The order of that queue stays the control plane's:
   inside the engines (`floor`), not at the newest: in the gateway's own queue it would have gone
   before them;
 - nothing is admitted beyond the batch while a tenant waits on its own cap beside others
-  (`held_back`): a place freed by its request would go to whatever waits in the engine, and its
-  next request, admitted only then, would wait for the next one.
+  (`Admission._held_back`): a place freed by its request would go to whatever waits in the
+  engine, and its next request, admitted only then, would wait for the next one.
 """
 
 from __future__ import annotations
@@ -41,7 +41,3 @@ class EngineQueue:
     def priority(self, tag: float) -> int | None:
         """vLLM's `priority` for a grant with this start tag (None without a queue)."""
         return min(round(tag * PRIORITY_SCALE), PRIORITY_MAX) if self.per_engine else None
-
-    def held_back(self, someone_waits_on_a_cap: bool) -> int:
-        """How much of each engine's capacity may not be used now: its queue, or nothing."""
-        return self.per_engine if someone_waits_on_a_cap else 0

@@ -234,18 +234,18 @@ class Admission:
         return start
 
     def _held_back(self) -> int:
-        """The part of each engine's capacity not to use now (engine_queue.py)."""
+        """The part of each engine's capacity not to use now: its queue while a backlogged
+        tenant waits on its own cap with others' requests in flight (engine_queue.py)."""
         if not self.engine_queue.per_engine:
             return 0
         in_flight = sum(state.in_flight for state in self.tenants.values())
-        return self.engine_queue.held_back(
-            any(  # a backlogged tenant waits on its own cap with others' requests in flight
-                state.queue
-                and not self._fits(state, state.queue[0].demand)
-                and state.in_flight < in_flight
-                for state in self.tenants.values()
-            )
+        waits_on_a_cap = any(
+            state.queue
+            and not self._fits(state, state.queue[0].demand)
+            and state.in_flight < in_flight
+            for state in self.tenants.values()
         )
+        return self.engine_queue.per_engine if waits_on_a_cap else 0
 
     @staticmethod
     def _ungrant(state: TenantState, demand: Demand) -> None:

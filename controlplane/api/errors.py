@@ -93,6 +93,10 @@ class ApiError(Exception):
         self.param = param
         self.headers = dict(headers or {})
 
+    def body(self) -> bytes:
+        """This error in the one error shape."""
+        return error_body(self.status, self.message, self.type, self.code, self.param)
+
 
 def error_body(
     status: int,
@@ -113,12 +117,11 @@ def error_body(
 def sse_error_event(exc: ApiError) -> bytes:
     """The error as the last event of a stream already under way (its status line is gone):
     OpenAI's API ends a failed stream the same way, and its SDKs raise it as an APIError."""
-    return b"data: " + error_body(exc.status, exc.message, exc.type, exc.code, exc.param) + b"\n\n"
+    return b"data: " + exc.body() + b"\n\n"
 
 
 def error_response(exc: ApiError) -> Response:
-    body = error_body(exc.status, exc.message, exc.type, exc.code, exc.param)
-    return Response(body, exc.status, headers=exc.headers, media_type="application/json")
+    return Response(exc.body(), exc.status, headers=exc.headers, media_type="application/json")
 
 
 async def send_error(send: Send, exc: ApiError) -> None:

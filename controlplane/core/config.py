@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     engine_capacity: int = Field(default=32, ge=1, le=4096)  # an engine's batch: --max-num-seqs
     # Requests an engine may hold waiting beyond its batch, so that a finished sequence is
     # replaced at the engine's next step. They carry their fair-queue tag as vLLM's `priority`,
-    # so the engine must run `--scheduling-policy priority` (controlplane/admission/local.py).
+    # so the engine must run `--scheduling-policy priority` (admission/engine_queue.py).
     engine_queue: int = Field(default=0, ge=0, le=4096)
     engine_health_interval: float = Field(default=2.0, gt=0)
     engine_connect_timeout: float = Field(default=5.0, gt=0)

@@ -44,7 +44,6 @@ from controlplane.api.errors import (
     ApiError,
     api_error,
     audit_unavailable_error,
-    error_body,
     internal_error,
     send_error,
     sse_error_event,
@@ -385,8 +384,7 @@ class RelayCall:
             # The engine's error body, in the one error shape (vLLM's type and integer code
             # are not OpenAI's).
             self._outcome = Outcome.UPSTREAM_ERROR
-            error = api_error(EngineRefused.from_engine(response.status, body))
-            body = error_body(error.status, error.message, error.type, error.code, error.param)
+            body = api_error(EngineRefused.from_engine(response.status, body)).body()
             content_type = b"application/json"
         # One answer, so one wait: the completion entry is queued behind api.request (usually
         # into the same group commit) and is recorded before the client gets a byte. A client

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.appliance.layout import read_env_file
+from controlplane.appliance.layout import Layout, read_env_file
 from tests.e2e.conftest import (
     DEMO_PORT,
     INSTALL_OPTIONS,
@@ -62,6 +62,11 @@ def appliance(
     log.close()
 
 
+def cli_env(root: Path) -> dict[str, str]:
+    """The environment in which `sparkplane` works on the installed appliance's settings."""
+    return {**os.environ, **read_env_file(Layout.at(root).controlplane_env)}
+
+
 def test_bundle_verifies(demo_bundle: DemoBundle) -> None:
     bundle_dir, pubkey = demo_bundle.path, demo_bundle.pubkey
     done = sparkplane("bundle", "verify", str(bundle_dir), "--trust", str(pubkey), check=False)
@@ -88,7 +93,7 @@ def test_second_install_changes_nothing(
 def sdk(appliance: tuple[Path, subprocess.Popen[str], Path], netns: NetworkNamespace) -> dict:
     """Every call of sdk_client.py, made once through the control plane with the openai SDK."""
     root, _, _ = appliance
-    env = read_env_file(root / "etc" / "sparkplane" / "controlplane.env")
+    env = read_env_file(Layout.at(root).controlplane_env)
     engine_url = env["SPARKPLANE_ENGINE_URLS"].split(",")[0]
     done = netns.run([sys.executable, str(REPO / "tests" / "e2e" / "sdk_client.py"),
                       str(root / "demo.json"), engine_url])  # fmt: skip
@@ -236,7 +241,7 @@ def test_the_demo_tenant_may_fill_the_engine_and_its_queue(
     appliance: tuple[Path, subprocess.Popen[str], Path],
 ) -> None:
     root, _, _ = appliance
-    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    env = cli_env(root)
     assert (env["SPARKPLANE_ENGINE_CAPACITY"], env["SPARKPLANE_ENGINE_QUEUE"]) == ("8", "2")
     listed = sparkplane("tenants", "list", env=env).stdout.splitlines()
     demo = next(line.split("\t") for line in listed if line.startswith("demo\t"))
@@ -250,7 +255,7 @@ def test_context_cap_counts_with_the_engines_own_tokenizer(
     # usage does: with the real engine, a filled-in max_tokens must land on the cap exactly.
     root, _, _ = appliance
     demo = json.loads((root / "demo.json").read_text())
-    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    env = cli_env(root)
     cap = 40
     sparkplane("tenants", "create", "capped", "--max-context-tokens", str(cap),
                "--models", demo["model"], env=env)  # fmt: skip
@@ -289,7 +294,7 @@ def test_validate_quick_passes_every_check_on_the_real_engine(
     assert elapsed < 60, f"validate --quick took {elapsed:.0f} s on the demo"
     reports = root / "var" / "lib" / "sparkplane" / "reports"
     assert (reports / report["html"]).is_file()
-    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    env = cli_env(root)
     table = sparkplane("capacity", env=env).stdout
     assert table.splitlines()[1].startswith("streams\t") and len(table.splitlines()) == 4
 
@@ -298,7 +303,7 @@ def test_audit_chain_verifies_offline(
     appliance: tuple[Path, subprocess.Popen[str], Path], tmp_path: Path
 ) -> None:
     root, _, _ = appliance
-    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    env = cli_env(root)
     export = tmp_path / "audit.jsonl"
     sparkplane("audit", "export", "--reason", "end-to-end test", "--out", str(export), env=env)
     lines = export.read_text().splitlines()
@@ -316,7 +321,7 @@ def test_content_capture_of_a_streamed_tool_call(
     with --content holds exactly what the client assembled, and still verifies."""
     root, _, _ = appliance
     demo = json.loads((root / "demo.json").read_text())
-    env = {**os.environ, **read_env_file(root / "etc" / "sparkplane" / "controlplane.env")}
+    env = cli_env(root)
     sparkplane("tenants", "create", "captured", "--capture-content", env=env)
     key = sparkplane("keys", "create", "--tenant", "captured", env=env).stdout.splitlines()[-1]
     done = netns.run([sys.executable, str(REPO / "tests" / "e2e" / "capture_client.py"),
