@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
@@ -35,6 +36,7 @@ class OidcProvider:
     port: int
     accounts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0
 
     @property
     def issuer(self) -> str:
@@ -57,22 +59,62 @@ class OidcProvider:
         self.accounts[login] = {"groups": groups}
         self.accounts_file.write_text(json.dumps(self.accounts))
 
-    def start(self) -> None:
+    @property
+    def log_file(self) -> Path:
+        """The provider's stdout and stderr: a file, so that a chatty provider never blocks on a
+        full pipe nobody reads."""
+        return self.directory / "provider.log"
+
+    def start(self, timeout: float = 60) -> None:
+        """Start Node and wait until it says it listens: at most `timeout` seconds per try, and a
+        second try if the first neither listens nor exits (seen once in CI: a start that printed
+        nothing for 15 minutes). The port stays: a restart keeps the issuer."""
         if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError(f"run `npm ci` in {PROVIDER_DIR} first (`make test` does)")
+        failures = []
+        for _ in range(2):
+            if self._start_once(timeout):
+                return
+            failures.append(self._stop_and_describe())
+        raise RuntimeError("oidc-provider did not start:\n" + "\n".join(failures))
+
+    def _start_once(self, timeout: float) -> bool:
         tls = self.directory / "tls"
         env = {"PATH": "/usr/bin:/bin", "OIDC_PORT": str(self.port),
                "OIDC_CERT": str(tls / "server.crt"), "OIDC_KEY": str(tls / "server.key"),
                "OIDC_ACCOUNTS_FILE": str(self.accounts_file),
                "OIDC_CLIENTS_FILE": str(self.clients_file)}  # fmt: skip
         node = shutil.which("node") or "node"
-        self.process = subprocess.Popen([node, str(PROVIDER_DIR / "provider.mjs")], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().decode()
-        if not line.startswith("listening"):
-            stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-            raise RuntimeError(f"oidc-provider did not start: {line}{stderr}")
+        with self.log_file.open("ab") as log:
+            self._log_start = log.tell()
+            command = [node, str(PROVIDER_DIR / "provider.mjs")]
+            self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=log)  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if f"listening {self.issuer}" in self._output():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _output(self) -> str:
+        """What the provider printed since its latest start."""
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+
+    def _stop_and_describe(self) -> str:
+        """Stop a provider that did not start; what it printed and, if it hung, where."""
+        assert self.process is not None
+        state = f"exit code {self.process.poll()}"
+        if self.process.poll() is None:
+            proc = Path(f"/proc/{self.process.pid}")
+            wchan = (proc / "wchan").read_text() if (proc / "wchan").exists() else "?"
+            state = f"still running after the timeout, waiting in {wchan!r}"
+            self.process.kill()
+            self.process.wait(timeout=20)
+        self.process = None
+        return f"port {self.port}: {state}; its output:\n{self._output()}"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
