@@ -19,8 +19,8 @@ class NetworkNamespace:
         self.name = name
 
     @classmethod
-    def create(cls) -> NetworkNamespace:
-        name = f"sparkplane-e2e-{os.getpid()}"
+    def create(cls, purpose: str = "e2e") -> NetworkNamespace:
+        name = f"sparkplane-{purpose}-{os.getpid()}"
         subprocess.run(["ip", "netns", "add", name], check=True)
         # A new namespace's loopback is down: nothing, not even 127.0.0.1, answers until it is up.
         subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import glob
 import json
+import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from controlplane.core.config import read_config_file
 from controlplane.core.envfile import read_env_file
+from tests.e2e.netns import NetworkNamespace
 from tests.installer.fixtures.templates import DRAFT, MODEL, SPEC, STATE, exec_start, render
 
 ENGINE_TAIL = [
@@ -241,6 +244,7 @@ def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
         "nftables.conf.j2",
         sparkplane_firewall_deny_egress=deny_egress,
         sparkplane_firewall_egress_allow=["10.20.0.0/16"],
+        sparkplane_user="daemon",  # nft refuses a user name this machine does not have
     )
     rules = tmp_path / "nftables.conf"
     rules.write_text(text)
@@ -248,14 +252,101 @@ def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
     if "Operation not permitted" in done.stderr:
         pytest.skip("nft -c needs CAP_NET_ADMIN here")
     assert done.returncode == 0, done.stderr
-    accepted = [line.split()[2] for line in text.splitlines() if "tcp dport" in line]
+    accepted = [line.split()[2] for line in map(str.strip, text.splitlines())
+                if line.startswith("tcp dport") and line.endswith(" accept")]  # fmt: skip
     assert accepted == ["22", "443"]
+    guard = [line.strip() for line in text.splitlines() if "skuid" in line]
+    assert guard == [
+        'oif "lo" tcp dport 8000 tcp flags & (syn | ack) == syn'
+        ' meta skuid != { 0, "daemon" } counter reject with tcp reset'
+    ]
     assert "policy drop" in text
     assert ("chain output" in text) is (deny_egress is True)  # "false" from an INI inventory
     if deny_egress is True:
         assert "ip daddr 10.20.0.0/16 accept" in text
     rules.write_text(text.replace("policy drop", "policy maybe"))
     assert subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True).returncode != 0
+
+
+# Listens on the ports given, in the namespace, until killed.
+LISTEN = """
+import socket, sys, time
+servers = [socket.create_server(("127.0.0.1", int(port))) for port in sys.argv[1:]]
+print("listening", flush=True)
+time.sleep(600)
+"""
+# Run as a local account in the namespace: "connected", or the error's name.
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10).close()
+    print("connected")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+SYSTEM_PYTHON = "/usr/bin/python3"  # not the venv's: other accounts cannot read /root
+
+
+# A container runtime publishing the engine's port: loopback connections to it are rewritten
+# (DNAT, at the nat priority) to where the engine really listens, as root podman's rules do.
+PUBLISHED = """
+table ip published
+delete table ip published
+table ip published {{
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    ip daddr 127.0.0.1 tcp dport {published} dnat to 127.0.0.1:{listening}
+  }}
+}}
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(map(shutil.which, ("ip", "nft", "setpriv", SYSTEM_PYTHON))),
+    reason="needs root, ip, nft, setpriv and /usr/bin/python3",
+)
+@pytest.mark.parametrize("runtime", ["wheelhouse", "container"])
+def test_only_root_and_the_service_user_may_connect_to_the_engine_port(tmp_path, runtime) -> None:
+    """The rules on a real kernel, in a network namespace of their own. Another local account is
+    refused at the engine's port, where it would use the model without a key, limits or audit;
+    the control plane's port stays open to it. In a container the engine's port is published
+    by a DNAT rule, which the guard runs before."""
+    engine_port, controlplane_port = 18000, 18080
+    listening = engine_port + 1 if runtime == "container" else engine_port
+    rules = tmp_path / "nftables.conf"
+    rules.write_text(render("nftables.conf.j2", sparkplane_user="daemon",
+                            sparkplane_engine_port=engine_port,
+                            sparkplane_controlplane_port=controlplane_port))  # fmt: skip
+    with NetworkNamespace.create("firewall") as namespace:
+        loaded = namespace.run(["nft", "-f", str(rules)])
+        assert loaded.returncode == 0, loaded.stderr
+        if runtime == "container":
+            published = tmp_path / "published.nft"
+            published.write_text(PUBLISHED.format(published=engine_port, listening=listening))
+            loaded = namespace.run(["nft", "-f", str(published)])
+            assert loaded.returncode == 0, loaded.stderr
+        listener = namespace.popen([SYSTEM_PYTHON, "-c", LISTEN, str(listening),
+                                    str(controlplane_port)], stdout=subprocess.PIPE)  # fmt: skip
+        try:
+            assert listener.stdout is not None and listener.stdout.readline() == "listening\n"
+
+            def connect(user: str, port: int) -> str:
+                account = pwd.getpwnam(user)
+                run_as = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+                          "--clear-groups"]  # fmt: skip
+                done = namespace.run([*run_as, SYSTEM_PYTHON, "-c", CONNECT, str(port)])
+                assert done.returncode == 0, done.stderr
+                return done.stdout.strip()
+
+            assert connect("root", engine_port) == "connected"
+            assert connect("daemon", engine_port) == "connected"
+            assert connect("nobody", engine_port) == "ConnectionRefusedError"
+            assert connect("nobody", controlplane_port) == "connected"
+            counted = namespace.run(["nft", "list", "chain", "inet", "sparkplane", "engine_guard"])
+            assert "counter packets 1 " in counted.stdout, counted.stdout
+        finally:
+            listener.kill()
+            listener.wait()
 
 
 def test_container_mounts_the_bundled_flashinfer_kernels_read_only() -> None:

@@ -20,6 +20,16 @@ with urllib.request.urlopen(request, timeout=60) as response:
     print(json.dumps({"status": response.status, "body": json.loads(response.read())}))
 """
 
+# Opens a TCP connection to 127.0.0.1:port: "connected", or the error's name.
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10).close()
+    print("connected")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
 # A browser without JavaScript: sign in (double-submit CSRF cookie), change the one-time
 # password (no other page opens before), then the dashboard and the System page.
 CONSOLE = """
@@ -83,6 +93,11 @@ def complete(box: Box, port: int, key: str, model: str) -> dict[str, object]:
     answer = json.loads(box.python(COMPLETION, str(port), key, model))
     assert isinstance(answer, dict)
     return answer
+
+
+def connect_as(box: Box, user: str, port: int) -> str:
+    """What a program of local account `user` gets when it connects to `port` on loopback."""
+    return box.python(CONNECT, str(port), user=user).strip()
 
 
 def console_pages(box: Box, port: int, user: str, password: str, new: str) -> dict[str, object]:

@@ -20,6 +20,7 @@ from tests.installer.box.machine import Box
 from tests.installer.box.probes import (
     RELEASE_CLI,
     complete,
+    connect_as,
     console_pages,
     release_cli,
     wait_ready,
@@ -27,6 +28,7 @@ from tests.installer.box.probes import (
 
 pytestmark = pytest.mark.slow
 PORT = 18080  # box A's control plane (inventory host var); box B keeps the defaults
+ENGINE_PORT = 18000
 SITE = {  # settings a site keeps in its inventory; every install and upgrade must keep them
     "sparkplane_allow_system_changes": "true",
     "sparkplane_controlplane_audit_wait": "queued",
@@ -37,7 +39,7 @@ SITE = {  # settings a site keeps in its inventory; every install and upgrade mu
 def inventory(world: BoxWorld) -> Path:
     lines = ["[sparkplane]"]
     for name, box in world.boxes.items():
-        ports = {"sparkplane_controlplane_port": PORT, "sparkplane_engine_port": 18000}
+        ports = {"sparkplane_controlplane_port": PORT, "sparkplane_engine_port": ENGINE_PORT}
         host_vars = box.ssh_vars(world.ssh_key) | (ports if name == "a" else {})
         lines.append(f"spark-{name} " + " ".join(f"{k}={json.dumps(str(v))}"
                                                   for k, v in host_vars.items()))  # fmt: skip
@@ -153,6 +155,11 @@ def test_a_reboot_brings_everything_back_firewall_included(box_world) -> None:
     assert "policy drop" in rules and f"tcp dport {PORT} accept" in rules, rules
     wait_ready(box, PORT)
     assert complete(box, PORT, str(box_world.notes["key"]), "tiny-chat")["status"] == 200
+    # The rules loaded at boot keep other local accounts off the engine's port, not off ours.
+    assert connect_as(box, "nobody", ENGINE_PORT) == "ConnectionRefusedError"
+    assert connect_as(box, "nobody", PORT) == "connected"
+    assert connect_as(box, "sparkplane", ENGINE_PORT) == "connected"
+    assert connect_as(box, "root", ENGINE_PORT) == "connected"
 
 
 def test_upgrade_keeps_every_setting_and_rolls_back_onto_readable_data(box_world) -> None:
