@@ -62,11 +62,14 @@ def test_parallel_guesses_cannot_outrun_the_count(db_engine: Engine) -> None:
     sessions = session_factory(db_engine)
     admitted: list[int] = []
     start = threading.Barrier(20)
+    # One clock for all: on a loaded machine the twenty could span the first delay's 5 s, and
+    # an attempt after it has run out rightly gets through.
+    now = utcnow()
 
     def guess() -> None:
         with sessions() as db:
             start.wait()
-            admitted.append(throttle.admit(db, "10.0.0.6", "target").wait)
+            admitted.append(throttle.admit(db, "10.0.0.6", "target", now).wait)
 
     threads = [threading.Thread(target=guess) for _ in range(20)]
     for thread in threads:
