@@ -24,10 +24,8 @@ PLAYBOOK = f"""
 - hosts: all
   gather_facts: false
   vars_files: ["{REPO}/playbooks/group_vars/all.yml"]
-  handlers:
-    - name: Restart sparkplane services
-      ansible.builtin.debug:
-        msg: restart
+  handlers:  # the role's own: a task that notifies a handler the role lacks fails the run
+    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/handlers/main.yml"
   tasks:
     - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/tls.yml"
     - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/directory.yml"
