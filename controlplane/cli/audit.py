@@ -209,33 +209,46 @@ def rotate_key_command(config: ConfigOption = None, database_url: DatabaseOption
 
 @audit_app.command("prune")
 def prune_command(
-    older_than_days: Annotated[int, typer.Option(help="default retention, days")] = 730,
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(help="retention of entries of no tenant [default: SPARKPLANE_AUDIT_RETENTION_DAYS]"),
+    ] = None,
     tenant_days: Annotated[
-        list[str] | None, typer.Option("--tenant-days", help="NAME=DAYS per-tenant retention")
+        list[str] | None,
+        typer.Option("--tenant-days", help="NAME=DAYS, instead of that tenant's own retention"),
     ] = None,
     reason: Annotated[str, typer.Option(help="recorded with the prune")] = "retention policy",
     config: ConfigOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Delete entries past retention (a signed checkpoint stays at the cut); redact shorter ones."""
+    """Apply retention now, as the scheduled job does: each tenant's own retention_days, the
+    settings' default for the rest. Deletes what every policy lets go (a signed checkpoint
+    stays at the cut) and redacts the data of tenants that keep less."""
     from controlplane.audit.bootstrap import AUDIT_KEY_FILE
     from controlplane.audit.checkpoint import SigningKeyFile
     from controlplane.audit.retention import apply_retention, parse_tenant_days
+    from controlplane.core.db import session_factory
+    from controlplane.tenancy.store import retention_policies
 
     try:
-        policies = parse_tenant_days(tenant_days or [])
+        overrides = parse_tenant_days(tenant_days or [])
     except ValueError as exc:
         raise _fail(str(exc)) from None
     settings = _settings(config, database_url)
+    default_days = settings.audit_retention_days if older_than_days is None else older_than_days
     engine = _engine(settings)
     signer = SigningKeyFile(settings.data_dir / AUDIT_KEY_FILE, "sparkplane/audit").signer()
     try:
-        result = apply_retention(engine, signer, default_days=older_than_days,
+        with session_factory(engine)() as session:
+            policies = retention_policies(session) | overrides
+        result = apply_retention(engine, signer, default_days=default_days,
                                  tenant_days=policies, reason=reason)  # fmt: skip
     except ValueError as exc:
         raise _fail(str(exc)) from None
     finally:
         engine.dispose()
+    applied = ", ".join(f"{name} {days}" for name, days in sorted(policies.items()))
+    typer.echo(f"retention in days: default {default_days}" + (f"; {applied}" if applied else ""))
     typer.echo(f"pruned {result.deleted} entries (cut at {result.cut}); redacted {result.redacted}")
 
 

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.core.config import Settings
+from controlplane.core.db import make_engine, session_factory
+from controlplane.tenancy.models import TenantCreate
+from controlplane.tenancy.store import create_tenant
+
 REPO = Path(__file__).resolve().parents[3]
 SPARKPLANE = Path(sys.executable).with_name("sparkplane")
 
@@ -88,3 +93,24 @@ def test_bad_pubkey_file_is_named(tmp_path):
     (tmp_path / "k.pub").write_text("not a key")
     done = sparkplane("verify", str(export), "--pubkey", str(tmp_path / "k.pub"))
     assert done.returncode == 2 and "not a PEM public key" in done.stderr
+
+
+def test_prune_applies_each_tenants_own_retention_and_the_settings_default(data_dir):
+    """By hand as by the schedule: the tenants' stored retention_days and
+    SPARKPLANE_AUDIT_RETENTION_DAYS, unless the command line says otherwise."""
+    settings = Settings(data_dir=data_dir)
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as session:
+        create_tenant(session, TenantCreate(name="acme", retention_days=90))
+        create_tenant(session, TenantCreate(name="beta", retention_days=3000))
+        session.commit()
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKPLANE_")}
+    env |= {"SPARKPLANE_DATA_DIR": str(data_dir), "SPARKPLANE_AUDIT_RETENTION_DAYS": "1000"}
+    done = subprocess.run([str(SPARKPLANE), "audit", "prune"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "retention in days: default 1000; acme 90, beta 3000\n" in done.stdout
+    done = sparkplane("prune", "--tenant-days", "acme=30", "--older-than-days", "400",
+                      data_dir=data_dir)  # fmt: skip
+    assert "retention in days: default 400; acme 30, beta 3000\n" in done.stdout, done.stderr
