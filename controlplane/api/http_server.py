@@ -99,8 +99,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
-        self._tell(400, "invalid_http_request")
-        super().send_400_response(msg)
+        """Not HTTP/1.1 the parser can read: the one error shape and the security headers, as
+        every other answer (uvicorn's own is plain text without them). `msg` is the parser's."""
+        self._refuse(400, "Bad Request", f"not a valid HTTP/1.1 request: {msg}",
+                     "invalid_http_request")  # fmt: skip
 
     def _headers_timed_out(self) -> None:
         self._deadline = None

@@ -24,7 +24,7 @@ import orjson
 ENTRY_PREFIX = b"\x00"  # RFC 6962 uses 0x00 for leaves; we use it for chain links
 DATA_PREFIX = b"\x01"
 GENESIS_HASH = bytes(32)
-KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 MAX_KIND_LENGTH = 64
 
 # Export line: {"h":"<64 hex>","e":<envelope>,"d":<data>|null}\n  (see docs/audit.md)
@@ -63,7 +63,7 @@ def format_time(moment: datetime) -> str:
 
 
 def check_kind(kind: str) -> None:
-    if not isinstance(kind, str) or len(kind) > MAX_KIND_LENGTH or not KIND_PATTERN.match(kind):
+    if not isinstance(kind, str) or len(kind) > MAX_KIND_LENGTH or not KIND_PATTERN.fullmatch(kind):
         raise ChainFormatError(
             f"audit kind {kind!r} must be lowercase dotted words like 'api.request' "
             f"(at most {MAX_KIND_LENGTH} characters)"

@@ -52,7 +52,7 @@ def event_action(event: object) -> str | None:
     if action is not None and (not isinstance(action, str) or from_kind not in (None, action)):
         return None
     found = from_kind if from_kind is not None else action
-    return found if found and KIND_PATTERN.match(KIND_PREFIX + found) else None
+    return found if found and KIND_PATTERN.fullmatch(KIND_PREFIX + found) else None
 
 
 def parse_events(path: Path) -> list[tuple[str, dict[str, object]]]:

@@ -211,7 +211,7 @@ def rotate_key_command(config: ConfigOption = None, database_url: DatabaseOption
 def prune_command(
     older_than_days: Annotated[
         int | None,
-        typer.Option(help="retention of entries of no tenant [default: SPARKPLANE_AUDIT_RETENTION_DAYS]"),
+        typer.Option(help="days for entries of no tenant [default: AUDIT_RETENTION_DAYS]"),
     ] = None,
     tenant_days: Annotated[
         list[str] | None,

@@ -3,7 +3,7 @@
 One query module for the admin API (`GET /api/usage`), the console's usage page and its CSV,
 and `sparkplane usage`. Estimated counts (cancelled streams without a usage chunk, see
 `usage.py`) are never merged with reported ones: each row says whether it is estimated.
-Usage counted before keys were recorded (revision 0005) has key 0, shown as "(unknown)".
+Usage counted before keys were recorded (revision 0007) has key 0, shown as "(unknown)".
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ before the fix (no entry at all)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -78,7 +79,14 @@ def test_a_request_the_server_refuses_itself_is_audited(audited: ConsoleServer) 
     port = int(audited.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), source_address=(address, 0)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
-        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+        answer = b"".join(iter(lambda: sock.recv(4096), b""))  # until the server closes
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    # The one error shape and the security headers, like every answer of the app's own.
+    headers = {line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]}
+    assert {b"content-security-policy", b"x-content-type-options"} <= headers, head
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_http_request" and error["type"] == "invalid_request_error"
     [entry] = _refusals(audited, address)
     assert entry["status"] == 400 and entry["code"] == "invalid_http_request"
 

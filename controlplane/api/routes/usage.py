@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/usage", tags=["usage"], responses=documented(401
 
 class UsageGroupPublic(BaseModel):
     tenant: str
-    group: str  # the day, the key's label (prefix and name; "(unknown)" before 0005) or model
+    group: str  # the day, the key's label (prefix and name; "(unknown)" before 0007) or model
     key_id: int | None
     estimated: bool  # counts of cancelled streams that never got their usage chunk
     requests: int

@@ -55,7 +55,9 @@ def test_export_line_is_json_and_splits_back_to_the_exact_bytes():
     assert split_line(withheld) == (entry.hash, entry.envelope, None)
 
 
-@pytest.mark.parametrize("kind", ["", "API.request", "api request", "api..x", "x" * 65, "1api"])
+@pytest.mark.parametrize(
+    "kind", ["", "API.request", "api request", "api..x", "x" * 65, "1api", "api.request\n"]
+)
 def test_bad_kinds_are_refused(kind):
     with pytest.raises(ChainFormatError, match="lowercase dotted"):
         check_kind(kind)
