@@ -88,15 +88,21 @@ def client_host(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def tenant_key(request: Request) -> KeyPrincipal:
+async def presented_credential(request: Request) -> str | None:
+    """The request's bearer token, handed out only to an address that is not blocked: every
+    credential check (tenant key, admin token, scrape token) gets it here, so a blocked address
+    is answered 429 before any credential is looked at (controlplane/api/auth_limit.py)."""
     presented = bearer_token(request)
-    state = request.app.state
-    # Only while some address is blocked (controlplane/api/auth_limit.py): the hot path pays
-    # one truth test of an empty dict.
-    if state.auth_limit.blocked:
+    # Only while some address is blocked: the hot path pays one truth test of an empty dict.
+    if request.app.state.auth_limit.blocked:
         await refuse_if_blocked(request, presented)
+    return presented
+
+
+async def tenant_key(request: Request) -> KeyPrincipal:
+    presented = await presented_credential(request)
     try:
-        return await state.authenticator.authenticate(presented)
+        return await request.app.state.authenticator.authenticate(presented)
     except AuthFailed as failure:
         raise await refused(request, failure, presented) from None
 
@@ -159,7 +165,7 @@ async def current_principal(request: Request) -> Principal:
     every request, so a rotation takes effect at once on every replica. SPARKPLANE_ADMIN_TOKEN
     has the admin role until a rotation of the default name retires it."""
     settings = request.app.state.settings
-    token = bearer_token(request)
+    token = await presented_credential(request)
     if token is None:
         message = "send 'Authorization: Bearer <admin token>'"
         raise await refused(request, AuthFailed(401, "not_authenticated", message), token)
@@ -197,8 +203,8 @@ def _metrics_token(settings: Settings) -> str | None:
 
 async def metrics_scraper(request: Request) -> None:
     """/metrics lists tenants, usage and refusals: only the holder of the scrape token reads it."""
+    token = await presented_credential(request)
     expected = _metrics_token(request.app.state.settings)
-    token = bearer_token(request)
     if expected is None:
         message = "metrics are off: set SPARKPLANE_METRICS_TOKEN_FILE (docs/security.md)"
         raise await refused(request, AuthFailed(401, "metrics_token_not_set", message), token)

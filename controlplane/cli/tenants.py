@@ -166,7 +166,8 @@ def keys_create(
 ) -> None:
     """Create a key; the key is printed once, alone on the last line."""
     settings = settings_or_exit(config)
-    days = _guarded(lambda: store.key_expiry_days(expires))  # refused before anything is opened
+    # Refused before anything is opened.
+    days = _guarded(lambda: store.key_expiry_from_text(expires))
     secret = _guarded(lambda: actions.create_key(settings, tenant, days, name))
     typer.echo(f"created a key for tenant {tenant}; store it now, it is not shown again:")
     typer.echo(secret)

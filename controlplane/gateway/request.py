@@ -24,7 +24,7 @@ from controlplane.gateway.errors import (
     InvalidRequest,
     ModelNotFound,
 )
-from controlplane.gateway.media import refuse_remote_media
+from controlplane.gateway.media import MEDIA_ENDPOINTS, refuse_remote_media
 from controlplane.tenancy.policy import TenantPolicy
 
 # Deepest JSON nesting the gateway takes: what orjson can write again. It reads 1024 levels
@@ -65,7 +65,7 @@ async def read_request(
             checked.body = body  # also when refused: its model goes into the audit
         checked.changed = check_request(body, tenant, engines)
         sequences = choices(body, tenant)
-        if endpoint == "chat/completions" and not tenant.allow_remote_media:
+        if not tenant.allow_remote_media and endpoint in MEDIA_ENDPOINTS:
             refuse_remote_media(body)
         if tenant.max_context_tokens is not None:
             capped = await enforce_context_cap(

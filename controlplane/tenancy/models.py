@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -153,6 +153,7 @@ class TenantPublic(TenantLimits):
 
 MIN_KEY_DAYS, MAX_KEY_DAYS = 1, 3650
 KEY_EXPIRY_RULE = f"a key expires after {MIN_KEY_DAYS} to {MAX_KEY_DAYS} days, or never"
+_WHOLE_DAYS_OR_NULL: dict[str, Any] = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
 
 
 class KeyCreate(BaseModel):
@@ -160,9 +161,10 @@ class KeyCreate(BaseModel):
 
     tenant: str = Field(pattern=TENANT_NAME_PATTERN)
     name: str = Field(default="", max_length=100)
-    # Checked by `store.key_expiry_days` (the one rule for the CLI, console and API), so that
-    # every entry point refuses with the same words.
-    expires_days: int | None = Field(
+    # Taken as sent and checked by `store.key_expiry_days` (the one rule for the CLI, console and
+    # API), so that every entry point refuses with the same words: as `int`, pydantic would make
+    # `true` a 1-day key and answer 1.5 or "soon" with a 422 of its own.
+    expires_days: Annotated[object, WithJsonSchema(_WHOLE_DAYS_OR_NULL)] = Field(
         default=None,
         description=KEY_EXPIRY_RULE + " (null: never)",
         json_schema_extra={"minimum": MIN_KEY_DAYS, "maximum": MAX_KEY_DAYS},

@@ -6,6 +6,7 @@ of the auth epoch, so every gateway replica sees the change on its next request.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -53,19 +54,34 @@ class InvalidKeyExpiry(ServiceError):
     code = "invalid_expiry"
 
 
-def key_expiry_days(value: int | str | None) -> int | None:
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+
+
+def key_expiry_days(value: object) -> int | None:
     """A key's lifetime in days, or None for never: the one rule of every way to create a key.
-    `value` is the number (API), or the text typed (CLI, console: "never" or empty for never)."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("", "never", "none"):
-            return None
-        value = int(text) if text.lstrip("-").isdigit() else 0
+    `value` is the API's `expires_days` as sent (null: never); the CLI's and the console's text
+    comes through `key_expiry_from_text`. Only a whole number in range passes: 1.5, "30" and
+    `true` (a bool is an int to Python) are refused with the same sentence as 0."""
     if value is None:
         return None
-    if isinstance(value, bool) or not MIN_KEY_DAYS <= value <= MAX_KEY_DAYS:
-        raise InvalidKeyExpiry(f"expires_days: {KEY_EXPIRY_RULE}", param="expires_days")
-    return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 30.0 is a whole number, an "integer" to the API's JSON Schema too
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and MIN_KEY_DAYS <= value <= MAX_KEY_DAYS
+    ):
+        return value
+    raise InvalidKeyExpiry(f"expires_days: {KEY_EXPIRY_RULE}", param="expires_days")
+
+
+def key_expiry_from_text(text: str) -> int | None:
+    """The lifetime typed in the CLI or the console: a number of days, or "never" or nothing."""
+    text = text.strip().lower()
+    if text in ("", "never", "none"):
+        return None
+    # Anything but ASCII digits stays text, which the rule refuses ("1.5", "soon", "²").
+    return key_expiry_days(int(text) if _WHOLE_NUMBER.fullmatch(text) else text)
 
 
 def commit_auth_change(session: Session) -> None:

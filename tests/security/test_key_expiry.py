@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,9 @@ from tests.controlplane.console.server import ConsoleServer
 from tests.controlplane.harness import ThreadGateway, make_settings
 from tests.enginesim import SimHandle, start_simulator
 
-BAD = ["0", "-1", "3651", "1.5", "soon"]
+BAD = ["0", "-1", "3651", "1.5", "soon", "²"]  # "²" is a digit to str.isdigit, not to int()
+# What a JSON client may send as `expires_days` that is not a whole number of days in range.
+BAD_JSON = [0, -1, 3651, 1.5, 3651.0, "soon", "30", True, False, [30], {"days": 30}]
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +55,20 @@ def test_the_cli_makes_a_key_that_never_expires_only_when_told(tmp_path: Path) -
     assert listed.count("expires=never") == 2 and listed.count("active") == 3
 
 
-@pytest.mark.parametrize("days", [0, -1, 3651])
-def test_the_admin_api_refuses_a_lifetime_outside_the_rule(api: ThreadGateway, days: int) -> None:
+@pytest.mark.parametrize("days", BAD_JSON, ids=repr)
+def test_the_admin_api_refuses_a_lifetime_outside_the_rule(api: ThreadGateway, days: Any) -> None:
+    """The CLI's answer, word for word: not pydantic's 422, and `true` is not a 1-day key."""
     with api.admin() as admin:
+        keys = len(admin.get("/api/keys", params={"tenant": "acme"}).json())
         response = admin.post("/api/keys", json={"tenant": "acme", "expires_days": days})
+        assert len(admin.get("/api/keys", params={"tenant": "acme"}).json()) == keys
     assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["param"] == "expires_days" and KEY_EXPIRY_RULE in error["message"]
+    assert response.json()["error"] == {
+        "message": f"expires_days: {KEY_EXPIRY_RULE}",
+        "type": "invalid_request_error",
+        "param": "expires_days",
+        "code": "invalid_expiry",
+    }
 
 
 def test_the_admin_api_takes_null_as_never(api: ThreadGateway) -> None:
@@ -68,6 +79,16 @@ def test_the_admin_api_takes_null_as_never(api: ThreadGateway) -> None:
         response = admin.post("/api/keys", json={"tenant": "acme", "expires_days": 1})
         assert response.status_code == 201, response.text
         assert response.json()["expires_at"] is not None
+
+
+def test_the_admin_api_takes_30_0_as_30_days(api: ThreadGateway) -> None:
+    """A whole number, as JSON Schema's "integer" (the API's OpenAPI document) counts it."""
+    with api.admin() as admin:
+        response = admin.post("/api/keys", json={"tenant": "acme", "expires_days": 30.0})
+        assert response.status_code == 201, response.text
+        created, expires = (response.json()[k] for k in ("created_at", "expires_at"))
+        lifetime = datetime.fromisoformat(expires) - datetime.fromisoformat(created)
+        assert round(lifetime / timedelta(days=1)) == 30
 
 
 @pytest.fixture

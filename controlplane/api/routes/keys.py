@@ -33,11 +33,12 @@ async def list_keys(
     status_code=status.HTTP_201_CREATED,
     summary="Create a key",
     dependencies=[AuditWritable],
-    responses=documented(404, 409),
+    responses=documented(400, 404, 409),
 )
 async def create_key(request: Request, spec: KeyCreate, admin: CurrentAdmin) -> ApiKeyCreated:
+    days = store.key_expiry_days(spec.expires_days)  # 400 invalid_expiry, as the CLI says it
     public, secret = await actions.create_key_async(
-        admin_context(request, admin), spec.tenant, expires_days=spec.expires_days, name=spec.name
+        admin_context(request, admin), spec.tenant, expires_days=days, name=spec.name
     )
     return ApiKeyCreated(**public.model_dump(), key=secret)
 

@@ -75,7 +75,7 @@ async def key_create(request: Request, name: str, active: AdminAction) -> Respon
     form = await request.form()
     key_name = str(form.get("key_name", "")).strip()[:100]
     try:
-        expires_days = store.key_expiry_days(str(form.get("expires_days", "")))
+        expires_days = store.key_expiry_from_text(str(form.get("expires_days", "")))
     except store.InvalidKeyExpiry as exc:
         return await _page(request, active, name, error=exc.message, status_code=400)
     public, secret = await _issue(request, active, name, key_name, expires_days)
