@@ -223,14 +223,17 @@ async def current_admin(principal: Annotated[Principal, Depends(current_principa
     return principal
 
 
-async def audit_writable(request: Request) -> None:
+CurrentAdmin = Annotated[Principal, Depends(current_admin)]
+
+
+async def audit_writable(request: Request, _admin: CurrentAdmin) -> None:
     """Refuse a change up front when it could not be audited (fail closed): AuditUnavailable,
-    which the error handlers answer with 503."""
+    which the error handlers answer with 503. After the role: whoever may not change anything
+    is told so (403), whatever the audit store's state."""
     audit_writer(request).check_writable()
 
 
 ReaderDep = Annotated[Principal, Depends(current_principal)]
-CurrentAdmin = Annotated[Principal, Depends(current_admin)]
 MetricsScraper = Depends(metrics_scraper)
 AuditWritable = Depends(audit_writable)
 

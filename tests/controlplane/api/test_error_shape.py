@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from controlplane.admission.limits import Rejected, RejectReason
+from controlplane.api import admin_tokens
 from controlplane.api.errors import api_error
 from controlplane.audit.errors import AuditUnavailable
 from controlplane.core.errors import DomainError
@@ -152,7 +153,11 @@ def test_audit_unavailable_fails_closed(fragile: ThreadGateway) -> None:
         key = new_tenant(admin, "audited")
     body = {"model": "sim-model", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}
     assert post(fragile, key, body).status_code == 200
-    audit = fragile.app.state.audit
+    state = fragile.app.state
+    with state.sessions() as db:
+        auditor, _ = admin_tokens.rotate(db, state.pepper, "audit-bot", "auditor")
+        db.commit()
+    audit = state.audit
     import asyncio
 
     asyncio.run_coroutine_threadsafe(audit.close(), fragile.loop).result(timeout=30)
@@ -161,6 +166,10 @@ def test_audit_unavailable_fails_closed(fragile: ThreadGateway) -> None:
     assert_error(post(fragile, key[:-4] + "AAAA", {"model": "sim-model"}), 401, "invalid_api_key")
     with fragile.admin() as admin:
         assert_error(admin.post("/api/tenants", json={"name": "later"}), 503, "audit_unavailable")
+    # Who may not change anything is told so, whatever the audit store's state.
+    headers = {"Authorization": f"Bearer {auditor}"}
+    refused = httpx.post(fragile.url + "/api/tenants", json={"name": "x"}, headers=headers)
+    assert_error(refused, 403, "admin_role_required")
     ready = httpx.get(fragile.url + "/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["audit"] != "ok"
 
