@@ -7,12 +7,14 @@ Rules, applied to every text file that goes into a support bundle:
 - credentials inside URLs (`scheme://user:password@host`);
 - long random-looking tokens (letters and digits mixed, 24+ characters) that are not hex digests,
   which catches API keys wherever they appear (logs, events, ansible output).
-Files that are secret by nature (databases, private keys, peppers) are never collected at all.
+Files that are secret by nature (databases, private keys, peppers, tokens, everything in the
+secrets directory) are never collected at all.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import PurePath
 
 REDACTED = "[REDACTED]"
@@ -42,12 +44,24 @@ SECRET_FILE_SUFFIXES = (
     ".p12",
     ".pfx",
 )
-SECRET_FILE_WORDS = ("pepper", "secret", "private", "id_rsa", "id_ed25519", "password")
+SECRET_FILE_WORDS = ("pepper", "secret", "private", "id_rsa", "id_ed25519", "password", "token")
+# sparkplane_secrets_dir's name (ROOT/etc/sparkplane/secrets): the metrics scrape token, the
+# directory's bind password... A random token there may look like a word to the heuristics.
+SECRETS_DIRECTORY = "secrets"
 
 
-def is_secret_file(path: PurePath) -> bool:
+def is_secret_file(path: PurePath, secret_dirs: Collection[PurePath] = ()) -> bool:
+    """Never collected: secret by name, or anywhere below a secrets directory (`secret_dirs`
+    adds a site's own sparkplane_secrets_dir)."""
     name = path.name.lower()
-    return name.endswith(SECRET_FILE_SUFFIXES) or any(word in name for word in SECRET_FILE_WORDS)
+    in_secret_dir = SECRETS_DIRECTORY in path.parent.parts or any(
+        path.is_relative_to(directory) for directory in secret_dirs
+    )
+    return (
+        in_secret_dir
+        or name.endswith(SECRET_FILE_SUFFIXES)
+        or any(word in name for word in SECRET_FILE_WORDS)
+    )
 
 
 def _token(match: re.Match[str]) -> str:

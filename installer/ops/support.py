@@ -2,7 +2,8 @@
 
 Collected: preflight JSON, versions, status, rendered config and units, installer events,
 ansible artifacts, unit status and recent logs. Never collected: the database, private keys,
-peppers (installer/ops/redact.py decides); every text file passes through `redact_text`.
+peppers, tokens, the secrets directory (installer/ops/redact.py decides); every text file passes
+through `redact_text`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -27,15 +29,19 @@ from installer.host.preflight import BundleNeeds, run_preflight
 from installer.lifecycle.status import appliance_status
 from installer.lifecycle.units import ALL_UNITS
 from installer.ops.redact import is_secret_file, redact_text
+from installer.provision.release_cli import saved_host_vars
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 LOG_LINES = 500
 
 
 class _Collector:
-    def __init__(self, archive: tarfile.TarFile, prefix: str) -> None:
+    def __init__(
+        self, archive: tarfile.TarFile, prefix: str, secret_dirs: Sequence[Path] = ()
+    ) -> None:
         self.archive = archive
         self.prefix = prefix
+        self.secret_dirs = secret_dirs
         self.skipped: list[str] = []
 
     def add_text(self, name: str, text: str) -> None:
@@ -48,7 +54,7 @@ class _Collector:
         self.add_text(name, json.dumps(value, indent=2, sort_keys=True, default=str))
 
     def add_file(self, name: str, path: Path) -> None:
-        if is_secret_file(path) or path.is_symlink():
+        if is_secret_file(path, self.secret_dirs) or path.is_symlink():
             self.skipped.append(f"{path} (secret by nature)")
             return
         if path.stat().st_size > MAX_FILE_BYTES:
@@ -116,12 +122,18 @@ def _data_listing(layout: Layout) -> list[dict[str, Any]]:
     ]
 
 
+def _secret_dirs(layout: Layout) -> list[Path]:
+    """The secrets directory the release was installed with, when the site moved it."""
+    configured = saved_host_vars(layout).get("sparkplane_secrets_dir")
+    return [Path(configured)] if configured else []
+
+
 def build_support_bundle(root: Path, out: Path) -> list[str]:
     """Write the tar.gz; returns what was deliberately left out."""
     layout = Layout.at(root)
     prefix = f"sparkplane-support-{time.strftime('%Y%m%dT%H%M%S')}"
     with tarfile.open(out, "w:gz") as archive:
-        collector = _Collector(archive, prefix)
+        collector = _Collector(archive, prefix, _secret_dirs(layout))
         facts = collect_host_facts()
         manifest_path = layout.current / "manifest.json"
         try:

@@ -28,6 +28,33 @@ OPTION_VARS = {
     "sparkplane_controlplane_bind": "--bind",
     "sparkplane_allow_system_changes": "--systemd",
 }
+# The extra vars of `playbook_vars`: the bundle and the plan decide them for every host.
+BUNDLE_VARS = frozenset({
+    "sparkplane_bundle_dir", "sparkplane_version", "sparkplane_model_name",
+    "sparkplane_served_model_name", "sparkplane_model_files", "sparkplane_draft_model_name",
+    "sparkplane_draft_model_files", "sparkplane_engine_speculative_tokens",
+    "sparkplane_engine_runtime", "sparkplane_container_image", "sparkplane_engine_profile",
+    "sparkplane_engine_profile_args", "sparkplane_engine_profile_env",
+    "sparkplane_engine_max_num_seqs", "sparkplane_engine_queue",
+    "sparkplane_flashinfer_cache_path", "sparkplane_flashinfer_wheelhouse_path",
+    "sparkplane_controlplane_environment", "sparkplane_activate",
+})  # fmt: skip
+# Decided by the installer from the options and the verified bundle: a site value would bypass
+# the decision (a guard of systemctl, useradd and nft; media that was never verified).
+INSTALLER_DECIDED = {
+    "sparkplane_manage_system": "true only with --systemd on --root / (it guards systemctl, "
+    "useradd and nft)",
+    "sparkplane_model_source_dir": "the verified bundle's model",
+    "sparkplane_draft_model_dir": "the draft model's place in the model store",
+    "sparkplane_draft_model_source_dir": "the verified bundle's draft model",
+    "sparkplane_container_archive": "the verified bundle's OCI archive",
+}
+# Defaults derived in group_vars/all.yml that are still a site's to set (docs/installer.md,
+# "Inventory variables"); every other derived name (the paths below sparkplane_root) is refused.
+SETTABLE_DERIVED = frozenset({
+    "sparkplane_python", "sparkplane_engine_urls", "sparkplane_secrets_dir",
+    "sparkplane_container_bin",
+})  # fmt: skip
 
 
 class InstallError(RuntimeError):
@@ -81,26 +108,50 @@ class BundleFacts:
         )
 
 
-def site_vars_of(
-    given: Mapping[str, Any], playbook_dir: Path, derived: Sequence[str] = ()
-) -> dict[str, Any]:
+def site_vars_of(given: Mapping[str, Any], playbook_dir: Path) -> dict[str, Any]:
     """A site's own inventory settings (audit mode, firewall, container engine...) for one host.
 
     Checked against the playbooks' group_vars/all.yml, so that a misspelt name is refused
-    instead of silently ignored; `derived` names come from the bundle and the plan.
+    instead of silently ignored, and so is a name the site does not decide: an option's, one
+    from the bundle and the plan, a guard or a path the installer derives.
     """
     known = yaml.safe_load((playbook_dir / "group_vars" / "all.yml").read_text(encoding="utf-8"))
-    problems = []
-    for name in given:
-        if name in OPTION_VARS:
-            problems.append(f"{name}: give it with {OPTION_VARS[name]}")
-        elif name in derived:
-            problems.append(f"{name}: comes from the bundle and the plan")
-        elif name not in known:
-            problems.append(f"{name}: not a variable of the playbooks (group_vars/all.yml)")
+    problems = [f"{name}: {why}" for name in given if (why := refusal(name, known))]
     if problems:
         raise InstallError("site variables refused; nothing was installed", problems)
     return dict(given)
+
+
+def refusal(name: str, known: Mapping[str, Any]) -> str | None:
+    """Why a site may not set `name`; None when it may."""
+    if name in OPTION_VARS:
+        return f"give it with {OPTION_VARS[name]}"
+    if name in BUNDLE_VARS:
+        return "comes from the bundle and the plan"
+    if name in INSTALLER_DECIDED:
+        return f"the installer decides it: {INSTALLER_DECIDED[name]}"
+    if name not in known:
+        return "not a variable of the playbooks (group_vars/all.yml)"
+    if is_templated(known[name]) and name not in SETTABLE_DERIVED:
+        return f"derived in group_vars/all.yml ({known[name]}), not a site setting"
+    return None
+
+
+def is_templated(value: Any) -> bool:
+    """A group_vars default that Ansible computes from other variables."""
+    return "{{" in str(value)
+
+
+def inventory_site_vars(hosts: Mapping[str, Mapping[str, Any]], playbook_dir: Path) -> None:
+    """The same check for every host of an inventory, before anything runs on any of them."""
+    problems = []
+    for host, variables in hosts.items():
+        try:
+            site_vars_of(site_vars_in(variables), playbook_dir)
+        except InstallError as exc:
+            problems += [f"{host}: {detail}" for detail in exc.details]
+    if problems:
+        raise InstallError("inventory variables refused; nothing was installed", problems)
 
 
 def site_vars_in(host: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,7 +199,7 @@ def playbook_vars(
     bundle: Path, facts: BundleFacts, plan: EnginePlan, activate: bool
 ) -> dict[str, Any]:
     """Bundle-wide extra vars; per-host settings (root, ports) stay in the inventory."""
-    return {
+    extravars = {
         "sparkplane_bundle_dir": str(bundle),
         "sparkplane_version": facts.version,
         "sparkplane_model_name": facts.model_name,
@@ -169,6 +220,8 @@ def playbook_vars(
         "sparkplane_controlplane_environment": "production",
         "sparkplane_activate": activate,
     }
+    assert extravars.keys() == BUNDLE_VARS  # what site_vars_of refuses before any plan exists
+    return extravars
 
 
 def save_release_vars(release: Path, inventory: dict[str, Any], extravars: dict[str, Any]) -> None:

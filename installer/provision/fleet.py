@@ -29,7 +29,12 @@ from controlplane.appliance.layout import Layout
 from controlplane.core import signing
 from installer.bundle.manifest import Manifest
 from installer.bundle.trust import key_file_name
-from installer.provision.apply import BundleFacts, InstallError, site_vars_in
+from installer.provision.apply import (
+    BundleFacts,
+    InstallError,
+    inventory_site_vars,
+    site_vars_in,
+)
 from installer.provision.install import (
     DEFAULT_CONTROLPLANE_BIND,
     DEFAULT_CONTROLPLANE_PORT,
@@ -125,6 +130,9 @@ def install_inventory(
     facts = BundleFacts.from_manifest(manifest)
     control = Layout.at(control_root)
     hosts = fleet_hosts(inventory, control, bundle)
+    # The fleet play applies the inventory's variables itself, before each host's install
+    # checks them: a guard such as sparkplane_manage_system must be refused here.
+    inventory_site_vars(hosts, bundle / "playbooks")
     if after_verify is not None:
         after_verify(manifest)
     extravars = {

@@ -147,6 +147,7 @@ def install(
         for component, status, detail in report.model_signatures:
             console.print(f"model signature of {component}: {status} ({detail})")
     facts = BundleFacts.from_manifest(manifest)
+    site = site_vars_of(site_vars or {}, bundle / "playbooks")
     facts_host = collect_host_facts()
     ports = {engine_port: "engine", controlplane_port: "control plane"}
     checks = run_preflight(facts_host, BundleNeeds.from_manifest(manifest), Layout.at(root), ports)
@@ -159,7 +160,6 @@ def install(
         memory_bytes = box_memory_bytes(facts_host)
     plan = plan_or_refuse(bundle, facts, profile, memory_bytes)
     extravars = playbook_vars(bundle, facts, plan, activate)
-    site = site_vars_of(site_vars or {}, bundle / "playbooks", derived=list(extravars))
     if after_verify is not None:
         after_verify(manifest)
     remember_rotated_signer(report, root)

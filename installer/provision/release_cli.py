@@ -21,12 +21,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from controlplane.appliance.layout import Layout, read_env_file
 from controlplane.core.security import write_private_file
 from installer.provision.apply import RELEASE_VARS
 
-SERVICE_USER = "sparkplane"
+if TYPE_CHECKING:
+    import pwd
+
+DEFAULT_SERVICE_USER = "sparkplane"  # sparkplane_user in playbooks/group_vars/all.yml
 TIMEOUT_SECONDS = 300
 FIRST_ADMIN = "admin"
 IMPORTED = re.compile(r"^imported (\d+) installer events \((\d+) already present\)$", re.M)
@@ -44,23 +48,45 @@ class FirstAdmin:
     stored_at: Path
 
 
+def saved_host_vars(layout: Layout) -> dict[str, Any]:
+    """The inventory variables the current release (else the newest kept one) was applied with,
+    from its install-vars.json; empty when no release has one."""
+    candidates = [layout.current / RELEASE_VARS]
+    candidates += [layout.release(v) / RELEASE_VARS for v in reversed(layout.installed_versions())]
+    saved = next((path for path in candidates if path.is_file()), None)
+    if saved is None:
+        return {}
+    hosts = json.loads(saved.read_text())["inventory"]["sparkplane"]["hosts"]
+    return dict(next(iter(hosts.values()), {}))  # one host: install's local inventory
+
+
 def manages_system(layout: Layout) -> bool:
     """Whether the current release (else any kept one) was installed on `/` with --systemd:
     only then may the installer touch systemd, users and nftables."""
     if layout.root != Path("/"):
         return False
-    candidates = [layout.current / RELEASE_VARS]
-    candidates += [layout.release(v) / RELEASE_VARS for v in reversed(layout.installed_versions())]
-    saved = next((path for path in candidates if path.is_file()), None)
-    if saved is None:
-        return False
-    hosts = json.loads(saved.read_text())["inventory"]["sparkplane"]["hosts"]
-    return any(host.get("sparkplane_allow_system_changes") is True for host in hosts.values())
+    return saved_host_vars(layout).get("sparkplane_allow_system_changes") is True
 
 
 def service_user(layout: Layout) -> str | None:
-    """The service user when the current release manages a real system (`/` + --systemd)."""
-    return SERVICE_USER if manages_system(layout) else None
+    """The units' account (the site's `sparkplane_user`) when the current release manages a real
+    system (`/` + --systemd); the layout role created it there."""
+    if not manages_system(layout):
+        return None
+    return str(saved_host_vars(layout).get("sparkplane_user") or DEFAULT_SERVICE_USER)
+
+
+def service_account(user: str) -> pwd.struct_passwd:
+    """The user's passwd entry; a clear error (not a KeyError) when the host has no such user."""
+    import pwd  # POSIX-only; only needed on a real root
+
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise ReleaseCliError(
+            f"the service user {user!r} (sparkplane_user) does not exist on this host; "
+            "run the install again with --systemd to create it"
+        ) from None
 
 
 def run_release_cli(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
@@ -68,10 +94,12 @@ def run_release_cli(layout: Layout, *args: str) -> subprocess.CompletedProcess[s
     program = layout.current / "controlplane-venv" / "bin" / "sparkplane"
     if not program.is_file():
         raise ReleaseCliError(f"{program} does not exist: no current release to run it from")
+    user = service_user(layout)
+    # Looked up here: subprocess would raise a bare KeyError for a missing user or group.
+    group = service_account(user).pw_gid if user is not None else None
     # A clean environment: the installer's own SPARKPLANE_* must not redirect the release.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     env |= read_env_file(layout.controlplane_env)
-    user = service_user(layout)
     try:
         done = subprocess.run(
             [str(program), *args],
@@ -81,7 +109,7 @@ def run_release_cli(layout: Layout, *args: str) -> subprocess.CompletedProcess[s
             text=True,
             timeout=TIMEOUT_SECONDS,
             user=user,
-            group=user,
+            group=group,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -100,9 +128,7 @@ def readable_copy(path: Path, user: str | None) -> Iterator[Path]:
     if user is None:
         yield path
         return
-    import pwd  # POSIX-only; only needed on a real root
-
-    entry = pwd.getpwnam(user)
+    entry = service_account(user)
     with tempfile.TemporaryDirectory(prefix="sparkplane-events-") as tmp:
         copy = Path(tmp) / path.name
         copy.write_bytes(path.read_bytes())  # same bytes, so the same event ids

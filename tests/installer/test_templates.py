@@ -243,7 +243,7 @@ def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
     text = render(
         "nftables.conf.j2",
         sparkplane_firewall_deny_egress=deny_egress,
-        sparkplane_firewall_egress_allow=["10.20.0.0/16"],
+        sparkplane_firewall_egress_allow=["10.20.0.0/16", "fd00:20::/48", "2001:db8::1"],
         sparkplane_user="daemon",  # nft refuses a user name this machine does not have
     )
     rules = tmp_path / "nftables.conf"
@@ -262,8 +262,10 @@ def test_nftables_rules_parse_and_open_only_ssh_and_the_control_plane(
     ]
     assert "policy drop" in text
     assert ("chain output" in text) is (deny_egress is True)  # "false" from an INI inventory
-    if deny_egress is True:
-        assert "ip daddr 10.20.0.0/16 accept" in text
+    if deny_egress is True:  # each address family in its own match: nft -c refuses a mix
+        allowed = [line.strip() for line in text.splitlines() if "daddr" in line]
+        assert allowed == ["ip daddr 10.20.0.0/16 accept", "ip6 daddr fd00:20::/48 accept",
+                           "ip6 daddr 2001:db8::1 accept"]  # fmt: skip
     rules.write_text(text.replace("policy drop", "policy maybe"))
     assert subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True).returncode != 0
 
@@ -381,8 +383,32 @@ NOT_PLAIN = [
     "back\\slash\\\\double",
     "hash # comment-like",
     "two\nlines",
+    "CN=Doe\\, John,OU=x",  # an LDAP DN with an escaped comma
+    "Corp SSO #1",
 ]
 AWKWARD = PLAIN + NOT_PLAIN
+# The site's directory settings (docs/console.md, "Directory sign-in"): each one set to the value,
+# except the URL and issuer that switch a method on, which must not be empty.
+DIRECTORY_SETTINGS = {
+    "sparkplane_controlplane_ldap_bind_dn": "SPARKPLANE_LDAP_BIND_DN",
+    "sparkplane_controlplane_ldap_ca_file": "SPARKPLANE_LDAP_CA_FILE",
+    "sparkplane_controlplane_ldap_user_base_dn": "SPARKPLANE_LDAP_USER_BASE_DN",
+    "sparkplane_controlplane_ldap_user_filter": "SPARKPLANE_LDAP_USER_FILTER",
+    "sparkplane_controlplane_ldap_group_base_dn": "SPARKPLANE_LDAP_GROUP_BASE_DN",
+    "sparkplane_controlplane_ldap_group_filter": "SPARKPLANE_LDAP_GROUP_FILTER",
+    "sparkplane_controlplane_oidc_client_id": "SPARKPLANE_OIDC_CLIENT_ID",
+    "sparkplane_controlplane_oidc_ca_file": "SPARKPLANE_OIDC_CA_FILE",
+    "sparkplane_controlplane_oidc_scopes": "SPARKPLANE_OIDC_SCOPES",
+    "sparkplane_controlplane_oidc_username_claim": "SPARKPLANE_OIDC_USERNAME_CLAIM",
+    "sparkplane_controlplane_oidc_groups_claim": "SPARKPLANE_OIDC_GROUPS_CLAIM",
+    "sparkplane_controlplane_oidc_display_name": "SPARKPLANE_OIDC_DISPLAY_NAME",
+}
+DIRECTORY_GROUPS = {
+    "sparkplane_controlplane_ldap_admin_groups": "SPARKPLANE_LDAP_ADMIN_GROUPS",
+    "sparkplane_controlplane_ldap_auditor_groups": "SPARKPLANE_LDAP_AUDITOR_GROUPS",
+    "sparkplane_controlplane_oidc_admin_groups": "SPARKPLANE_OIDC_ADMIN_GROUPS",
+    "sparkplane_controlplane_oidc_auditor_groups": "SPARKPLANE_OIDC_AUDITOR_GROUPS",
+}
 
 
 def systemd_env(path: Path) -> dict[str, str]:
@@ -419,6 +445,13 @@ def test_controlplane_env_reads_the_same_in_systemd_and_the_control_plane(
             sparkplane_engine_urls=[value, "http://127.0.0.1:8000/v1"],
             sparkplane_activate_tls_enabled=True,
             sparkplane_tls_dir=value,
+            sparkplane_secrets_dir=value,
+            sparkplane_controlplane_public_url=f"https://console.lan/{value}",
+            sparkplane_controlplane_ldap_url=f"ldaps://dc1.lan/{value}",
+            sparkplane_controlplane_oidc_issuer=f"https://idp.lan/{value}",
+            sparkplane_controlplane_oidc_client_secret="set",
+            **dict.fromkeys(DIRECTORY_SETTINGS, value or "x"),  # "" would leave a line out
+            **{name: [value, "cn=b"] for name in DIRECTORY_GROUPS},
         )
     )
     read = read_env_file(path)
@@ -426,6 +459,13 @@ def test_controlplane_env_reads_the_same_in_systemd_and_the_control_plane(
     assert read["SPARKPLANE_DATA_DIR"] == read["SPARKPLANE_APPLIANCE_ROOT"] == value
     assert read["SPARKPLANE_ENGINE_URLS"] == f"{value},http://127.0.0.1:8000/v1"
     assert read["SPARKPLANE_TLS_KEY"] == f"{value}/server.key"
+    assert read["SPARKPLANE_CONSOLE_PUBLIC_URL"] == f"https://console.lan/{value}"
+    assert read["SPARKPLANE_LDAP_URL"] == f"ldaps://dc1.lan/{value}"
+    assert read["SPARKPLANE_OIDC_ISSUER"] == f"https://idp.lan/{value}"
+    assert read["SPARKPLANE_LDAP_BIND_PASSWORD_FILE"] == f"{value}/ldap-bind-password"
+    assert read["SPARKPLANE_OIDC_CLIENT_SECRET_FILE"] == f"{value}/oidc-client-secret"
+    assert {read[key] for key in DIRECTORY_SETTINGS.values()} == {value or "x"}
+    assert {read[key] for key in DIRECTORY_GROUPS.values()} == {f"{value};cn=b"}
     assert read_config_file(path)["data_dir"] == value  # what `sparkplane --config` reads
 
 

@@ -22,7 +22,15 @@ SECRETS = {
     "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
     "ansible_password": "hunter2-correct-horse",
     "pepper": "pepper-value-7hX2kQ9zLm4Rt8Wp",
+    # Letters only: the long-token heuristic keeps these, so only leaving the files out hides them.
+    "metrics_token": "MetricsScrapeTokenWithoutAnyDigitsAtAllQwErTyUiOp",
+    "site_secret": "correct horse battery staple",
+    "other_token": "AnotherTokenWithNoDigitsInItAnywhereZxCvBn",
+    "moved_secret": "the site moved its secrets directory",
 }
+# Written by the activate role (playbooks/roles/sparkplane_activate/tasks/metrics.yml).
+# creds/: the site's own sparkplane_secrets_dir, as the release's install-vars.json keeps it.
+SECRET_FILES = ("secrets/metrics-token", "secrets/site-extra", "api.token", "creds/bind")
 PEM = f"-----BEGIN PRIVATE KEY-----\n{SECRETS['private_key_body']}\n-----END PRIVATE KEY-----\n"
 
 
@@ -30,6 +38,8 @@ def plant(root: Path) -> Layout:
     layout = Layout.at(root)
     for directory in (
         layout.etc / "tls",
+        layout.etc / "secrets",
+        layout.etc / "creds",
         layout.systemd,
         layout.controlplane_data,
         layout.installer_state,
@@ -48,6 +58,19 @@ def plant(root: Path) -> Layout:
     )
     layout.engine_args.write_text("--model\n/var/lib/sparkplane/models/tiny\n--port\n8000\n")
     (layout.etc / "tls/server.key").write_text(PEM)
+    (layout.etc / "secrets/metrics-token").write_text(SECRETS["metrics_token"] + "\n")
+    (layout.etc / "secrets/site-extra").write_text(SECRETS["site_secret"] + "\n")
+    (layout.etc / "api.token").write_text(SECRETS["other_token"] + "\n")
+    (layout.etc / "creds/bind").write_text(SECRETS["moved_secret"] + "\n")
+    host = {"sparkplane_secrets_dir": str(layout.etc / "creds")}
+    (layout.release("1.0.0") / "install-vars.json").write_text(
+        json.dumps(
+            {
+                "inventory": {"sparkplane": {"hosts": {"localhost": host}}},
+                "extravars": {"sparkplane_engine_profile": "demo"},
+            }
+        )
+    )
     (layout.etc / "tls/server.crt").write_text(
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     )
@@ -101,6 +124,9 @@ def test_secret_files_are_left_out_not_redacted(archive) -> None:
     members, skipped = archive
     assert not any(name.endswith((".db", ".key", "pepper")) for name in members)
     assert any("server.key" in line for line in skipped)
+    for planted in SECRET_FILES:  # the secrets directory and any token file: never collected
+        assert f"config/etc-sparkplane/{planted}" not in members, planted
+        assert any(line.endswith(f"{planted} (secret by nature)") for line in skipped), planted
     listing = members["controlplane-data-listing.json"].decode()
     assert "sparkplane.db" in listing  # name and size only
 

@@ -102,3 +102,31 @@ def test_an_inventory_without_sparkplane_hosts_is_refused_before_any_write(
     with pytest.raises(InstallError, match="has no host in group 'sparkplane'"):
         install_inventory(bundle, inventory, tmp_path / "control", [key])
     assert not (tmp_path / "x").exists()
+
+
+def test_an_inventory_that_sets_what_the_installer_decides_is_refused_before_any_write(
+    keys: Path, tmp_path: Path
+) -> None:
+    """The fleet play runs the layout role with the inventory's variables before the host's own
+    install checks them: a guard set there would create users on a temp root."""
+    bundle = make_bundle(tmp_path / "bundle", keys / "bundle.key")
+    inventory = tmp_path / "hosts.ini"
+    # No ansible_python_interpreter: should the check regress, the play fails at its first
+    # task instead of creating a user on this machine.
+    inventory.write_text(
+        "[sparkplane]\n"
+        f"spark-a ansible_connection=local sparkplane_root={tmp_path / 'a'}"
+        " sparkplane_manage_system=true\n"
+        f"spark-b ansible_connection=local sparkplane_root={tmp_path / 'b'}"
+        " sparkplane_firewall_ssh_port=2222\n"
+        "[sparkplane:vars]\n"
+        f"sparkplane_etc_dir={tmp_path / 'etc'}\n"
+    )
+    key = signing.load_public_key(keys / "bundle.pub")
+    with pytest.raises(InstallError, match="inventory variables refused") as caught:
+        install_inventory(bundle, inventory, tmp_path / "control", [key])
+    said = "\n".join(caught.value.details)
+    assert "spark-a: sparkplane_manage_system: the installer decides it" in said
+    assert "spark-b: sparkplane_etc_dir: derived in group_vars/all.yml" in said
+    assert "sparkplane_firewall_ssh_port" not in said
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "etc"))

@@ -18,6 +18,7 @@ from controlplane.core import signing
 from controlplane.core.config import load_settings
 from installer.provision.install import InstallError, InstallResult, install
 from tests.installer.fixtures.bundles import make_bundle
+from tests.installer.fixtures.cli import run
 
 pytestmark = pytest.mark.slow
 SPARKPLANE = str(Path(sys.executable).parent / "sparkplane")
@@ -265,3 +266,31 @@ def test_cli_rerun_reports_zero_changes_and_keeps_the_trusted_key(installed, bun
     assert done.returncode == 0, done.stderr
     assert "changed=0" in done.stdout
     assert list(Layout.at(root).trust.glob("*.pub")), "the confirmed key is stored"
+
+
+def test_vars_the_installer_decides_are_refused_and_nothing_is_installed(
+    bundle, keys, tmp_path
+) -> None:
+    """`sparkplane_manage_system: true` in --vars on a temp root would let the playbooks create
+    users and call systemctl and nft there; it is refused like every derived variable."""
+    root = tmp_path / "fresh-root"
+    site = tmp_path / "site.yml"
+    site.write_text(
+        "sparkplane_manage_system: true\n"
+        f"sparkplane_etc_dir: {tmp_path / 'elsewhere'}\n"
+        "sparkplane_model_source_dir: /media/other/models/tiny\n"
+        "sparkplane_draft_model_dir: /tmp/draft\n"
+        "sparkplane_draft_model_source_dir: /media/other/models/draft\n"
+        "sparkplane_firewall_ssh_port: 2222\n"  # a site setting: accepted
+    )
+    done = run("install", bundle, "--root", root, "--trust", keys / "bundle.pub", "--yes",
+               "--engine-port", 18500, "--port", 18580, "--vars", site)  # fmt: skip
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())  # rich wraps long lines
+    assert "site variables refused; nothing was installed" in said
+    assert "sparkplane_manage_system: the installer decides it: true only with --systemd" in said
+    for name in ("sparkplane_etc_dir", "sparkplane_model_source_dir",
+                 "sparkplane_draft_model_dir", "sparkplane_draft_model_source_dir"):  # fmt: skip
+        assert f"{name}: " in said, name
+    assert "sparkplane_firewall_ssh_port" not in said
+    assert not root.exists()
