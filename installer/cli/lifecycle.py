@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -120,9 +120,18 @@ def status_command(
         table.add_row(name, f"{part.get('url', '-')}  {health}")
     for unit, state in status["services"].items():
         table.add_row(unit, state)
+    table.add_row("last installer event", _event_line(status["last_event"]))
     console.print(table)
     if status["current"] is None:
         raise typer.Exit(1)
+
+
+def _event_line(event: dict[str, Any] | None) -> str:
+    """One line for an installer event: time, kind, phase and version (none: "-")."""
+    if event is None:
+        return "-"
+    shown = [event.get("time"), event.get("kind"), event.get("phase"), event.get("version")]
+    return " ".join(str(part) for part in shown if part)
 
 
 def register(app: typer.Typer) -> None:

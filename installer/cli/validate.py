@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from controlplane.appliance.layout import Layout
-from installer.cli.common import RootOpt, console, fail
+from installer.cli.common import RootOpt, console, errors, fail
 from installer.lifecycle.validate import ValidateError, ValidateResult, run_validate, total_steps
 
 
@@ -29,7 +29,7 @@ def validate_command(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
+        with Progress(*columns, console=errors, transient=True) as progress:  # stdout: --json
             task = progress.add_task("validating", total=total_steps(Layout.at(root), quick))
 
             def step(label: str) -> None:
