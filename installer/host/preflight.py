@@ -231,10 +231,15 @@ def check_disk(layout: Layout, needs: BundleNeeds) -> list[Check]:
     return checks
 
 
-def check_container_runtime(facts: HostFacts, needs: BundleNeeds) -> list[Check]:
+def check_container_runtime(
+    facts: HostFacts, needs: BundleNeeds, engine: str | None = None
+) -> list[Check]:
+    """`engine`: the one the site configured (`sparkplane_container_engine`), which the unit
+    will run; None (preflight on its own, no inventory): either will do."""
     if needs.runtime != "container":
         return []
-    found = [tool for tool in ("podman", "docker") if facts.tools.get(tool)]
+    candidates = (engine,) if engine else ("podman", "docker")
+    found = [tool for tool in candidates if facts.tools.get(tool)]
     engines = [tool for tool in found if tool not in facts.tool_errors]
     if engines:
         checks = [Check("container runtime", PASS, ", ".join(engines))]
@@ -242,7 +247,8 @@ def check_container_runtime(facts: HostFacts, needs: BundleNeeds) -> list[Check]
         problems = "; ".join(f"{tool}: {facts.tool_errors[tool]}" for tool in found)
         checks = [Check("container runtime", FAIL, problems, "start the container service")]
     else:
-        checks = [Check("container runtime", FAIL, "none", "install podman or docker")]
+        wanted = f"{engine} (sparkplane_container_engine)" if engine else "podman or docker"
+        checks = [Check("container runtime", FAIL, "none", f"install {wanted}")]
     # The unit asks for the GPU the way a Spark provides it: docker through the NVIDIA runtime,
     # podman through the toolkit's CDI specification of nvidia.com/gpu (what it really reads).
     toolkit = facts.tools.get("nvidia-ctk") or facts.tools.get("nvidia-container-runtime")
@@ -280,14 +286,18 @@ def check_port(port: int, purpose: str, host: str = "127.0.0.1") -> Check:
 
 
 def run_preflight(
-    facts: HostFacts, needs: BundleNeeds, layout: Layout, ports: dict[int, str]
+    facts: HostFacts,
+    needs: BundleNeeds,
+    layout: Layout,
+    ports: dict[int, str],
+    container_engine: str | None = None,
 ) -> PreflightReport:
     report = PreflightReport()
     report.checks += [check_os(facts), check_arch(facts, needs)]
     report.checks += check_gpu(facts, needs)
     report.checks.append(check_memory(facts, needs))
     report.checks += check_disk(layout, needs)
-    report.checks += check_container_runtime(facts, needs)
+    report.checks += check_container_runtime(facts, needs, container_engine)
     report.checks.append(check_clock(facts))
     report.checks += [check_port(port, purpose) for port, purpose in sorted(ports.items())]
     return report

@@ -115,11 +115,18 @@ def site_vars_of(given: Mapping[str, Any], playbook_dir: Path) -> dict[str, Any]
     instead of silently ignored, and so is a name the site does not decide: an option's, one
     from the bundle and the plan, a guard or a path the installer derives.
     """
-    known = yaml.safe_load((playbook_dir / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+    known = group_vars(playbook_dir)
     problems = [f"{name}: {why}" for name in given if (why := refusal(name, known))]
     if problems:
         raise InstallError("site variables refused; nothing was installed", problems)
     return dict(given)
+
+
+def group_vars(playbook_dir: Path) -> dict[str, Any]:
+    """The playbooks' defaults (group_vars/all.yml), as written: derived ones unrendered."""
+    path = playbook_dir / "group_vars" / "all.yml"
+    defaults: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return defaults
 
 
 def refusal(name: str, known: Mapping[str, Any]) -> str | None:

@@ -33,6 +33,7 @@ from installer.provision.activation import after_activation
 from installer.provision.apply import (
     BundleFacts,
     InstallError,
+    group_vars,
     local_inventory,
     playbook_vars,
     raise_for_run,
@@ -150,7 +151,11 @@ def install(
     site = site_vars_of(site_vars or {}, bundle / "playbooks")
     facts_host = collect_host_facts()
     ports = {engine_port: "engine", controlplane_port: "control plane"}
-    checks = run_preflight(facts_host, BundleNeeds.from_manifest(manifest), Layout.at(root), ports)
+    needs = BundleNeeds.from_manifest(manifest)
+    engine = site.get("sparkplane_container_engine") or group_vars(bundle / "playbooks").get(
+        "sparkplane_container_engine"
+    )
+    checks = run_preflight(facts_host, needs, Layout.at(root), ports, engine and str(engine))
     if not checks.ok:
         raise InstallError(
             "preflight failed; nothing was installed",

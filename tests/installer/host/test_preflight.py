@@ -176,6 +176,19 @@ def test_container_runtime_needs_an_engine_and_the_toolkit(tmp_path: Path) -> No
     assert runtime.status == FAIL and "Cannot connect" in runtime.value
 
 
+def test_container_runtime_is_the_one_the_site_configured(tmp_path: Path) -> None:
+    """The unit runs `sparkplane_container_engine`: the other one being there does not do."""
+    facts = facts_for("aarch64", "gb10-query.csv", "gb10-banner.txt", 119)
+    needs = BundleNeeds("aarch64", "cuda", "container", 18 * GIB, 8 * GIB, 0)
+    facts.tools = {"podman": "/usr/bin/podman", "nvidia-ctk": "/usr/bin/nvidia-ctk"}
+    layout = Layout.at(tmp_path)
+    runtime = by_name(run_preflight(facts, needs, layout, {}, "docker"), "container runtime")
+    assert runtime.status == FAIL
+    assert runtime.remedy == "install docker (sparkplane_container_engine)"
+    runtime = by_name(run_preflight(facts, needs, layout, {}, "podman"), "container runtime")
+    assert (runtime.status, runtime.value) == (PASS, "podman")
+
+
 def test_disk_check_fails_when_the_bundle_cannot_fit(tmp_path: Path) -> None:
     facts = facts_for("aarch64", "gb10-query.csv", "gb10-banner.txt", 119)
     huge = BundleNeeds("aarch64", "cuda", "wheelhouse", 10**15, GIB, 0)
