@@ -44,8 +44,8 @@ def rotate(
     async def main() -> str:
         async with admin_context(settings) as ctx:
             ctx.ensure_audit_writable()
-            token, prefix = await ctx.run(lambda db: _rotate(db, ctx, name, role, retire))
-            fields = {"role": role, "prefix": prefix, "retired_setting": bool(retire)}
+            token, prefix, retired = await ctx.run(lambda db: _rotate(db, ctx, name, role, retire))
+            fields = {"role": role, "prefix": prefix, "retired_setting": retired}
             await ctx.audit.record("admin.admin_token_rotate", actor=ctx.actor, target=name,
                                    **fields)  # fmt: skip
             return token
@@ -64,25 +64,40 @@ def rotate(
 
 def _rotate(
     db: Session, ctx: AdminContext, name: str, role: str, retire: str | None
-) -> tuple[str, str]:
+) -> tuple[str, str, bool]:
+    """(token, prefix, whether this rotation retired SPARKPLANE_ADMIN_TOKEN: not if an earlier
+    one did)."""
     token_role: admin_tokens.TokenRole = "admin" if role == "admin" else "auditor"
+    retires = retire is not None and admin_tokens.lookup(db, ctx.pepper, retire) is None
     token, row = admin_tokens.rotate(db, ctx.pepper, name, token_role, retire)
     db.commit()
-    return token, row.prefix
+    return token, row.prefix, retires
 
 
 @admin_token_app.command("list")
 def list_tokens(config: ConfigOption = None) -> None:
-    """The tokens in force: name, role, prefix, created (never the token)."""
+    """The tokens in force: name, role, prefix, created (never the token); SPARKPLANE_ADMIN_TOKEN
+    too while no rotation of the default name has retired it."""
     settings = settings_or_exit(config)
+    configured = settings.admin_token.get_secret_value() if settings.admin_token else None
 
-    async def main() -> list[tuple[str, str, str, str]]:
+    async def main() -> list[TokenRow]:
         async with admin_context(settings) as ctx:
-            rows = await ctx.run(admin_tokens.active_tokens)
-            return [(r.name, r.role, r.prefix, r.created_at.isoformat()) for r in rows]
+            return await ctx.run(lambda db: _in_force(db, ctx.pepper, configured))
 
     for name, role, prefix, created in asyncio.run(main()):
         typer.echo(f"{name}\t{role}\t{prefix}…\t{created}")
+
+
+TokenRow = tuple[str, str, str, str]  # name, role, prefix, created
+
+
+def _in_force(db: Session, pepper: bytes, configured: str | None) -> list[TokenRow]:
+    rows = [(r.name, r.role, r.prefix, r.created_at.isoformat())
+            for r in admin_tokens.active_tokens(db)]  # fmt: skip
+    if configured and admin_tokens.lookup(db, pepper, configured) is None:  # never retired
+        rows.append(("SPARKPLANE_ADMIN_TOKEN", "admin", "(setting)", "-"))
+    return rows
 
 
 def register(app: typer.Typer) -> None:

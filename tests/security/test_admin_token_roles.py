@@ -10,8 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from controlplane.api.admin_tokens import PREFIX_LENGTH as PREFIX
+from controlplane.audit.models import AuditEntry
+from controlplane.console.queries import entry_data
 from tests.controlplane.harness import ADMIN_TOKEN, ThreadGateway, make_settings
 from tests.enginesim import SimHandle, start_simulator
 from tests.security.conftest import PG_URL, postgres_schema
@@ -57,6 +61,21 @@ def _rotate(env: dict[str, str], *args: str) -> str:
     return result.output.strip().splitlines()[-1]
 
 
+def _list(env: dict[str, str]) -> list[list[str]]:
+    from installer.cli.main import build_app
+
+    app = build_app(["controlplane.cli.admin_tokens"])
+    result = CliRunner().invoke(app, ["admin-token", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    return [line.split("\t") for line in result.output.strip().splitlines()]
+
+
+def _rotations(gateway: ThreadGateway) -> list[dict[str, object]]:
+    with gateway.app.state.sessions() as db:
+        query = select(AuditEntry).where(AuditEntry.kind == "admin.admin_token_rotate")
+        return [entry_data(entry) for entry in db.scalars(query.order_by(AuditEntry.seq))]
+
+
 def _call(gateway: ThreadGateway, token: str, method: str = "GET", name: str = "") -> int:
     headers = {"Authorization": f"Bearer {token}"}
     path, body = ("/api/tenants", {"name": name}) if method == "POST" else ("/api/tenants", None)
@@ -69,6 +88,8 @@ def test_auditor_tokens_read_and_rotation_retires_the_old_token_everywhere(
     (one, two), env = pair
     assert _call(one, ADMIN_TOKEN, "POST", "before") == 201
 
+    # The configured token is in force, and listed, until a rotation of the default name.
+    assert _list(env) == [["SPARKPLANE_ADMIN_TOKEN", "admin", "(setting)…", "-"]]
     auditor = _rotate(env, "--role", "auditor", "--name", "audit-bot")
     assert _call(two, auditor) == 200
     refused = httpx.post(two.url + "/api/tenants", json={"name": "nope"},
@@ -85,3 +106,14 @@ def test_auditor_tokens_read_and_rotation_retires_the_old_token_everywhere(
     newer = _rotate(env, "--role", "admin")
     assert _call(one, new_admin) == 401 and _call(two, new_admin) == 401
     assert _call(one, newer, "POST", "newest") == 201
+    listed = _list(env)
+    assert [(name, role) for name, role, *_ in listed] == [("admin-token", "admin"),
+                                                          ("audit-bot", "auditor")]  # fmt: skip
+    assert listed[0][2] == newer[:PREFIX] + "…" and listed[1][2] == auditor[:PREFIX] + "…"
+    # Each rotation audited; only the first of the default name retired the setting.
+    assert [(e["target"], e["role"], e["prefix"], e["retired_setting"])
+            for e in _rotations(one)] == [
+        ("audit-bot", "auditor", auditor[:PREFIX], False),
+        ("admin-token", "admin", new_admin[:PREFIX], True),
+        ("admin-token", "admin", newer[:PREFIX], False),
+    ]  # fmt: skip
