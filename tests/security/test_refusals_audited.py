@@ -1,7 +1,8 @@
 """Issue 17, finding 8: refusals that tell of probing are audited as `http.refused` (a failed
-CSRF check, a role that may not, a method not allowed, and a malformed request the HTTP server
-refuses by itself), and repeats from one address are one summary entry per window. Failed
-before the fix (no entry at all)."""
+CSRF check, a role that may not, a method not allowed, and what the HTTP server refuses by
+itself: a malformed request, headers or a body too slow, too many connections from one address),
+and repeats from one address are one summary entry per window. Failed before the fix (no entry
+at all)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controlplane.api import admin_tokens
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.server import (
     PASSWORD,
@@ -29,7 +31,8 @@ WINDOW = 2.0
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    with running_console(tmp_path_factory, auth_failure_window=WINDOW) as running:
+    with running_console(tmp_path_factory, auth_failure_window=WINDOW, header_timeout=1.0,
+                         body_timeout=1.0, max_connections_per_address=4) as running:  # fmt: skip
         yield running
 
 
@@ -79,7 +82,7 @@ def test_a_request_the_server_refuses_itself_is_audited(audited: ConsoleServer) 
     port = int(audited.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), source_address=(address, 0)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
-        answer = b"".join(iter(lambda: sock.recv(4096), b""))  # until the server closes
+        answer = _answer(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400")
     # The one error shape and the security headers, like every answer of the app's own.
@@ -89,6 +92,52 @@ def test_a_request_the_server_refuses_itself_is_audited(audited: ConsoleServer) 
     assert error["code"] == "invalid_http_request" and error["type"] == "invalid_request_error"
     [entry] = _refusals(audited, address)
     assert entry["status"] == 400 and entry["code"] == "invalid_http_request"
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    return b"".join(iter(lambda: sock.recv(4096), b""))
+
+
+def _admin_token(server: ConsoleServer) -> str:
+    with server.sessions() as db:
+        token, _ = admin_tokens.rotate(db, server.app.state.pepper, server.unique("t"), "admin")
+        db.commit()
+    return token
+
+
+@pytest.mark.parametrize("code", ["header_timeout", "body_timeout"])
+def test_a_request_too_slow_to_arrive_is_audited(audited: ConsoleServer, code: str) -> None:
+    if code == "header_timeout":  # headers that never end
+        sent = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    else:  # a body that never comes, on a route that reads it after the token
+        token = _admin_token(audited).encode()
+        sent = (b"POST /api/tenants HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                b"Authorization: Bearer " + token + b"\r\n\r\n")  # fmt: skip
+    address = new_address()
+    port = int(audited.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), source_address=(address, 0)) as sock:
+        sock.settimeout(15)
+        sock.sendall(sent)
+        assert _answer(sock).startswith(b"HTTP/1.1 408")
+    [entry] = _refusals(audited, address)
+    assert entry["status"] == 408 and entry["code"] == code
+
+
+def test_too_many_connections_from_one_address_is_audited(audited: ConsoleServer) -> None:
+    address = new_address()
+    port = int(audited.url.rsplit(":", 1)[1])
+    held = [socket.create_connection(("127.0.0.1", port), source_address=(address, 0))
+            for _ in range(4)]  # fmt: skip
+    try:
+        with socket.create_connection(("127.0.0.1", port), source_address=(address, 0)) as sock:
+            sock.settimeout(15)
+            assert _answer(sock).startswith(b"HTTP/1.1 429")
+    finally:
+        for sock in held:
+            sock.close()
+    [entry] = _refusals(audited, address)
+    assert entry["status"] == 429 and entry["code"] == "too_many_connections"
 
 
 def test_repeats_are_one_summary_per_window(audited: ConsoleServer) -> None:
