@@ -36,14 +36,15 @@ SITE = {  # settings a site keeps in its inventory; every install and upgrade mu
 }
 
 
-def inventory(world: BoxWorld) -> Path:
+def inventory(world: BoxWorld, **site: str) -> Path:
+    """The boxes' inventory: SITE's settings, and `site`'s over them."""
     lines = ["[sparkplane]"]
     for name, box in world.boxes.items():
         ports = {"sparkplane_controlplane_port": PORT, "sparkplane_engine_port": ENGINE_PORT}
         host_vars = box.ssh_vars(world.ssh_key) | (ports if name == "a" else {})
         lines.append(f"spark-{name} " + " ".join(f"{k}={json.dumps(str(v))}"
                                                   for k, v in host_vars.items()))  # fmt: skip
-    lines += ["", "[sparkplane:vars]", *(f"{key}={value}" for key, value in SITE.items())]
+    lines += ["", "[sparkplane:vars]", *(f"{key}={value}" for key, value in (SITE | site).items())]
     path = world.base / "hosts.ini"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -196,6 +197,23 @@ def test_upgrade_keeps_every_setting_and_rolls_back_onto_readable_data(box_world
     assert "tcp dport 2222 accept" in firewall_rules(box)
     assert phases(box)[-1] == ("installer.upgrade", "rolled_back")
     assert release_cli(box, "audit", "verify", "--live").strip().endswith("VALID")
+
+
+def test_the_firewall_turned_off_is_unloaded_and_nothing_loads_it_again(box_world) -> None:
+    box = box_world.boxes["a"]
+    assert "tcp dport 2222 accept" in firewall_rules(box)
+    box_world.provision(box_world.bundle("1.0.0"),
+                        inventory(box_world, sparkplane_firewall_enabled="false"))  # fmt: skip
+    assert firewall_rules(box) == ""
+    state = box.unit("sparkplane-firewall.service", "ActiveState", "UnitFileState")
+    assert state["ActiveState"] == "inactive" and state["UnitFileState"] != "enabled", state
+    for gone in (
+        "/etc/systemd/system/sparkplane-firewall.service",
+        "/etc/sparkplane/nftables.conf",
+    ):
+        assert box.exec("test", "-e", gone, check=False).returncode == 1, gone
+    wait_ready(box, PORT)  # the rest serves on
+    assert complete(box, PORT, str(box_world.notes["key"]), "tiny-chat")["status"] == 200
 
 
 def test_uninstall_stops_and_disables_the_units_and_unloads_the_rules(box_world) -> None:
