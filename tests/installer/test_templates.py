@@ -21,6 +21,7 @@ import pytest
 from controlplane.core.config import read_config_file
 from controlplane.core.envfile import read_env_file
 from tests.e2e.netns import NetworkNamespace
+from tests.installer.box.probes import CONNECT
 from tests.installer.fixtures.templates import DRAFT, MODEL, SPEC, STATE, exec_start, render
 
 ENGINE_TAIL = [
@@ -276,15 +277,6 @@ import socket, sys, time
 servers = [socket.create_server(("127.0.0.1", int(port))) for port in sys.argv[1:]]
 print("listening", flush=True)
 time.sleep(600)
-"""
-# Run as a local account in the namespace: "connected", or the error's name.
-CONNECT = """
-import socket, sys
-try:
-    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10).close()
-    print("connected")
-except OSError as exc:
-    print(type(exc).__name__)
 """
 SYSTEM_PYTHON = "/usr/bin/python3"  # not the venv's: other accounts cannot read /root
 
