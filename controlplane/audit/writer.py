@@ -121,6 +121,21 @@ class AuditWriter:
         (tenant exports and retention use it). AuditUnavailable if the store can't be written."""
         return await self.enqueue(kind, **fields)
 
+    async def record_change(self, kind: str, **fields: Any) -> int:
+        """`record` for a change already made (a tenant created, a session ended): the caller
+        waits for the commit as usual, but if the store fails meanwhile the entry is not given
+        up: it is kept, like the gateway's queued entries, and written first once the store is
+        back, so the change never stays without its entry while this process runs.
+        AuditUnavailable still reaches the caller, who tells the client."""
+        try:
+            return await self.record(kind, **fields)
+        except AuditUnavailable:
+            # A commit that failed while its COMMIT reached the database (a lost connection)
+            # may record it twice: two entries rather than none.
+            with contextlib.suppress(AuditUnavailable):  # closing, or the queue is full
+                self.enqueue(kind, keep=True, **fields)
+            raise
+
     def enqueue(
         self, kind: str, *, urgent: bool = True, keep: bool = False, **fields: Any
     ) -> asyncio.Future[int]:

@@ -46,8 +46,8 @@ def rotate(
             ctx.ensure_audit_writable()
             token, prefix, retired = await ctx.run(lambda db: _rotate(db, ctx, name, role, retire))
             fields = {"role": role, "prefix": prefix, "retired_setting": retired}
-            await ctx.audit.record("admin.admin_token_rotate", actor=ctx.actor, target=name,
-                                   **fields)  # fmt: skip
+            await ctx.audit.record_change("admin.admin_token_rotate", actor=ctx.actor,
+                                          target=name, **fields)  # fmt: skip
             return token
 
     try:

@@ -93,8 +93,9 @@ def _guard_last_admin(db: Session, user: AdminUser) -> None:
 
 
 async def _record(ctx: AdminContext, action: str, username: str, **fields: Any) -> None:
-    await ctx.audit.record(f"admin.user_{action}", actor=ctx.actor, actor_role=ctx.actor_role,
-                           target=f"user:{username}", **fields)  # fmt: skip
+    await ctx.audit.record_change(f"admin.user_{action}", actor=ctx.actor,
+                                  actor_role=ctx.actor_role, target=f"user:{username}",
+                                  **fields)  # fmt: skip
 
 
 async def create_user(ctx: AdminContext, username: str, role: str,

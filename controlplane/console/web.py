@@ -166,13 +166,26 @@ def ensure_audit_writable(request: Request) -> None:
 
 async def record(request: Request, kind: str, active: ActiveSession | None, **fields: Any) -> int:
     """Write one audit entry for a console event, with who did it and from where."""
+    seq: int = await audit_writer(request).record(kind, **_who(request, active, fields))
+    return seq
+
+
+async def record_change(
+    request: Request, kind: str, active: ActiveSession | None, **fields: Any
+) -> int:
+    """`record` for a change already committed: kept if the store fails meanwhile
+    (AuditWriter.record_change)."""
+    seq: int = await audit_writer(request).record_change(kind, **_who(request, active, fields))
+    return seq
+
+
+def _who(request: Request, active: ActiveSession | None, fields: dict[str, Any]) -> dict[str, Any]:
     if active is not None:
         fields.setdefault("actor", active.username)
         fields.setdefault("actor_role", active.role)
     fields.setdefault("client", client_address(request))
     fields.setdefault("via", "console")
-    seq: int = await audit_writer(request).record(kind, **fields)
-    return seq
+    return fields
 
 
 def admin_context(request: Request, active: ActiveSession) -> AdminContext:

@@ -59,8 +59,9 @@ class AdminContext:
     async def record(
         self, action: str, tenant: str, target: str, before: Any = None, after: Any = None
     ) -> None:
-        """The `admin.<action>` event of a tenant or key change (public fields only)."""
-        await self.audit.record(
+        """The `admin.<action>` event of a tenant or key change (public fields only), once the
+        change is committed: kept if the store fails meanwhile (AuditWriter.record_change)."""
+        await self.audit.record_change(
             f"admin.{action}",
             actor=self.actor,
             actor_role=self.actor_role,

@@ -10,7 +10,7 @@ from controlplane.console.auth import MIN_PASSWORD_LENGTH, ConsoleAuthError, cha
 from controlplane.console.deps import Action, Viewer
 from controlplane.console.models import AdminUser
 from controlplane.console.sessions import end_user_sessions
-from controlplane.console.web import ensure_audit_writable, record, redirect, render, run_db
+from controlplane.console.web import ensure_audit_writable, record_change, redirect, render, run_db
 
 router = APIRouter()
 
@@ -46,5 +46,5 @@ async def password_change(request: Request, active: Action) -> Response:
     if error is not None:
         return render(request, "password.html", active, status_code=400, error=error,
                       title="Change password", min_length=MIN_PASSWORD_LENGTH)  # fmt: skip
-    await record(request, "admin.password_change", active, target=active.username)
+    await record_change(request, "admin.password_change", active, target=active.username)
     return redirect("/", notice="password_changed")

@@ -48,6 +48,7 @@ from controlplane.console.web import (
     PREFIX,
     client_address,
     record,
+    record_change,
     redirect,
     render,
     run_db,
@@ -249,7 +250,7 @@ async def signout(request: Request, active: Action) -> Response:
         db.commit()
 
     await run_db(request, sign_out)
-    await record(request, "console.signout", active)
+    await record_change(request, "console.signout", active)
     response: Response = redirect("/signin")
     client = oidc_client(request.app.state) if active.source == Source.OIDC else None
     logout = await client.logout_url() if client is not None else None

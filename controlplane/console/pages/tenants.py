@@ -26,7 +26,7 @@ from controlplane.console.web import (
     admin_context,
     bad_request,
     ensure_audit_writable,
-    record,
+    record_change,
     redirect,
     render,
     run_db,
@@ -154,6 +154,6 @@ async def tenant_erase(request: Request, name: str, active: AdminAction) -> Resp
     await actions.update_tenant_async(ctx, name, TenantUpdate.model_validate({"disabled": True}))
     shred_seq = await content_vault(request).shred(name, audit_writer(request),
                                                    actor=active.username)  # fmt: skip
-    await record(request, "admin.tenant_erase", active, tenant=name, target=name,
-                 keys_revoked=len(keys), content_shred_seq=shred_seq)  # fmt: skip
+    await record_change(request, "admin.tenant_erase", active, tenant=name, target=name,
+                        keys_revoked=len(keys), content_shred_seq=shred_seq)  # fmt: skip
     return redirect(f"/tenants/{name}", notice="tenant_erased")
