@@ -60,7 +60,7 @@ def user_view(user: AdminUser, throttled: bool = False) -> UserView:
 def list_users(db: Session) -> list[UserView]:
     blocked = throttle.blocked_accounts(db)
     users = db.scalars(select(AdminUser).order_by(AdminUser.username))
-    return [user_view(u, u.username in blocked) for u in users]
+    return [user_view(u, throttle.account_key(u.username) in blocked) for u in users]
 
 
 def _name(username: str) -> str:

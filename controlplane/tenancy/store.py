@@ -183,12 +183,15 @@ def issue_key(
         raise Conflict(f"tenant {tenant_name!r} is disabled: enable it first", param="tenant")
     expires_days = key_expiry_days(expires_days)
     secret = generate_api_key()
-    expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
+    # One clock for both, so that the lifetime reads back as whole days (the console's rotate).
+    created_at = utcnow()
+    expires_at = created_at + timedelta(days=expires_days) if expires_days else None
     key = ApiKey(
         tenant=tenant,
         name=name,
         prefix=visible_prefix(secret),
         key_hash=hash_api_key(pepper, secret),
+        created_at=created_at,
         expires_at=expires_at,
     )
     session.add(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -112,7 +113,9 @@ async def key_rotate(request: Request, name: str, key_id: int, active: AdminActi
                            status_code=409)  # fmt: skip
     lifetime = None
     if old.expires_at is not None:
-        lifetime = min(max(1, (old.expires_at - old.created_at).days), MAX_KEY_DAYS)
+        # Rounded: a key issued before both times came from one clock is a few ms short.
+        days = round((old.expires_at - old.created_at) / timedelta(days=1))
+        lifetime = min(max(1, days), MAX_KEY_DAYS)
     new, secret = await _issue(request, active, name, old.name, lifetime)
     await _revoke(request, active, name, key_id)
     return await _page(request, active, name, new_key=secret,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import openai
 import pytest
 
 from controlplane.audit.content import ContentShredded, ContentVault
+from controlplane.tenancy import store
 from tests.controlplane.console.client import ConsoleClient
 from tests.controlplane.console.server import ConsoleServer
 
@@ -105,6 +107,21 @@ def test_rotate_replaces_the_key(admin: ConsoleClient, server: ConsoleServer) ->
     assert models.models.list().data
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{server.url}/v1", api_key=old, max_retries=0).models.list()
+
+
+def test_rotate_keeps_the_lifetime(admin: ConsoleClient, server: ConsoleServer) -> None:
+    """Rotated again and again, a 30-day key stays a 30-day key (it lost a day each time)."""
+    tenant = create_tenant(admin, server)
+    made = admin.post(f"/tenants/{tenant}/keys", {"key_name": "app", "expires_days": "30"},
+                      page=f"/tenants/{tenant}")  # fmt: skip
+    assert made.status_code == 200, made.text
+    for _ in range(3):
+        with server.sessions() as db:
+            [key] = [k for k in store.list_keys(db, tenant) if k.revoked_at is None]
+        assert key.expires_at is not None
+        assert key.expires_at - key.created_at == timedelta(days=30)
+        rotated = admin.post(f"/tenants/{tenant}/keys/{key.id}/rotate", page=f"/tenants/{tenant}")
+        assert rotated.status_code == 200, rotated.text
 
 
 def test_auditor_sees_no_mutating_controls_and_gets_403(

@@ -77,3 +77,15 @@ def test_parallel_guesses_cannot_outrun_the_count(db_engine: Engine) -> None:
     for thread in threads:
         thread.join()
     assert admitted.count(0) == throttle.ACCOUNT_FREE_FAILURES
+
+
+def test_a_directory_accounts_failures_are_found_by_its_row(db_engine: Engine) -> None:
+    """People type `alice`; the console's row is `ldap:alice`: listing and unlocking the row
+    must find what the sign-ins counted."""
+    now = utcnow()
+    with session_factory(db_engine)() as db:
+        for _ in range(throttle.ACCOUNT_FREE_FAILURES):
+            throttle.admit(db, "10.0.0.7", "Alice", now)
+        assert throttle.account_key("ldap:alice") in throttle.blocked_accounts(db, now)
+        assert throttle.forget_account(db, "ldap:alice") == 1
+        assert throttle.admit(db, "10.0.0.7", "alice", now).wait == 0
