@@ -78,7 +78,7 @@ def create(
 
 @admins_app.command("reset-password")
 def reset_password(username: str, out: OutOption = None, config: ConfigOption = None) -> None:
-    """Give a user a new one-time password (also unlocks it and ends its sessions)."""
+    """Give a user a new one-time password (and end its sessions; `unlock` lifts a sign-in wait)."""
     secret = _run(config, lambda ctx: users.reset_user_password(ctx, username))
     _show_password(secret, out)
 
