@@ -113,6 +113,13 @@ def sign_in(
         previous_role = user.role
         if user.disabled:
             raise DirectoryRefusal("disabled", "This account is disabled in the console.", 403)
+        if _another_person(user, identity):
+            raise DirectoryRefusal(
+                "identity_changed",
+                "This name already belongs to another person of the identity provider: "
+                "the provider must give each person a username of their own.",
+                403,
+            )
         if previous_role != identity.role.value:
             # The directory changed the role: every open session of the old role ends now.
             end_user_sessions(db, user.id)
@@ -124,6 +131,17 @@ def sign_in(
     token = start_session(db, user, policy, address)
     db.commit()
     return DirectorySignIn(token, user.id, user.username, previous_role)
+
+
+def _another_person(user: AdminUser, identity: DirectoryIdentity) -> bool:
+    """An OpenID row whose subject differs from the one signing in: two people under one
+    username claim, who must never share an account, its sessions and its audit actor. (An LDAP
+    DN changes when a person moves, so for LDAP the name is the identity.)"""
+    return (
+        identity.source is Source.OIDC
+        and bool(user.external_id)
+        and user.external_id != identity.external_id[:512]
+    )
 
 
 def end_sessions_of(db: Session, source: Source, name: str) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 
 from controlplane.audit import AuditWriter
 from controlplane.console.auth import SignInOutcome, authenticate, create_admin, find_user
+from controlplane.console.directory.accounts import DirectoryIdentity, DirectoryRefusal, sign_in
+from controlplane.console.models import Role, Source
 from controlplane.console.queries import AuditFilter, audit_page, usage_rows
 from controlplane.console.sessions import SessionPolicy, load_session, start_session
 from controlplane.core.db import session_factory
@@ -47,3 +50,21 @@ async def test_audit_filters_and_paging(db_engine: Engine, tmp_path: Path) -> No
         newer = audit_page(db, AuditFilter(), None, older[0].seq, 2)
         assert [r.seq for r in newer] == [3, 2]
         assert usage_rows(db, date(2026, 1, 1), date(2026, 12, 31)) == []
+
+
+def test_two_openid_subjects_never_share_an_account(db_engine: Engine) -> None:
+    """The username claim can repeat across subjects (a reused name, a second issuer account):
+    the second subject is refused, never signed in as the first. An LDAP DN may change (the
+    person moved), so there the name is the identity."""
+    first = DirectoryIdentity(Source.OIDC, "alice", "https://idp subject-1", Role.ADMIN)
+    other = DirectoryIdentity(Source.OIDC, "alice", "https://idp subject-2", Role.ADMIN)
+    moved = DirectoryIdentity(Source.LDAP, "bob", "uid=bob,ou=a,dc=x", Role.AUDITOR)
+    with session_factory(db_engine)() as db:
+        assert sign_in(db, first, SessionPolicy(), "10.0.0.1").username == "oidc:alice"
+        assert sign_in(db, first, SessionPolicy(), "10.0.0.1").username == "oidc:alice"
+        with pytest.raises(DirectoryRefusal) as refused:
+            sign_in(db, other, SessionPolicy(), "10.0.0.2")
+        assert (refused.value.reason, refused.value.status) == ("identity_changed", 403)
+        sign_in(db, moved, SessionPolicy(), "10.0.0.3")
+        moved_again = DirectoryIdentity(Source.LDAP, "bob", "uid=bob,ou=b,dc=x", Role.AUDITOR)
+        assert sign_in(db, moved_again, SessionPolicy(), "10.0.0.3").username == "ldap:bob"
