@@ -207,7 +207,8 @@ class OidcClient:
         documents = await self.documents()
         for attempt in range(2):
             supported = documents.metadata.get("id_token_signing_alg_values_supported", ["RS256"])
-            algorithms = [alg for alg in supported if alg in ASYMMETRIC]
+            # Never empty: joserfc would take an empty list as "its recommended set", HMAC too.
+            algorithms = [alg for alg in supported if alg in ASYMMETRIC] or ["RS256"]
             try:
                 keys = KeySet.import_key_set(documents.jwks)  # type: ignore[arg-type]
                 return jwt.decode(id_token, keys, algorithms)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import OctKey, RSAKey
 
 from controlplane.console.directory.accounts import DirectoryRefusal, DirectoryUnavailable
 from controlplane.console.directory.oidc import OidcClient, OidcConfig
@@ -178,6 +179,20 @@ async def test_forged_expired_wrong_audience_and_replayed_nonce_are_refused(
         with pytest.raises(DirectoryRefusal) as refused:
             await client.validate_id_token(token, nonce)
         assert refused.value.reason == "invalid_token", what
+    # A provider that lists only HMAC and publishes a shared key: still asymmetric only (an
+    # empty list would have been joserfc's "recommended" set, HS256 among them).
+    shared = OctKey.generate_key(256, parameters={"kid": "shared"})
+    documents = await client.documents()
+    client._documents = replace(
+        documents,
+        metadata=documents.metadata | {"id_token_signing_alg_values_supported": ["HS256"]},
+        jwks={"keys": [*documents.jwks["keys"], shared.as_dict(private=True)]},
+    )
+    hmac = jwt.encode({"alg": "HS256", "kid": "shared"}, payload, shared)
+    with pytest.raises(DirectoryRefusal) as refused:
+        await client.validate_id_token(hmac, nonce)
+    assert refused.value.reason == "invalid_token"
+    client._documents = documents
     with pytest.raises(DirectoryRefusal, match="nonce"):
         await client.validate_id_token(id_token, "the-nonce-of-another-sign-in")
     with pytest.raises(DirectoryRefusal, match="expired"):
