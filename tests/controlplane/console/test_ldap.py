@@ -198,6 +198,12 @@ def test_starttls_and_a_wrong_ca(ldap_server: LdapServer, tmp_path: Path) -> Non
     # An empty password never reaches the server as an unauthenticated bind.
     with pytest.raises(DirectoryRefusal):
         directory(ldap_server, tmp_path).authenticate(name, "")
+    # The typed name is a value in the filter, never filter syntax: a wildcard or a closing
+    # parenthesis finds nobody, though the password is the real person's.
+    for typed in ("*", name[:3] + "*", f"{name})(uid=*"):
+        with pytest.raises(DirectoryRefusal) as refused:
+            directory(ldap_server, tmp_path).authenticate(typed, PASSWORD)
+        assert refused.value.status == 401, typed
 
 
 @pytest.mark.parametrize(

@@ -185,11 +185,19 @@ def test_admin_users_page(admin: ConsoleClient, server: ConsoleServer) -> None:
     assert newcomer.signin(name, secret.group(1)).status_code == 401
     bad = admin.post("/admins", {"username": "x", "role": "admin"}, page="/admins")
     assert bad.status_code == 400 and "username must be" in bad.text
-    kinds = [
-        (k, f.get("target")) for k, _, f in server.audit_entries() if k.startswith("admin.user")
-    ]
-    for action in ("create", "role_change", "disable"):
-        assert (f"admin.user_{action}", f"user:{name}") in kinds
+    assert admin.post(f"/admins/{name}/enable", page="/admins").status_code == 303
+    assert admin.post(f"/admins/{name}/unlock", page="/admins").status_code == 303
+    reset = admin.post(f"/admins/{name}/reset", page="/admins")
+    assert reset.status_code == 200
+    again = re.search(r'id="one-time-value" readonly value="([^"]+)"', reset.text)
+    assert again and again.group(1) != secret.group(1)
+    assert newcomer.signin(name, again.group(1)).status_code == 303
+    entries = server.audit_entries()
+    kinds = [(k, f.get("target")) for k, _, f in entries if k.startswith("admin.user")]
+    for action in ("create", "role_change", "disable", "enable", "unlock", "password_reset"):
+        assert (f"admin.user_{action}", f"user:{name}") in kinds, action
+    # Neither one-time password ever enters an entry.
+    assert not [f for _, _, f in entries if secret.group(1) in str(f) or again.group(1) in str(f)]
     newcomer.close()
 
 
@@ -201,3 +209,21 @@ def test_system_page_reads_the_installed_appliance(auditor: ConsoleClient) -> No
                  "capacity 4 per engine, 2 more waiting in it"):  # fmt: skip
         assert fact in page, fact
     assert re.search(r"(89|90) days", page)
+
+
+def test_the_csrf_header_works_and_pages_are_not_cached(
+    admin: ConsoleClient, server: ConsoleServer
+) -> None:
+    """The other way to carry the token (`X-CSRF-Token`, for scripts), and the headers that
+    keep a console page out of caches and its address out of Referer."""
+    name = server.unique("header")
+    token = admin.csrf()
+    made = admin.http.post("/console/tenants", data={"name": name, "max_concurrency": "2"},
+                           headers={"X-CSRF-Token": token})  # fmt: skip
+    assert made.status_code == 303, made.text
+    forged = admin.http.post("/console/tenants", data={"name": name + "-x"},
+                             headers={"X-CSRF-Token": "forged"})  # fmt: skip
+    assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+    page = admin.get("/tenants")
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"

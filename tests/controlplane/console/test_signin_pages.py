@@ -82,6 +82,10 @@ def test_one_time_password_must_be_changed_first(server: ConsoleServer) -> None:
     assert again.signin(name, one_time).status_code == 401
     assert again.signin(name, NEW_PASSWORD).status_code == 303
     again.close()
+    entries = server.audit_entries()
+    assert ("admin.password_change", name) in [(k, f.get("target")) for k, _, f in entries]
+    # No password, old or new, ever enters an entry.
+    assert not [f for _, _, f in entries if one_time in str(f) or NEW_PASSWORD in str(f)]
 
 
 def test_signout_ends_the_session(admin: ConsoleClient) -> None:
