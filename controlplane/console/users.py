@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.console import throttle
@@ -77,12 +77,16 @@ def _existing(db: Session, username: str) -> AdminUser:
 
 
 def _local_admins(db: Session) -> int:
-    query = select(func.count()).where(
+    """Enabled local admins, locked until the caller's commit: a no-op update of their rows
+    takes PostgreSQL's row locks and SQLite's write lock, so a second demotion at the same time
+    waits, then counts again without the first."""
+    enabled_local_admin = (
         AdminUser.role == Role.ADMIN,
         AdminUser.disabled.is_(False),
         AdminUser.source.is_(None) | (AdminUser.source == Source.LOCAL),
     )
-    return int(db.scalar(query) or 0)
+    db.execute(update(AdminUser).where(*enabled_local_admin).values(role=AdminUser.role))
+    return int(db.scalar(select(func.count()).where(*enabled_local_admin)) or 0)
 
 
 def _guard_last_admin(db: Session, user: AdminUser) -> None:

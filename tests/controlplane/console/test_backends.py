@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from controlplane.audit import AuditWriter
+from controlplane.console import users
 from controlplane.console.auth import SignInOutcome, authenticate, create_admin, find_user
 from controlplane.console.directory.accounts import DirectoryIdentity, DirectoryRefusal, sign_in
 from controlplane.console.models import Role, Source
 from controlplane.console.queries import AuditFilter, audit_page, usage_rows
 from controlplane.console.sessions import SessionPolicy, load_session, start_session
 from controlplane.core.db import session_factory
+from controlplane.tenancy.actions import AdminContext
 
 
 def test_users_and_sessions(db_engine: Engine) -> None:
@@ -68,3 +73,35 @@ def test_two_openid_subjects_never_share_an_account(db_engine: Engine) -> None:
         sign_in(db, moved, SessionPolicy(), "10.0.0.3")
         moved_again = DirectoryIdentity(Source.LDAP, "bob", "uid=bob,ou=b,dc=x", Role.AUDITOR)
         assert sign_in(db, moved_again, SessionPolicy(), "10.0.0.3").username == "ldap:bob"
+
+
+async def test_two_admins_cannot_disable_each_other_at_once(
+    db_engine: Engine, tmp_path: Path
+) -> None:
+    """The last-admin guard under a race: both disables count two admins unless the count
+    locks them, so each request is made to dwell after its count."""
+    with session_factory(db_engine)() as db:
+        for name in ("first", "second"):
+            create_admin(db, name, "admin", "a long enough password 1")
+        db.commit()
+
+    def dwell(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM admin_users" in statement and "disabled" in statement:
+            time.sleep(0.5)  # after the count, before the update: where the race would be
+
+    writer = AuditWriter(db_engine, tmp_path / "audit-signing.key")
+    await writer.start()
+    event.listen(db_engine, "after_cursor_execute", dwell)
+    try:
+        ctx = AdminContext(session_factory(db_engine), b"pepper", writer, "tester")
+        results = await asyncio.gather(users.set_disabled(ctx, "first", True),
+                                       users.set_disabled(ctx, "second", True),
+                                       return_exceptions=True)  # fmt: skip
+    finally:
+        event.remove(db_engine, "after_cursor_execute", dwell)
+        await writer.close()
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(refused) == 1, results
+    assert "last enabled local admin" in str(refused[0])
+    with session_factory(db_engine)() as db:
+        assert users._local_admins(db) == 1
