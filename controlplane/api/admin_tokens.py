@@ -11,7 +11,7 @@ setting still names it.
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -32,26 +32,34 @@ def lookup(db: Session, pepper: bytes, token: str) -> AdminToken | None:
     return db.scalars(select(AdminToken).where(AdminToken.token_hash == digest)).first()
 
 
+class Rotation(NamedTuple):
+    token: str  # shown once
+    row: AdminToken
+    retired_setting: bool  # this rotation retired the configured token (not an earlier one)
+
+
 def rotate(
     db: Session, pepper: bytes, name: str, role: TokenRole, retire: str | None = None
-) -> tuple[str, AdminToken]:
+) -> Rotation:
     """Revoke `name`'s current token (and `retire`, the configured token, if given) and
-    store a new one; returns the new token, shown once, and its row. The caller commits."""
+    store a new one. The caller commits."""
     now = utcnow()
     db.execute(
         update(AdminToken)
         .where(AdminToken.name == name, AdminToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    retired = False
     if retire and lookup(db, pepper, retire) is None:
         db.add(AdminToken(name=name, role="admin", token_hash=hash_api_key(pepper, retire),
                           prefix="(setting)", created_at=now, revoked_at=now))  # fmt: skip
+        retired = True
     token = TOKEN_SCHEME + secrets.token_urlsafe(32)
     row = AdminToken(name=name, role=role, token_hash=hash_api_key(pepper, token),
                      prefix=token[:PREFIX_LENGTH], created_at=now)  # fmt: skip
     db.add(row)
     db.flush()
-    return token, row
+    return Rotation(token, row, retired)
 
 
 def active_tokens(db: Session) -> list[AdminToken]:

@@ -65,13 +65,14 @@ def rotate(
 def _rotate(
     db: Session, ctx: AdminContext, name: str, role: str, retire: str | None
 ) -> tuple[str, str, bool]:
-    """(token, prefix, whether this rotation retired SPARKPLANE_ADMIN_TOKEN: not if an earlier
-    one did)."""
+    """(token, prefix, whether this rotation retired SPARKPLANE_ADMIN_TOKEN)."""
     token_role: admin_tokens.TokenRole = "admin" if role == "admin" else "auditor"
-    retires = retire is not None and admin_tokens.lookup(db, ctx.pepper, retire) is None
-    token, row = admin_tokens.rotate(db, ctx.pepper, name, token_role, retire)
+    rotation = admin_tokens.rotate(db, ctx.pepper, name, token_role, retire)
     db.commit()
-    return token, row.prefix, retires
+    return rotation.token, rotation.row.prefix, rotation.retired_setting
+
+
+TokenRow = tuple[str, str, str, str]  # name, role, prefix, created
 
 
 @admin_token_app.command("list")
@@ -87,9 +88,6 @@ def list_tokens(config: ConfigOption = None) -> None:
 
     for name, role, prefix, created in asyncio.run(main()):
         typer.echo(f"{name}\t{role}\t{prefix}…\t{created}")
-
-
-TokenRow = tuple[str, str, str, str]  # name, role, prefix, created
 
 
 def _in_force(db: Session, pepper: bytes, configured: str | None) -> list[TokenRow]:

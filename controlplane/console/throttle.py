@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from controlplane.console.models import SignInFailure
+from controlplane.console.models import SignInFailure, Source
 from controlplane.core.db import utcnow
 
 ACCOUNT_FREE_FAILURES = 5
@@ -56,16 +56,13 @@ def delay_after(failures: int, free: int) -> timedelta:
     return min(FIRST_DELAY * (2**doublings), MAX_DELAY)
 
 
-DIRECTORY_SOURCES = ("ldap", "oidc")  # console/directory/accounts.py: `ldap:NAME` rows
-
-
 def account_key(username: str) -> str:
     """The typed name as the throttle counts it (same normalisation as a username). A directory
     account's row (`ldap:alice`) is counted under the name its person types (`alice`), so that
     unlocking or listing that row finds the failures of its sign-ins."""
     name = username.strip().lower()
     source, colon, typed = name.partition(":")
-    return (typed if colon and source in DIRECTORY_SOURCES else name)[:128]
+    return (typed if colon and source in (Source.LDAP, Source.OIDC) else name)[:128]
 
 
 def _keys(address: str, username: str) -> list[tuple[str, str, str]]:

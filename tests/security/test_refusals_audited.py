@@ -101,7 +101,7 @@ def _answer(sock: socket.socket) -> bytes:
 
 def _admin_token(server: ConsoleServer) -> str:
     with server.sessions() as db:
-        token, _ = admin_tokens.rotate(db, server.app.state.pepper, server.unique("t"), "admin")
+        token = admin_tokens.rotate(db, server.app.state.pepper, server.unique("t"), "admin").token
         db.commit()
     return token
 

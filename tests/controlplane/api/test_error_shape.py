@@ -155,7 +155,7 @@ def test_audit_unavailable_fails_closed(fragile: ThreadGateway) -> None:
     assert post(fragile, key, body).status_code == 200
     state = fragile.app.state
     with state.sessions() as db:
-        auditor, _ = admin_tokens.rotate(db, state.pepper, "audit-bot", "auditor")
+        auditor = admin_tokens.rotate(db, state.pepper, "audit-bot", "auditor").token
         db.commit()
     audit = state.audit
     import asyncio
