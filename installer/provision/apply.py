@@ -115,11 +115,15 @@ def site_vars_of(given: Mapping[str, Any], playbook_dir: Path) -> dict[str, Any]
     instead of silently ignored, and so is a name the site does not decide: an option's, one
     from the bundle and the plan, a guard or a path the installer derives.
     """
-    known = group_vars(playbook_dir)
-    problems = [f"{name}: {why}" for name in given if (why := refusal(name, known))]
+    problems = refused_site_vars(given, group_vars(playbook_dir))
     if problems:
         raise InstallError("site variables refused; nothing was installed", problems)
     return dict(given)
+
+
+def refused_site_vars(given: Mapping[str, Any], known: Mapping[str, Any]) -> list[str]:
+    """`name: why` for each name a site may not set."""
+    return [f"{name}: {why}" for name in given if (why := refusal(name, known))]
 
 
 def group_vars(playbook_dir: Path) -> dict[str, Any]:
@@ -151,12 +155,9 @@ def is_templated(value: Any) -> bool:
 
 def inventory_site_vars(hosts: Mapping[str, Mapping[str, Any]], playbook_dir: Path) -> None:
     """The same check for every host of an inventory, before anything runs on any of them."""
-    problems = []
-    for host, variables in hosts.items():
-        try:
-            site_vars_of(site_vars_in(variables), playbook_dir)
-        except InstallError as exc:
-            problems += [f"{host}: {detail}" for detail in exc.details]
+    known = group_vars(playbook_dir)
+    problems = [f"{host}: {problem}" for host, variables in hosts.items()
+                for problem in refused_site_vars(site_vars_in(variables), known)]  # fmt: skip
     if problems:
         raise InstallError("inventory variables refused; nothing was installed", problems)
 
