@@ -3,34 +3,21 @@ activate role's tasks and template, then read by the control plane's own setting
 
 from __future__ import annotations
 
-import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 from controlplane.core.config import load_settings
 from installer.ops.tls import create_local_ca
+from tests.installer.fixtures.role_tasks import run_role_tasks
 
 REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 BIND_PASSWORD = "vaulted-bind-password-do-not-log"
 CLIENT_SECRET = "vaulted-client-secret-do-not-log"
 ADMINS = "cn=Sparkplane Admins,ou=Groups,dc=example,dc=org"
 AUDITORS = "cn=auditors,ou=groups,dc=example,dc=org"
 
-PLAYBOOK = f"""
-- hosts: all
-  gather_facts: false
-  vars_files: ["{REPO}/playbooks/group_vars/all.yml"]
-  handlers:  # the role's own: a task that notifies a handler the role lacks fails the run
-    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/handlers/main.yml"
-  tasks:
-    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/tls.yml"
-    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/directory.yml"
-    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/metrics.yml"
-    - ansible.builtin.template:
+# After the role's tasks, the real template, as an install renders controlplane.env.
+RENDER_TASKS = f"""    - ansible.builtin.template:
         src: "{REPO}/templates/controlplane.env.j2"
         dest: "{{{{ sparkplane_etc_dir }}}}/controlplane.env"
         mode: "0640"
@@ -43,7 +30,7 @@ def test_directory_variables_render_settings_and_0600_secrets(tmp_path: Path) ->
     create_local_ca(tmp_path / "site-ca")
     ca = tmp_path / "site-ca" / "ca.crt"
     variables = {
-        "sparkplane_root": str(root), "ansible_python_interpreter": sys.executable,
+        "sparkplane_root": str(root),
         "sparkplane_controlplane_public_url": "https://sparkplane.example.org",
         "sparkplane_controlplane_ldap_url": "ldaps://dc1.example.org",
         "sparkplane_controlplane_ldap_ca_file": str(ca),
@@ -62,15 +49,8 @@ def test_directory_variables_render_settings_and_0600_secrets(tmp_path: Path) ->
         "sparkplane_controlplane_oidc_groups_claim": "realm_access.roles",
         "sparkplane_controlplane_oidc_admin_groups": ["sparkplane-admin"],
     }  # fmt: skip
-    (tmp_path / "vars.json").write_text(json.dumps(variables))
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "SPARKPLANE_"))}
-    env |= {"ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_LOCAL_TEMP"] = env["ANSIBLE_REMOTE_TEMP"] = str(tmp_path / "ansible-tmp")
-    command = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "-v",
-               str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}"]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_role_tasks(tmp_path, ["tls.yml", "directory.yml", "metrics.yml"], variables,
+                            then=RENDER_TASKS, verbose=True)  # fmt: skip
     assert BIND_PASSWORD not in result.stdout and CLIENT_SECRET not in result.stdout  # no_log
 
     secrets = root / "etc/sparkplane/secrets"

@@ -4,7 +4,7 @@ handlers in a real ansible-playbook run against a temp root.
 systemctl is a stand-in first on PATH that keeps each unit's state and logs every call, so the
 test sees what the role asks systemd to do on a managed root (`/` with --systemd); the unit's
 own ExecStop (`nft delete table`, tests/installer/test_templates.py) unloads the rules when it
-stops. The systemd box (tests/installer/box) runs the real thing at install and uninstall.
+stops. The systemd box (tests/installer/box) turns the firewall off for real.
 """
 
 from __future__ import annotations
@@ -12,25 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 from controlplane.appliance.layout import Layout
+from tests.installer.fixtures.role_tasks import REPO, run_role_tasks
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 FIREWALL = "sparkplane-firewall.service"
-
-PLAYBOOK = f"""
-- hosts: all
-  gather_facts: false
-  vars_files: ["{REPO}/playbooks/group_vars/all.yml"]
-  handlers:
-    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/handlers/main.yml"
-  tasks:
-    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/firewall.yml"
-"""
 
 # Unit state in STATE (json), each call appended to STATE.log; a unit is known while its file
 # is in UNITS, as systemd knows it after a daemon-reload.
@@ -74,23 +62,15 @@ def apply_firewall(
         directory.mkdir(parents=True, exist_ok=True)
     variables = {
         "sparkplane_root": str(root), "sparkplane_bundle_dir": str(REPO),
-        "ansible_python_interpreter": sys.executable, "sparkplane_firewall_enabled": enabled,
+        "sparkplane_firewall_enabled": enabled,
         "sparkplane_manage_system": managed,  # as on `/` with --systemd; the root stays a temp dir
     }  # fmt: skip
-    (tmp_path / "vars.json").write_text(json.dumps(variables))
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "SPARKPLANE_"))}
-    env |= {"ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_NOCOLOR": "1",
-            "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
-            "FAKE_SYSTEMCTL_STATE": str(state),
-            "FAKE_SYSTEMCTL_UNITS": str(layout.systemd)}  # fmt: skip
-    env["ANSIBLE_LOCAL_TEMP"] = env["ANSIBLE_REMOTE_TEMP"] = str(tmp_path / "ansible-tmp")
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "FAKE_SYSTEMCTL_STATE": str(state),
+           "FAKE_SYSTEMCTL_UNITS": str(layout.systemd)}  # fmt: skip
     log = Path(f"{state}.log")
     before = log.read_text() if log.exists() else ""
-    command = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local",
-               str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}"]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_role_tasks(tmp_path, ["firewall.yml"], variables, env=env)
     changed = re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)", result.stdout)
     assert changed is not None, result.stdout
     calls = (log.read_text() if log.exists() else "")[len(before) :]

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import ssl
 import stat
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -22,9 +19,9 @@ from controlplane.core.config import load_settings
 from installer.ops.tls import TlsError, import_certificate, issue_server_certificate
 from installer.provision.install import install
 from tests.installer.fixtures.bundles import make_bundle
+from tests.installer.fixtures.role_tasks import run_role_tasks
 
 REPO = Path(__file__).resolve().parents[3]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
@@ -102,13 +99,7 @@ def test_import_tightens_an_existing_readable_key(tmp_path: Path) -> None:
 
 # The activate role's TLS detection and the real template, run by ansible-playbook on this host
 # with the playbook's own group_vars, exactly as an install renders controlplane.env.
-RENDER_PLAYBOOK = f"""
-- hosts: all
-  gather_facts: false
-  vars_files: ["{REPO}/playbooks/group_vars/all.yml"]
-  tasks:
-    - ansible.builtin.import_tasks: "{REPO}/playbooks/roles/sparkplane_activate/tasks/tls.yml"
-    - ansible.builtin.file:
+RENDER_TASKS = f"""    - ansible.builtin.file:
         path: "{{{{ sparkplane_etc_dir }}}}"
         state: directory
         mode: "0755"
@@ -120,15 +111,7 @@ RENDER_PLAYBOOK = f"""
 
 
 def render_controlplane_env(tmp_path: Path, root: Path) -> Path:
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(RENDER_PLAYBOOK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "SPARKPLANE_"))}
-    env |= {"ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_LOCAL_TEMP"] = env["ANSIBLE_REMOTE_TEMP"] = str(tmp_path / "ansible-tmp")
-    command = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook)]
-    command += ["-e", f"sparkplane_root={root} ansible_python_interpreter={sys.executable}"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_role_tasks(tmp_path, ["tls.yml"], {"sparkplane_root": str(root)}, then=RENDER_TASKS)
     return root / "etc/sparkplane/controlplane.env"
 
 
